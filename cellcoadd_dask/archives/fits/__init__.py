@@ -1,0 +1,1 @@
+"""The lsst-images FITS container: headers, index, tile tables, codecs, reader."""

@@ -1,0 +1,142 @@
+"""FITS header cards: parse 2880-byte header blocks into typed values.
+
+Only what the lsst-images container needs: fixed-format keyword cards with string,
+logical, integer and floating values, ``CONTINUE`` long strings, and ``END``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+
+from ...errors import ArchiveFormatError
+
+__all__ = ["BLOCK", "CARD", "Header", "header_size", "parse_header"]
+
+BLOCK = 2880
+CARD = 80
+MAX_HEADER_BYTES = 2880 * 1000
+
+CardValue = str | int | float | bool | None
+
+_INT = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$")
+
+
+class Header(Mapping[str, CardValue]):
+    """Keyword -> value of one FITS header, first occurrence wins, order kept."""
+
+    def __init__(self, cards: dict[str, CardValue], size: int) -> None:
+        self._cards = cards
+        self.size = size
+        """Number of bytes the header occupies, padding included."""
+
+    def __getitem__(self, key: str) -> CardValue:
+        return self._cards[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cards)
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def __repr__(self) -> str:
+        return f"Header({self._cards!r})"
+
+
+def _parse_value(text: str) -> tuple[CardValue, bool]:
+    """Parse the value field of a card; return (value, is_string)."""
+    text = text.strip()
+    if text.startswith("'"):
+        out = []
+        k = 1
+        while k < len(text):
+            c = text[k]
+            if c == "'":
+                if k + 1 < len(text) and text[k + 1] == "'":
+                    out.append("'")
+                    k += 2
+                    continue
+                break
+            out.append(c)
+            k += 1
+        else:
+            raise ValueError("unterminated string")
+        return "".join(out).rstrip(), True
+    value = text.split("/", 1)[0].strip()
+    if value == "":
+        return None, False
+    if value == "T":
+        return True, False
+    if value == "F":
+        return False, False
+    if _INT.match(value):
+        return int(value), False
+    if _FLOAT.match(value):
+        return float(value.replace("D", "E").replace("d", "e")), False
+    raise ValueError(f"unparsable value {value!r}")
+
+
+def header_size(buffer: bytes | memoryview, offset: int = 0) -> int | None:
+    """Bytes occupied by the header starting at ``offset`` (padded), or ``None`` if no ``END`` card yet."""
+    n = len(buffer)
+    pos = offset
+    while pos + CARD <= n:
+        if bytes(buffer[pos : pos + 8]) == b"END     ":
+            end = pos + CARD - offset
+            return -(-end // BLOCK) * BLOCK
+        pos += CARD
+    return None
+
+
+def parse_header(
+    buffer: bytes | memoryview, offset: int = 0, *, url: str | None = None, hdu: str | None = None
+) -> Header:
+    """Parse the header that starts at ``offset`` in ``buffer``.
+
+    Raises
+    ------
+    ArchiveFormatError
+        If the header has no ``END`` card within ``buffer`` or a card cannot be parsed.
+    """
+    size = header_size(buffer, offset)
+    if size is None:
+        raise ArchiveFormatError("header has no END card (truncated or not FITS)", url=url, hdu=hdu,
+                                 byte_range=(offset, offset + len(buffer)))
+    cards: dict[str, CardValue] = {}
+    pos = offset
+    last_string_key: str | None = None
+    while True:
+        raw = bytes(buffer[pos : pos + CARD])
+        try:
+            card = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise ArchiveFormatError("header card is not ASCII", url=url, hdu=hdu,
+                                     byte_range=(pos, pos + CARD)) from None
+        key = card[:8].rstrip()
+        pos += CARD
+        if key == "END":
+            break
+        if key == "CONTINUE" and last_string_key is not None:
+            try:
+                more, _ = _parse_value(card[8:])
+            except ValueError:
+                more = ""
+            prev = cards[last_string_key]
+            if isinstance(prev, str) and prev.endswith("&") and isinstance(more, str):
+                cards[last_string_key] = prev[:-1] + more
+            continue
+        if card[8:10] != "= " or key in ("COMMENT", "HISTORY", ""):
+            last_string_key = None
+            continue
+        try:
+            value, is_string = _parse_value(card[10:])
+        except ValueError as exc:
+            raise ArchiveFormatError(f"bad header card {card.rstrip()!r}: {exc}", url=url, hdu=hdu,
+                                     byte_range=(pos - CARD, pos)) from None
+        if key not in cards:
+            cards[key] = value
+            last_string_key = key if is_string else None
+        else:
+            last_string_key = None
+    return Header(cards, size)

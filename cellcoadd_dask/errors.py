@@ -1,0 +1,68 @@
+"""The package's one error hierarchy.
+
+Every error raised on purpose derives from :class:`CellCoaddError`.  Built-in
+exception types are used as second bases so that code written against
+``lsst.images`` (which raises ``IndexError``, ``ValueError`` ...) keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchiveFormatError",
+    "BoundsError",
+    "CellCoaddError",
+    "FetchError",
+    "ValidationError",
+]
+
+
+class CellCoaddError(Exception):
+    """Base class of every error raised on purpose by ``cellcoadd_dask``."""
+
+
+class ArchiveFormatError(CellCoaddError, ValueError):
+    """A file is corrupt, truncated, or uses a feature this reader does not support.
+
+    Parameters
+    ----------
+    message
+        What is wrong.
+    url
+        The file at fault.
+    hdu
+        The HDU (``EXTNAME[,EXTVER]``) or JSON path at fault, if known.
+    byte_range
+        The ``(start, stop)`` byte range at fault, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        hdu: str | None = None,
+        byte_range: tuple[int, int] | None = None,
+    ) -> None:
+        self.url = url
+        self.hdu = hdu
+        self.byte_range = byte_range
+        where = []
+        if url is not None:
+            where.append(str(url))
+        if hdu is not None:
+            where.append(f"HDU {hdu}")
+        if byte_range is not None:
+            where.append(f"bytes [{byte_range[0]}, {byte_range[1]})")
+        super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
+
+
+class FetchError(CellCoaddError, OSError):
+    """Bytes could not be fetched from storage (missing file, short read, server fault)."""
+
+
+class BoundsError(CellCoaddError, IndexError):
+    """A box, pixel or cell lies outside the coadd (or its cell bounds)."""
+
+
+class ValidationError(CellCoaddError, ValueError):
+    """Constructor arguments are inconsistent with each other."""
