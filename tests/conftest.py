@@ -1,0 +1,98 @@
+"""Shared fixtures: reference files, oracle variants, HTTP and S3 servers, a dask cluster.
+
+Servers and the cluster are session-scoped, bound to 127.0.0.1 only, and
+stopped at the end of the session (or when the test process dies).  A
+missing tool fails the tests that need it with an install hint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsst_files import lsst_variants
+from servers import LOOPBACK, HttpServer, S3Server, run_nginx, run_seaweedfs
+
+# botocore otherwise probes the EC2 metadata service when credentials are
+# missing; set before any dask worker is spawned so that workers inherit it.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+__all__ = ["lsst_variants"]
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE_ENV = "CELLCOADD_REFERENCE_DIR"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """Directory of the lsst-images reference files.
+
+    ``$CELLCOADD_REFERENCE_DIR`` when set, else ``<repo>/../shared/data/lsst-images-ref``.
+    """
+    path = Path(os.environ.get(REFERENCE_ENV) or REPO.parent / "shared" / "data" / "lsst-images-ref")
+    if not (path / "expected_values.json").is_file():
+        pytest.fail(
+            f"reference files not found in {path}: put the shared directory beside the repository "
+            f"(<repo>/../shared/data/lsst-images-ref) or set {REFERENCE_ENV}",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def expected_values(reference_dir: Path) -> dict[str, Any]:
+    """The parsed ``expected_values.json`` of the reference files, keyed by file name."""
+    with (reference_dir / "expected_values.json").open() as stream:
+        return json.load(stream)
+
+
+@pytest.fixture(scope="session")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """nginx serving a per-session docroot with byte ranges and a per-request access log."""
+    with run_nginx(tmp_path_factory.mktemp("nginx"), tmp_path_factory.mktemp("htdocs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS S3 server with one bucket and static credentials."""
+    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A `distributed.LocalCluster` of two single-threaded worker processes on loopback."""
+    import dask
+    from distributed import LocalCluster
+
+    scratch = str(tmp_path_factory.mktemp("dask"))
+    with dask.config.set({"temporary-directory": scratch}):
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host=LOOPBACK,
+            scheduler_port=0,
+            dashboard_address=f"{LOOPBACK}:0",
+            memory_limit="2GiB",
+            local_directory=scratch,
+        )
+        try:
+            yield cluster
+        finally:
+            cluster.close(timeout=30)
+
+
+@pytest.fixture
+def dask_client(dask_cluster: Any) -> Iterator[Any]:
+    """A client of `dask_cluster`, the default scheduler for the duration of one test."""
+    from distributed import Client
+
+    with Client(dask_cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        yield client
