@@ -3,7 +3,35 @@
 from __future__ import annotations
 
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
+from .coadd import CellCoadd
 from .errors import ArchiveFormatError, BoundsError, CellCoaddError, FetchError, ValidationError
 from .geom import YX, Box, Interval
+from .image import Image
+from .mask import Mask, MaskPlane, MaskSchema
+from .open import open_coadd
+from .psf import CellPointSpreadFunction
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "YX",
+    "ArchiveFormatError",
+    "Box",
+    "BoundsError",
+    "CellCoadd",
+    "CellCoaddError",
+    "CellGrid",
+    "CellGridBounds",
+    "CellIJ",
+    "CellPointSpreadFunction",
+    "FetchError",
+    "Image",
+    "Interval",
+    "Mask",
+    "MaskPlane",
+    "MaskSchema",
+    "PatchDefinition",
+    "ValidationError",
+    "__version__",
+    "open_coadd",
+]

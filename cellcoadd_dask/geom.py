@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from .errors import BoundsError
 
-__all__ = ["YX", "Box", "Interval"]
+__all__ = ["YX", "BBoxSlicer", "Box", "Interval"]
 
 T = TypeVar("T")
 
@@ -257,3 +257,23 @@ class _LocalBoxSlicer:
 
     def __getitem__(self, key: Any) -> Box:
         return local_box(self._parent, key)
+
+
+class BBoxSlicer:
+    """``obj.absolute[...]`` / ``obj.local[...]`` for any object with a ``bbox`` and ``obj[box]``.
+
+    Parameters
+    ----------
+    obj
+        The object to slice; ``obj[box]`` must accept an absolute :class:`Box`.
+    absolute
+        Whether the slices are absolute coordinates (else local array indices).
+    """
+
+    def __init__(self, obj: Any, *, absolute: bool) -> None:
+        self._obj = obj
+        self._absolute = absolute
+
+    def __getitem__(self, key: Any) -> Any:
+        resolve = absolute_box if self._absolute else local_box
+        return self._obj[resolve(self._obj.bbox, key)]

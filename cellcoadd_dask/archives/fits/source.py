@@ -1,0 +1,194 @@
+"""Lazily indexed sources over FITS HDUs: what the FITS reader hands to the dask layer.
+
+A :class:`FitsArraySource` knows the URL and the INDEX entries of the HDUs it reads.
+The first read loads their headers and tile tables (one batched request; cached on the
+instance, so a worker loads them once); every read then fetches, in one ``cat_ranges``
+call, only the tiles the requested region touches, and decodes them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import ArchiveFormatError
+from ...fetch import fetch_ranges
+from ...lazy import normalize_key
+from .cards import parse_header
+from .layout import HduEntry
+from .tiles import StoredArray, compressed_layout, plain_layout, table_nbytes
+
+__all__ = ["FitsArraySource", "HduRef", "load_layouts"]
+
+
+@dataclass(frozen=True, slots=True)
+class HduRef:
+    """One HDU to read: its INDEX entry, the logical shape and dtype the tree promises, and a
+    guess of its tile-table size (so header and table usually come in one read)."""
+
+    entry: HduEntry
+    shape: tuple[int, ...]
+    dtype: str
+    table_guess: int = 0
+
+
+def load_layouts(
+    url: str, refs: Sequence[HduRef], storage_options: Mapping[str, Any] | None = None
+) -> list[StoredArray]:
+    """Read the headers (and tile tables) of ``refs`` in one batch and describe their arrays.
+
+    Raises
+    ------
+    ArchiveFormatError
+        When a header disagrees with the INDEX or the JSON tree, or a tile table is corrupt.
+    """
+    first = []
+    for ref in refs:
+        e = ref.entry
+        stop = e.dataddr + (min(ref.table_guess, e.datsize) if e.compressed else 0)
+        first.append((e.hdraddr, stop))
+    blobs = fetch_ranges(url, first, storage_options=storage_options)
+    headers = []
+    more: list[tuple[int, int]] = []
+    for ref, blob in zip(refs, blobs, strict=True):
+        e = ref.entry
+        header = parse_header(blob, 0, url=url, hdu=e.label)
+        if header.size != e.dataddr - e.hdraddr:
+            raise ArchiveFormatError(
+                f"header size {header.size} does not match the INDEX (data at {e.dataddr})",
+                url=url, hdu=e.label, byte_range=(e.hdraddr, e.dataddr))
+        headers.append(header)
+        if e.compressed:
+            need = table_nbytes(header, url=url, hdu=e.label)
+            if need > e.datsize:
+                raise ArchiveFormatError(f"tile table ({need} bytes) is larger than the HDU data ({e.datsize})",
+                                         url=url, hdu=e.label, byte_range=(e.dataddr, e.dataddr + need))
+            have = len(blob) - header.size
+            if need > have:
+                more.append((e.dataddr + have, e.dataddr + need))
+    extra = iter(fetch_ranges(url, more, storage_options=storage_options))
+    layouts: list[StoredArray] = []
+    for ref, blob, header in zip(refs, blobs, headers, strict=True):
+        e = ref.entry
+        if e.compressed:
+            need = table_nbytes(header, url=url, hdu=e.label)
+            table = blob[header.size : header.size + need]
+            if len(table) < need:
+                table += next(extra)
+            layout: StoredArray = compressed_layout(
+                header, table, data_start=e.dataddr, data_size=e.datsize, url=url, hdu=e.label
+            )
+        else:
+            layout = plain_layout(header, data_start=e.dataddr, data_size=e.datsize, url=url, hdu=e.label)
+        if tuple(layout.shape) != tuple(ref.shape):
+            raise ArchiveFormatError(
+                f"array shape {tuple(layout.shape)} in the header does not match the JSON tree {tuple(ref.shape)}",
+                url=url, hdu=e.label)
+        if np.dtype(layout.dtype).kind != np.dtype(ref.dtype).kind and not (
+            np.dtype(ref.dtype).kind in "ui" and np.dtype(layout.dtype).kind in "ui"
+        ):
+            raise ArchiveFormatError(
+                f"array type {layout.dtype} in the header does not match the JSON tree ({ref.dtype})",
+                url=url, hdu=e.label)
+        layouts.append(layout)
+    return layouts
+
+
+class FitsArraySource:
+    """A lazily indexed array read from one or more HDUs of a FITS archive.
+
+    Parameters
+    ----------
+    url
+        The file.
+    refs
+        The HDUs whose arrays are read together (several for a split mask).
+    shape, dtype
+        Shape and dtype of what ``__getitem__`` returns for the full region.
+    combine
+        Maps the arrays read from ``refs`` (one per HDU, over the leading axes of the
+        region) and the full region to the result; ``None`` means the single HDU's
+        array, cast to ``dtype``.
+    storage_options
+        Passed to fsspec.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        refs: Sequence[HduRef],
+        *,
+        shape: tuple[int, ...],
+        dtype: np.dtype | str,
+        combine: Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.refs = tuple(refs)
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self.combine = combine
+        self.storage_options = dict(storage_options or {})
+        self._layouts: list[StoredArray] | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        hdus = ", ".join(r.entry.label for r in self.refs)
+        return f"FitsArraySource({self.url!r}, [{hdus}], shape={self.shape}, dtype={self.dtype})"
+
+    def __dask_tokenize__(self) -> Any:
+        return (self.url, tuple((r.entry, r.shape, r.dtype) for r in self.refs), self.shape, str(self.dtype))
+
+    def layouts(self) -> list[StoredArray]:
+        """The decoded-array descriptions of the HDUs (loaded on first use, then cached)."""
+        if self._layouts is None:
+            with self._lock:
+                if self._layouts is None:
+                    self._layouts = load_layouts(self.url, self.refs, self.storage_options)
+        return self._layouts
+
+    def byte_ranges(self, region: tuple[slice, ...]) -> list[tuple[int, int]]:
+        """Every byte range a read of ``region`` (over the stored arrays' leading axes) fetches."""
+        return [r for layout in self.layouts() for r in layout.byte_ranges(region[: len(layout.shape)])]
+
+    def read(self, region: tuple[slice, ...]) -> np.ndarray:
+        """Read exactly ``region`` (unit-step slices, one per axis)."""
+        if any(s.stop <= s.start for s in region):
+            return np.empty(tuple(max(0, s.stop - s.start) for s in region), dtype=self.dtype)
+        layouts = self.layouts()
+        per_layout = [layout.byte_ranges(region[: len(layout.shape)]) for layout in layouts]
+        blobs = fetch_ranges(self.url, [r for rs in per_layout for r in rs], storage_options=self.storage_options)
+        arrays = []
+        k = 0
+        for layout, rs in zip(layouts, per_layout, strict=True):
+            arrays.append(layout.assemble(region[: len(layout.shape)], blobs[k : k + len(rs)]))
+            k += len(rs)
+        if self.combine is not None:
+            return self.combine(arrays, region)
+        return arrays[0].astype(self.dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region, rest = normalize_key(key, self.shape)
+        out = self.read(region)
+        if all(isinstance(r, slice) and r == slice(None) for r in rest):
+            return out
+        # Outer (orthogonal) indexing, axis by axis from the last so axis numbers stay valid.
+        for axis in range(len(rest) - 1, -1, -1):
+            r = rest[axis]
+            if not (isinstance(r, slice) and r == slice(None)):
+                out = out[(slice(None),) * axis + (r,)] if isinstance(r, slice) else np.take(out, r, axis=axis)
+        return out

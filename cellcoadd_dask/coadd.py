@@ -1,0 +1,394 @@
+"""The :class:`CellCoadd` data model: lazy planes plus cell PSF, sky projection and provenance.
+
+No I/O happens here; archive readers build a ``CellCoadd`` from lazily indexed sources,
+and nothing is read until an array is computed or a deferred table is asked for.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import functools
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+import astropy.units as u
+import dask.array as da
+import numpy as np
+
+from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
+from .deferred import Deferred, resolve
+from .errors import BoundsError, ValidationError
+from .geom import BBoxSlicer, Box, Interval
+from .image import Image
+from .mask import Mask, MaskSchema
+from .psf import CellPointSpreadFunction
+
+if TYPE_CHECKING:
+    import astropy.io.fits
+    import astropy.wcs
+    import xarray as xr
+    from astropy.coordinates import SkyCoord
+
+    from .lazy import Chunks
+    from .projection import SkyProjection
+
+__all__ = ["CellCoadd"]
+
+
+def _subset_provenance(parent: Any, cells: frozenset[CellIJ]) -> Any:
+    prov = resolve(parent)
+    return None if prov is None else prov.subset(cells)
+
+
+class CellCoadd:
+    """A cell-based coadd: image, mask, variance, mask fractions and noise realizations over one
+    absolute bbox, with a PSF per cell, a sky projection on a tract frame, and patch provenance.
+
+    Parameters
+    ----------
+    image
+        The main plane; must have a unit.
+    mask
+        The mask; exactly one of ``mask`` and ``mask_schema`` is given.
+    variance
+        Per-pixel variance in ``unit**2``; defaults to 1.0 everywhere.
+    mask_fractions
+        Plane name -> fraction image (no unit).
+    noise_realizations
+        Monte Carlo noise images.
+    mask_schema
+        Schema of an all-zero mask when ``mask`` is not given.
+    projection
+        Sky projection of absolute pixels (``sky_projection`` is accepted as an alias).
+    band
+        Band name, e.g. ``"r"``.
+    psf
+        The per-cell PSF; its bounds are the coadd's cell bounds.
+    patch, provenance, aperture_corrections, backgrounds, metadata
+        Patch geometry, input provenance (may be deferred), per-cell aperture corrections,
+        background models and flexible metadata.
+    """
+
+    def __init__(
+        self,
+        image: Image,
+        *,
+        mask: Mask | None = None,
+        variance: Image | None = None,
+        mask_fractions: Mapping[str, Image] | None = None,
+        noise_realizations: Sequence[Image] = (),
+        mask_schema: MaskSchema | None = None,
+        projection: SkyProjection | None = None,
+        sky_projection: SkyProjection | None = None,
+        band: str | None = None,
+        psf: CellPointSpreadFunction,
+        patch: PatchDefinition | None = None,
+        provenance: Any = None,
+        aperture_corrections: Any = None,
+        backgrounds: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(image, Image):
+            raise TypeError(f"image must be a cellcoadd_dask.Image, not {type(image).__name__}.")
+        if image.unit is None:
+            raise ValidationError("The image of a CellCoadd must have a unit.")
+        if (mask is None) == (mask_schema is None):
+            raise ValidationError("Give exactly one of mask and mask_schema.")
+        if mask is None:
+            assert mask_schema is not None
+            mask = Mask(
+                da.zeros((*image.bbox.shape, mask_schema.mask_size), dtype=mask_schema.dtype,
+                         chunks=(*image.array.chunks, -1)),
+                schema=mask_schema,
+                bbox=image.bbox,
+            )
+        if variance is None:
+            variance = Image(da.ones(image.array.shape, dtype=np.float32, chunks=image.array.chunks),
+                             bbox=image.bbox, unit=image.unit**2)
+        elif variance.unit is None:
+            variance = Image(variance.array, bbox=variance.bbox, unit=image.unit**2)
+        elif variance.unit != image.unit**2:
+            raise ValidationError(f"Variance unit ({variance.unit}) should be the square of the image unit ({image.unit}).")
+        for name, plane in [("mask", mask), ("variance", variance)]:
+            if plane.bbox != image.bbox:
+                raise ValidationError(f"Image ({image.bbox}) and {name} ({plane.bbox}) bboxes do not agree.")
+        mask_fractions = dict(mask_fractions or {})
+        noise_realizations = list(noise_realizations)
+        for name, plane in [*mask_fractions.items(), *((str(n), v) for n, v in enumerate(noise_realizations))]:
+            if plane.bbox != image.bbox:
+                raise ValidationError(f"Image ({image.bbox}) and plane {name!r} ({plane.bbox}) bboxes do not agree.")
+        if projection is None:
+            projection = sky_projection
+        if projection is None:
+            raise ValidationError("A CellCoadd needs a sky projection.")
+        if not isinstance(psf, CellPointSpreadFunction):
+            raise TypeError("psf must be a CellPointSpreadFunction.")
+        if psf.bounds.bbox.intersection(image.bbox) is None:
+            raise ValidationError(f"PSF bounds {psf.bounds.bbox} do not overlap the image {image.bbox}.")
+        if not psf.bounds.bbox.contains(image.bbox) or not image.bbox.contains(psf.bounds.bbox):
+            inner = psf.bounds.bbox.intersection(image.bbox)
+            assert inner is not None
+            psf = psf.subset(inner)
+        if provenance is not None and patch is None:
+            raise ValidationError("A CellCoadd cannot carry provenance without a patch definition.")
+        self._image = image
+        self._mask = mask
+        self._variance = variance
+        self._mask_fractions = mask_fractions
+        self._noise_realizations = noise_realizations
+        self._projection = projection
+        self._band = band
+        self._psf = psf
+        self._patch = patch
+        self._provenance = provenance
+        self._aperture_corrections = aperture_corrections
+        self._backgrounds = backgrounds
+        self._metadata = dict(metadata or {})
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def read_fits(
+        cls,
+        url: str | PathLike[str],
+        *,
+        bbox: Box | None = None,
+        chunks: Chunks = "auto",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> CellCoadd:
+        """Open an lsst-images FITS archive lazily (reads metadata only)."""
+        from .archives.fits.reader import read_fits
+
+        return read_fits(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
+
+    @classmethod
+    def read_json(
+        cls,
+        url: str | PathLike[str],
+        *,
+        bbox: Box | None = None,
+        chunks: Chunks = "auto",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> CellCoadd:
+        """Read an lsst-images JSON archive (the whole file is parsed; planes are dask arrays)."""
+        from .archives.json.reader import read_json
+
+        return read_json(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
+
+    # ----------------------------------------------------------------- planes
+    @property
+    def image(self) -> Image:
+        """The main plane."""
+        return self._image
+
+    @property
+    def mask(self) -> Mask:
+        """The bit mask."""
+        return self._mask
+
+    @property
+    def mask_schema(self) -> MaskSchema:
+        """The mask planes."""
+        return self._mask.schema
+
+    @property
+    def variance(self) -> Image:
+        """Per-pixel variance (``unit**2``)."""
+        return self._variance
+
+    @property
+    def mask_fractions(self) -> Mapping[str, Image]:
+        """Mask-fraction planes by name."""
+        return self._mask_fractions
+
+    @property
+    def noise_realizations(self) -> Sequence[Image]:
+        """Monte Carlo noise realizations."""
+        return self._noise_realizations
+
+    # ----------------------------------------------------------------- geometry
+    @property
+    def bbox(self) -> Box:
+        """Absolute (tract) bbox of every plane."""
+        return self._image.bbox
+
+    @property
+    def yx0(self) -> Any:
+        """Absolute coordinates of the first pixel."""
+        return self.bbox.start
+
+    @property
+    def unit(self) -> u.UnitBase:
+        """The image unit."""
+        return self._image.unit
+
+    @property
+    def psf(self) -> CellPointSpreadFunction:
+        """The per-cell PSF (kernels are read per cell on demand)."""
+        return self._psf
+
+    @property
+    def bounds(self) -> CellGridBounds:
+        """Cells covered by this coadd, and the missing ones (from the PSF bounds)."""
+        return self._psf.bounds
+
+    @property
+    def grid(self) -> CellGrid:
+        """The cell grid."""
+        return self._psf.bounds.grid
+
+    @property
+    def projection(self) -> SkyProjection:
+        """Sky projection of absolute pixel coordinates."""
+        return self._projection
+
+    @property
+    def sky_projection(self) -> SkyProjection:
+        """Alias of :attr:`projection` (the lsst-images name)."""
+        return self._projection
+
+    @property
+    def skymap(self) -> str:
+        """Name of the skymap of the tract frame."""
+        return self._projection.skymap
+
+    @property
+    def tract(self) -> int:
+        """Tract number."""
+        return self._projection.tract
+
+    @property
+    def band(self) -> str | None:
+        """Band name."""
+        return self._band
+
+    @property
+    def patch(self) -> PatchDefinition:
+        """Patch geometry (``AttributeError`` when the coadd has none, as in lsst-images)."""
+        if self._patch is None:
+            raise AttributeError("This coadd has no patch definition.")
+        return self._patch
+
+    @property
+    def provenance(self) -> Any:
+        """Input provenance, read on first access (``AttributeError`` when absent)."""
+        prov = resolve(self._provenance)
+        if prov is None:
+            raise AttributeError("This coadd has no provenance.")
+        return prov
+
+    @property
+    def aperture_corrections(self) -> Any:
+        """Per-cell aperture corrections by algorithm name (empty mapping when none)."""
+        value = resolve(self._aperture_corrections)
+        return {} if value is None else value
+
+    @property
+    def backgrounds(self) -> Any:
+        """Background models (kept as stored)."""
+        return self._backgrounds
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Flexible metadata (str -> scalar)."""
+        return self._metadata
+
+    @property
+    def obs_info(self) -> dict[str, Any]:
+        """Observation summary: band, skymap, tract, patch id and index."""
+        patch = self._patch
+        return {
+            "band": self._band,
+            "skymap": self.skymap,
+            "tract": self.tract,
+            "patch": None if patch is None else patch.id,
+            "patch_index": None if patch is None else (patch.index.y, patch.index.x),
+        }
+
+    @property
+    def fits_wcs(self) -> astropy.io.fits.Header:
+        """FITS WCS cards for the local pixel grid of this coadd (FITS pixel 1 = ``bbox.start``)."""
+        return self._projection.fits_wcs(self.bbox)
+
+    @property
+    def astropy_wcs(self) -> astropy.wcs.WCS:
+        """Astropy WCS for the local (array) pixel grid of this coadd."""
+        return self._projection.astropy_wcs(self.bbox)
+
+    def bbox_from_sky_circle(self, center: SkyCoord, radius: u.Quantity) -> Box:
+        """The part of :attr:`bbox` that covers a sky circle (raises :class:`BoundsError` if none)."""
+        n = 64
+        import astropy.units as units
+
+        angles = np.linspace(0.0, 360.0, n, endpoint=False) * units.deg
+        ring = center.directional_offset_by(angles, radius)
+        x, y = self._projection.sky_to_pixel(ring)
+        xc, yc = self._projection.sky_to_pixel(center)
+        xs = np.concatenate([np.atleast_1d(x), np.atleast_1d(xc)])
+        ys = np.concatenate([np.atleast_1d(y), np.atleast_1d(yc)])
+        box = Box(
+            Interval(int(np.floor(ys.min() + 0.5)), int(np.floor(ys.max() + 0.5)) + 1),
+            Interval(int(np.floor(xs.min() + 0.5)), int(np.floor(xs.max() + 0.5)) + 1),
+        )
+        out = box.intersection(self.bbox)
+        if out is None:
+            raise BoundsError(f"The sky circle ({box}) does not overlap the coadd {self.bbox}.")
+        return out
+
+    # ----------------------------------------------------------------- subsets
+    def __getitem__(self, box: Any) -> CellCoadd:
+        """The coadd over an absolute ``box`` (lazy; ``...`` means the whole coadd)."""
+        if box is Ellipsis:
+            return self
+        if not isinstance(box, Box):
+            raise TypeError(f"A CellCoadd is sliced with a Box (absolute coordinates) or ..., not {box!r}.")
+        if not self.bbox.contains(box):
+            raise BoundsError(f"Box {box} is not contained in the coadd bbox {self.bbox}.")
+        psf = self._psf.subset(box)
+        cells = frozenset(psf.bounds.cell_indices())
+        provenance = self._provenance
+        if provenance is not None:
+            provenance = Deferred(functools.partial(_subset_provenance, provenance, cells))
+        return CellCoadd(
+            self._image[box],
+            mask=self._mask[box],
+            variance=self._variance[box],
+            mask_fractions={k: v[box] for k, v in self._mask_fractions.items()},
+            noise_realizations=[v[box] for v in self._noise_realizations],
+            projection=self._projection,
+            band=self._band,
+            psf=psf,
+            patch=self._patch,
+            provenance=provenance,
+            aperture_corrections=self._aperture_corrections,
+            backgrounds=self._backgrounds,
+            metadata=self._metadata,
+        )
+
+    @property
+    def absolute(self) -> BBoxSlicer:
+        """Sub-coadd proxy in absolute coordinates: ``coadd.absolute[y0:y1, x0:x1]``."""
+        return BBoxSlicer(self, absolute=True)
+
+    @property
+    def local(self) -> BBoxSlicer:
+        """Sub-coadd proxy in local (array) indices, negatives from the end: ``coadd.local[a:b, c:d]``."""
+        return BBoxSlicer(self, absolute=False)
+
+    def copy(self) -> CellCoadd:
+        """A deep copy of the model (dask graphs are immutable and shared; nothing is computed)."""
+        out = _copy.copy(self)
+        out._mask_fractions = dict(self._mask_fractions)
+        out._noise_realizations = list(self._noise_realizations)
+        out._metadata = _copy.deepcopy(self._metadata)
+        return out
+
+    # ----------------------------------------------------------------- views
+    def to_xarray(self) -> xr.Dataset:
+        """The coadd as a lazy :class:`xarray.Dataset` (see :mod:`cellcoadd_dask.xarray_backend`)."""
+        from .xarray_backend import coadd_to_dataset
+
+        return coadd_to_dataset(self)
+
+    def __repr__(self) -> str:
+        return f"CellCoadd({self.bbox}, tract={self.tract})"

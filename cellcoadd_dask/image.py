@@ -1,0 +1,76 @@
+"""A lazy image plane: a dask array, its absolute bbox and its unit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import astropy.units as u
+import dask.array as da
+import numpy as np
+
+from .errors import ValidationError
+from .geom import BBoxSlicer, Box
+
+__all__ = ["Image"]
+
+
+class Image:
+    """A 2-d image over an absolute (tract) bbox.
+
+    Parameters
+    ----------
+    array
+        2-d array (dask, or anything ``dask.array.asarray`` accepts), indexed (y, x).
+    bbox
+        Absolute bbox; defaults to the array shape at origin (0, 0).
+    unit
+        Pixel unit (astropy unit or string), or ``None``.
+    """
+
+    def __init__(self, array: Any, *, bbox: Box | None = None, unit: u.UnitBase | str | None = None) -> None:
+        if not isinstance(array, da.Array):
+            array = da.asarray(array)
+        if array.ndim != 2:
+            raise ValidationError(f"An image must be 2-d, got shape {array.shape}.")
+        if bbox is None:
+            bbox = Box.from_shape(array.shape)
+        if tuple(bbox.shape) != tuple(array.shape):
+            raise ValidationError(f"Image array of shape {array.shape} does not fit bbox {bbox}.")
+        self.array = array
+        self.bbox = bbox
+        self.unit = u.Unit(unit) if isinstance(unit, str) else unit
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Pixel dtype."""
+        return self.array.dtype
+
+    def __getitem__(self, box: Any) -> Image:
+        if box is Ellipsis:
+            return self
+        if not isinstance(box, Box):
+            raise TypeError(f"Images are sliced with a Box (absolute coordinates), not {box!r}.")
+        sy, sx = box.slice_within(self.bbox)
+        return Image(self.array[sy, sx], bbox=box, unit=self.unit)
+
+    @property
+    def absolute(self) -> BBoxSlicer:
+        """Slicing proxy in absolute coordinates: ``image.absolute[y0:y1, x0:x1]``."""
+        return BBoxSlicer(self, absolute=True)
+
+    @property
+    def local(self) -> BBoxSlicer:
+        """Slicing proxy in local (array) coordinates: ``image.local[a:b, c:d]``."""
+        return BBoxSlicer(self, absolute=False)
+
+    def compute(self, **kwargs: Any) -> np.ndarray:
+        """Read and return the pixels as a numpy array (keyword arguments go to ``dask.compute``)."""
+        return self.array.compute(**kwargs)
+
+    def copy(self) -> Image:
+        """A copy (the dask graph is shared; nothing is computed)."""
+        return Image(self.array.copy(), bbox=self.bbox, unit=self.unit)
+
+    def __repr__(self) -> str:
+        unit = f", unit={self.unit}" if self.unit is not None else ""
+        return f"Image({self.bbox}, {self.dtype}{unit})"

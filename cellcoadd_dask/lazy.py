@@ -1,0 +1,175 @@
+"""Turn per-plane array sources into dask arrays whose chunks fall on cell edges.
+
+Every archive reader describes a plane by a small, picklable, lazily indexed *source*
+(``shape``, ``dtype``, ``__getitem__`` over a tuple of slices that reads only what the
+slices touch).  This module is the one place those sources become dask arrays: one
+``da.from_array`` per plane, so a slice of the dask array reaches the source as the
+slice itself and reads only the touched tiles, however big the chunks are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from .cells import CellGrid
+from .errors import BoundsError
+from .geom import Box
+
+__all__ = ["ArraySource", "Chunks", "cell_chunks", "normalize_key", "plane_array"]
+
+Chunks = str | int | tuple[int, int]
+"""``"auto"`` (whole cells, about 16 MiB per chunk), ``"cell"`` or a number of cells per chunk side."""
+
+AUTO_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+class ArraySource(Protocol):
+    """What an archive reader hands to :func:`plane_array`."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    ndim: int
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
+
+def normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[Any, ...]]:
+    """Split an index into bounding unit-step slices plus what to apply after reading them.
+
+    Returns
+    -------
+    region
+        One ``slice(start, stop)`` per axis, non-empty, within ``shape``.
+    rest
+        An index to apply to the array read for ``region`` (identity when ``key`` was plain slices).
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        n = key.index(Ellipsis)
+        key = key[:n] + (slice(None),) * (len(shape) - len(key) + 1) + key[n + 1 :]
+    key = key + (slice(None),) * (len(shape) - len(key))
+    if len(key) != len(shape):
+        raise IndexError(f"too many indices for an array of shape {shape}")
+    region: list[slice] = []
+    rest: list[Any] = []
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step == 1:
+                stop = max(stop, start)
+                region.append(slice(start, stop))
+                rest.append(slice(None))
+                continue
+            idx = np.arange(start, stop, step)
+        elif isinstance(k, (int, np.integer)):
+            i = int(k) + (n if k < 0 else 0)
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} is out of bounds for an axis of size {n}")
+            region.append(slice(i, i + 1))
+            rest.append(0)
+            continue
+        else:
+            idx = np.asarray(k)
+            if idx.dtype == bool:
+                idx = np.flatnonzero(idx)
+            idx = np.where(idx < 0, idx + n, idx)
+        if idx.size == 0:
+            region.append(slice(0, 0))
+            rest.append(idx)
+            continue
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        if lo < 0 or hi > n:
+            raise IndexError(f"index out of bounds for an axis of size {n}")
+        region.append(slice(lo, hi))
+        rest.append(idx - lo)
+    return tuple(region), tuple(rest)
+
+
+def _cells_per_chunk(chunks: Chunks, grid: CellGrid, itemsize: int, extra: int) -> tuple[int, int]:
+    if chunks == "cell":
+        return 1, 1
+    if chunks == "auto" or chunks is None:
+        cell_bytes = grid.cell_shape.y * grid.cell_shape.x * itemsize * max(extra, 1)
+        n = max(1, math.isqrt(max(1, AUTO_CHUNK_BYTES // cell_bytes)))
+        return n, n
+    if isinstance(chunks, int) and not isinstance(chunks, bool):
+        chunks = (chunks, chunks)
+    if (
+        isinstance(chunks, tuple)
+        and len(chunks) == 2
+        and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chunks)
+    ):
+        return chunks[0], chunks[1]
+    raise ValueError(f"chunks must be 'auto', 'cell' or a number of cells per chunk side (ny, nx), not {chunks!r}")
+
+
+def _axis_chunks(start: int, stop: int, grid_start: int, cell: int, per_chunk: int) -> tuple[int, ...]:
+    step = cell * per_chunk
+    edges = [start]
+    # First chunk edge after ``start`` on a (multiple-of-per_chunk) cell boundary of the grid.
+    k = (start - grid_start) // step + 1
+    edge = grid_start + k * step
+    while edge < stop:
+        edges.append(edge)
+        edge += step
+    edges.append(stop)
+    return tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
+
+
+def cell_chunks(bbox: Box, grid: CellGrid, chunks: Chunks, itemsize: int, extra: int = 1) -> tuple[tuple[int, ...], ...]:
+    """Chunk sizes along (y, x) for a plane over ``bbox`` whose edges fall on cell edges of ``grid``.
+
+    Parameters
+    ----------
+    bbox
+        The plane's absolute bbox.
+    grid
+        The cell grid (chunk edges are cell edges of this grid, or the bbox edges).
+    chunks
+        ``"auto"``, ``"cell"``, an int or ``(ny, nx)`` cells per chunk.
+    itemsize
+        Bytes per pixel (for ``"auto"``).
+    extra
+        Size of any trailing axes per pixel (for ``"auto"``).
+    """
+    ny, nx = _cells_per_chunk(chunks, grid, itemsize, extra)
+    return (
+        _axis_chunks(bbox.y.start, bbox.y.stop, grid.bbox.y.start, grid.cell_shape.y, ny),
+        _axis_chunks(bbox.x.start, bbox.x.stop, grid.bbox.x.start, grid.cell_shape.x, nx),
+    )
+
+
+def plane_array(
+    source: ArraySource,
+    *,
+    name: str,
+    chunks: Sequence[Sequence[int]],
+    token: Any = None,
+) -> da.Array:
+    """Wrap ``source`` in a dask array with the given chunks and a deterministic name.
+
+    The graph holds ``source`` once (URL, byte ranges, decode parameters); each chunk is
+    a slice of it, and dask fuses later slices into those, so reading a small region of
+    a big chunk reads only that region's tiles.
+    """
+    chunks = tuple(tuple(int(c) for c in axis) for axis in chunks)
+    if tuple(sum(c) for c in chunks) != tuple(source.shape):
+        raise BoundsError(f"chunks {chunks} do not tile the shape {source.shape}")
+    key = f"{name}-{tokenize(token if token is not None else source, chunks)}"
+    return da.from_array(
+        source,
+        chunks=chunks,
+        name=key,
+        asarray=False,
+        fancy=True,
+        lock=False,
+        inline_array=False,
+        meta=np.empty((0,) * len(source.shape), dtype=source.dtype),
+    )

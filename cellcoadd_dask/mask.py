@@ -1,0 +1,197 @@
+"""Bit masks: :class:`MaskPlane`, :class:`MaskSchema` and the lazy :class:`Mask`.
+
+In memory (as in lsst-images) a mask is a 3-d array ``(y, x, mask_size)`` of the schema's
+integer dtype; plane ``n`` of the schema (placeholders count) is element ``n // bits`` bit
+``n % bits``.  On disk the non-placeholder planes are re-packed into int32 arrays of 31
+planes each; :func:`disk_to_memory` and :func:`memory_to_disk` convert between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from .errors import ValidationError
+from .geom import BBoxSlicer, Box
+
+__all__ = ["DISK_PLANES_PER_ARRAY", "Mask", "MaskPlane", "MaskSchema", "disk_to_memory", "memory_to_disk"]
+
+DISK_PLANES_PER_ARRAY = 31
+
+
+@dataclass(frozen=True, slots=True)
+class MaskPlane:
+    """A named mask plane and what it means."""
+
+    name: str
+    description: str = ""
+
+
+class MaskSchema:
+    """Ordered mask planes (``None`` = reserved bit) and the in-memory element dtype.
+
+    Parameters
+    ----------
+    planes
+        The planes in bit order; ``None`` entries are reserved, unused bits.
+    dtype
+        Integer dtype of the in-memory mask elements (``uint8`` by default).
+    """
+
+    def __init__(self, planes: Sequence[MaskPlane | None], dtype: np.dtype | str = "uint8") -> None:
+        self._planes = tuple(planes)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind not in "ui":
+            raise TypeError(f"Mask schema dtype must be an integer type, not {self.dtype}.")
+        names = [p.name for p in self._planes if p is not None]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"Mask plane names must be unique: {names}.")
+        self._index = {p.name: n for n, p in enumerate(self._planes) if p is not None}
+        if not self._planes:
+            self._planes = (None,)
+
+    @property
+    def bits_per_element(self) -> int:
+        """Usable bits per element (one less for signed dtypes)."""
+        return self.dtype.itemsize * 8 - (1 if self.dtype.kind == "i" else 0)
+
+    @property
+    def mask_size(self) -> int:
+        """Number of elements per pixel."""
+        return max(1, -(-len(self._planes) // self.bits_per_element))
+
+    @property
+    def names(self) -> list[str]:
+        """Plane names in bit order (placeholders skipped)."""
+        return list(self._index)
+
+    def __iter__(self) -> Iterator[MaskPlane | None]:
+        return iter(self._planes)
+
+    def __len__(self) -> int:
+        return len(self._planes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MaskSchema) and self._planes == other._planes and self.dtype == other.dtype
+
+    def __hash__(self) -> int:
+        return hash((self._planes, self.dtype.str))
+
+    def __repr__(self) -> str:
+        return f"MaskSchema({list(self._planes)!r}, dtype={self.dtype})"
+
+    def index(self, name: str) -> int:
+        """Schema position (bit number, placeholders counted) of a plane."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"Unknown mask plane {name!r}; the schema has {self.names}.") from None
+
+    def bit(self, name: str) -> tuple[int, int]:
+        """``(element index, bit mask)`` of a plane in the in-memory layout."""
+        n = self.index(name)
+        return n // self.bits_per_element, 1 << (n % self.bits_per_element)
+
+    def descriptions(self) -> dict[str, str]:
+        """Plane name -> description."""
+        return {p.name: p.description for p in self._planes if p is not None}
+
+    def interpret(self, pixel: np.ndarray) -> list[str]:
+        """Names of the planes set in one pixel's ``(mask_size,)`` elements."""
+        pixel = np.asarray(pixel)
+        return [name for name in self._index if pixel[self.bit(name)[0]] & self.bit(name)[1]]
+
+    def disk_positions(self) -> list[tuple[int, int, int, int]]:
+        """For each non-placeholder plane: (disk array, disk bit, memory element, memory bit)."""
+        out = []
+        for k, name in enumerate(self._index):
+            n = self._index[name]
+            out.append((k // DISK_PLANES_PER_ARRAY, k % DISK_PLANES_PER_ARRAY,
+                        n // self.bits_per_element, n % self.bits_per_element))
+        return out
+
+    @property
+    def n_disk_arrays(self) -> int:
+        """Number of int32 arrays the mask takes on disk."""
+        return max(1, -(-len(self._index) // DISK_PLANES_PER_ARRAY))
+
+
+def disk_to_memory(disk: Sequence[np.ndarray], schema: MaskSchema) -> np.ndarray:
+    """Unpack on-disk int32 arrays (31 planes each) into the in-memory ``(y, x, mask_size)`` layout."""
+    shape = disk[0].shape
+    out = np.zeros((*shape, schema.mask_size), dtype=schema.dtype)
+    for d_arr, d_bit, m_elem, m_bit in schema.disk_positions():
+        plane = (np.asarray(disk[d_arr]).astype(np.int64, copy=False) >> d_bit) & 1
+        out[..., m_elem] |= (plane << m_bit).astype(schema.dtype, copy=False)
+    return out
+
+
+def memory_to_disk(mask: np.ndarray, schema: MaskSchema) -> list[np.ndarray]:
+    """Pack an in-memory ``(y, x, mask_size)`` mask into int32 disk arrays of 31 planes each."""
+    out = [np.zeros(mask.shape[:2], dtype=np.int32) for _ in range(schema.n_disk_arrays)]
+    for d_arr, d_bit, m_elem, m_bit in schema.disk_positions():
+        plane = (mask[..., m_elem].astype(np.int64) >> m_bit) & 1
+        out[d_arr] |= (plane << d_bit).astype(np.int32)
+    return out
+
+
+def combine_disk_arrays(schema: MaskSchema, arrays: list[np.ndarray], region: tuple[slice, ...]) -> np.ndarray:
+    """Source combiner: disk arrays of a region -> in-memory mask, sliced along the element axis."""
+    out = disk_to_memory(arrays, schema)
+    return out[..., region[2]] if len(region) > 2 else out
+
+
+class Mask:
+    """A lazy bit mask over an absolute bbox.
+
+    Attributes
+    ----------
+    array
+        dask array ``(y, x, mask_size)`` in the in-memory layout of ``schema``.
+    schema
+        The planes.
+    bbox
+        Absolute (tract) bbox of the array.
+    """
+
+    def __init__(self, array: Any, *, schema: MaskSchema, bbox: Box) -> None:
+        if not isinstance(array, da.Array):
+            array = da.asarray(array)
+        if array.ndim != 3 or array.shape[2] != schema.mask_size or tuple(array.shape[:2]) != tuple(bbox.shape):
+            raise ValidationError(
+                f"Mask array of shape {array.shape} does not fit bbox {bbox} and mask_size {schema.mask_size}."
+            )
+        self.array = array
+        self.schema = schema
+        self.bbox = bbox
+
+    def get(self, name: str) -> da.Array:
+        """Lazy boolean array of one plane."""
+        element, bit = self.schema.bit(name)
+        return (self.array[:, :, element] & bit) != 0
+
+    def __getitem__(self, box: Any) -> Mask:
+        if box is Ellipsis:
+            return self
+        if not isinstance(box, Box):
+            raise TypeError(f"Masks are sliced with a Box (absolute coordinates), not {box!r}.")
+        sy, sx = box.slice_within(self.bbox)
+        return Mask(self.array[sy, sx, :], schema=self.schema, bbox=box)
+
+    @property
+    def absolute(self) -> BBoxSlicer:
+        """Slicing proxy in absolute coordinates: ``mask.absolute[y0:y1, x0:x1]``."""
+        return BBoxSlicer(self, absolute=True)
+
+    @property
+    def local(self) -> BBoxSlicer:
+        """Slicing proxy in local (array) coordinates: ``mask.local[a:b, c:d]``."""
+        return BBoxSlicer(self, absolute=False)
+
+    def __repr__(self) -> str:
+        return f"Mask({self.bbox}, planes={self.schema.names})"
+

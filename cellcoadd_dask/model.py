@@ -1,0 +1,457 @@
+"""The serialization model: the ``cell_coadd`` 1.0.0 JSON tree as typed objects.
+
+Every archive (FITS, JSON, Zarr) stores the same tree; arrays are either references
+to archive items (``source`` strings) or inline nested lists.  Parsing validates the
+structure and the schema versions, and keeps unknown fields (``extra``) so a later
+write can pass them through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
+from .errors import ArchiveFormatError, BoundsError
+from .geom import YX, Box, Interval
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ArrayModel",
+    "CellCoaddModel",
+    "ImageModel",
+    "MaskModel",
+    "MaskPlaneModel",
+    "PsfModel",
+    "bounds_from_json",
+    "box_from_json",
+    "parse_cell_coadd",
+    "yx_from_json",
+]
+
+SCHEMA_VERSION = "1.0.0"
+READER_MAJOR = 1
+SCHEMA_URL_BASE = "https://images.lsst.io/schemas/"
+_DATATYPES = {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"}
+_TOP_KEYS = (
+    "schema_version", "min_read_version", "metadata", "image", "mask", "variance", "sky_projection",
+    "mask_fractions", "noise_realizations", "band", "psf", "aperture_corrections", "patch", "provenance",
+    "backgrounds", "schema_url", "butler_info", "indirect",
+)
+
+
+class _Ctx:
+    """Where in the tree we are, for error messages."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+
+    def error(self, path: str, message: str) -> ArchiveFormatError:
+        return ArchiveFormatError(f"JSON tree field {path!r}: {message}", url=self.url, hdu="JSON")
+
+
+def _get(ctx: _Ctx, node: Any, key: str, path: str, *, required: bool = True, default: Any = None) -> Any:
+    if not isinstance(node, Mapping):
+        raise ctx.error(path, f"expected an object, got {type(node).__name__}")
+    if key not in node:
+        if required:
+            raise ctx.error(f"{path}.{key}", "required field is missing")
+        return default
+    return node[key]
+
+
+def _int(ctx: _Ctx, value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.error(path, f"expected an integer, got {value!r}")
+    return value
+
+
+def _str(ctx: _Ctx, value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise ctx.error(path, f"expected a string, got {value!r}")
+    return value
+
+
+def check_stamp(ctx: _Ctx, node: Any, path: str) -> None:
+    """Require ``schema_version`` and refuse trees needing a newer reader (``min_read_version``)."""
+    version = _get(ctx, node, "schema_version", path)
+    if not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise ctx.error(f"{path}.schema_version", f"expected 'major.minor.patch', got {version!r}")
+    mrv = _int(ctx, _get(ctx, node, "min_read_version", path, required=False, default=1), f"{path}.min_read_version")
+    if mrv > READER_MAJOR:
+        raise ctx.error(path, f"tree requires reader major >= {mrv}; this reader supports {READER_MAJOR}")
+
+
+def yx_from_json(value: Any, path: str = "yx", url: str | None = None) -> YX[int]:
+    """A YX pair from ``{"y": .., "x": ..}`` or the old ``[y, x]`` array spelling."""
+    ctx = _Ctx(url)
+    if isinstance(value, Mapping):
+        return YX(_int(ctx, _get(ctx, value, "y", path), f"{path}.y"), _int(ctx, _get(ctx, value, "x", path), f"{path}.x"))
+    if isinstance(value, list) and len(value) == 2:
+        return YX(_int(ctx, value[0], f"{path}[0]"), _int(ctx, value[1], f"{path}[1]"))
+    raise ctx.error(path, f"expected a (y, x) pair, got {value!r}")
+
+
+def _interval(ctx: _Ctx, value: Any, path: str) -> Interval:
+    start = _int(ctx, _get(ctx, value, "start", path), f"{path}.start")
+    stop = _int(ctx, _get(ctx, value, "stop", path), f"{path}.stop")
+    try:
+        return Interval(start, stop)
+    except BoundsError as exc:
+        raise ctx.error(path, str(exc)) from None
+
+
+def box_from_json(value: Any, path: str = "bbox", url: str | None = None) -> Box:
+    """A Box from ``{"y": {"start", "stop"}, "x": {...}}``."""
+    ctx = _Ctx(url)
+    return Box(_interval(ctx, _get(ctx, value, "y", path), f"{path}.y"), _interval(ctx, _get(ctx, value, "x", path), f"{path}.x"))
+
+
+def grid_from_json(value: Any, path: str = "grid", url: str | None = None) -> CellGrid:
+    """A CellGrid from its JSON form."""
+    ctx = _Ctx(url)
+    shape = yx_from_json(_get(ctx, value, "cell_shape", path), f"{path}.cell_shape", url)
+    try:
+        return CellGrid(box_from_json(_get(ctx, value, "bbox", path), f"{path}.bbox", url), shape)
+    except BoundsError as exc:
+        raise ctx.error(path, str(exc)) from None
+
+
+def bounds_from_json(value: Any, path: str = "bounds", url: str | None = None) -> CellGridBounds:
+    """A CellGridBounds from its JSON form (``missing`` as a list of ``{"i", "j"}`` or ``[i, j]``)."""
+    ctx = _Ctx(url)
+    grid = grid_from_json(_get(ctx, value, "grid", path), f"{path}.grid", url)
+    bbox = box_from_json(_get(ctx, value, "bbox", path), f"{path}.bbox", url)
+    missing_json = _get(ctx, value, "missing", path, required=False, default=[])
+    if not isinstance(missing_json, list):
+        raise ctx.error(f"{path}.missing", "expected a list")
+    missing = set()
+    for n, m in enumerate(missing_json):
+        p = f"{path}.missing[{n}]"
+        if isinstance(m, Mapping):
+            missing.add(CellIJ(_int(ctx, _get(ctx, m, "i", p), p), _int(ctx, _get(ctx, m, "j", p), p)))
+        elif isinstance(m, list) and len(m) == 2:
+            missing.add(CellIJ(_int(ctx, m[0], p), _int(ctx, m[1], p)))
+        else:
+            raise ctx.error(p, f"expected a cell index, got {m!r}")
+    if not grid.bbox.contains(bbox):
+        raise ctx.error(path, f"bbox {bbox} lies outside the cell grid {grid.bbox}")
+    return CellGridBounds(grid, bbox, frozenset(missing))
+
+
+def patch_from_json(value: Any, path: str = "patch", url: str | None = None) -> PatchDefinition:
+    """A PatchDefinition from its JSON form."""
+    ctx = _Ctx(url)
+    return PatchDefinition(
+        id=_int(ctx, _get(ctx, value, "id", path), f"{path}.id"),
+        index=yx_from_json(_get(ctx, value, "index", path), f"{path}.index", url),
+        inner_bbox=box_from_json(_get(ctx, value, "inner_bbox", path), f"{path}.inner_bbox", url),
+        cells=grid_from_json(_get(ctx, value, "cells", path), f"{path}.cells", url),
+    )
+
+
+@dataclass(frozen=True)
+class ArrayModel:
+    """An array in the tree: a reference to an archive item (``source``) or inline data.
+
+    Attributes
+    ----------
+    shape
+        numpy-order shape.
+    datatype
+        Logical dtype name (``float32`` ...).
+    source
+        Archive item the array lives in (``fits:IMAGE``, ``fits:MASK,2`` ...), or ``None`` when inline.
+    inline
+        The nested-list data when the array is stored inline (JSON archives).
+    """
+
+    shape: tuple[int, ...]
+    datatype: str
+    source: str | None = None
+    inline: Any = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The logical numpy dtype (native byte order)."""
+        return np.dtype(self.datatype)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (reference form when ``source`` is set)."""
+        if self.source is not None:
+            return {"source": self.source, "shape": list(self.shape), "datatype": self.datatype, "byteorder": "big"}
+        return {"data": self.inline, "datatype": self.datatype}
+
+
+def _inline_shape(data: Any) -> tuple[int, ...]:
+    shape = []
+    node = data
+    while isinstance(node, list):
+        shape.append(len(node))
+        if not node:
+            break
+        node = node[0]
+    return tuple(shape)
+
+
+def _array(ctx: _Ctx, value: Any, path: str) -> ArrayModel:
+    datatype = _str(ctx, _get(ctx, value, "datatype", path), f"{path}.datatype")
+    if datatype not in _DATATYPES:
+        raise ctx.error(f"{path}.datatype", f"unsupported datatype {datatype!r}")
+    if "source" in value:
+        source = _str(ctx, value["source"], f"{path}.source")
+        shape_json = _get(ctx, value, "shape", path)
+        if not isinstance(shape_json, list):
+            raise ctx.error(f"{path}.shape", "expected a list")
+        shape = tuple(_int(ctx, s, f"{path}.shape") for s in shape_json)
+        if any(s < 0 for s in shape):
+            raise ctx.error(f"{path}.shape", f"negative size in {shape}")
+        byteorder = value.get("byteorder", "big")
+        if byteorder not in ("big", "little"):
+            raise ctx.error(f"{path}.byteorder", f"unknown byte order {byteorder!r}")
+        return ArrayModel(shape, datatype, source=source)
+    if "data" in value:
+        return ArrayModel(_inline_shape(value["data"]), datatype, inline=value["data"])
+    raise ctx.error(path, "array has neither 'source' nor 'data'")
+
+
+@dataclass(frozen=True)
+class ImageModel:
+    """One image plane: array, unit string (VOUnit) or ``None``, and ``yx0``."""
+
+    array: ArrayModel
+    unit: str | None
+    bbox: Box
+    tree: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+def _image(ctx: _Ctx, value: Any, path: str) -> ImageModel:
+    check_stamp(ctx, value, path)
+    data = _get(ctx, value, "data", path)
+    unit = None
+    if isinstance(data, Mapping) and "value" in data:
+        unit = _get(ctx, data, "unit", f"{path}.data", required=False)
+        if unit is not None:
+            unit = _str(ctx, unit, f"{path}.data.unit")
+        data = data["value"]
+    array = _array(ctx, data, f"{path}.data")
+    if len(array.shape) != 2:
+        raise ctx.error(f"{path}.data.shape", f"an image must be 2-d, got shape {array.shape}")
+    yx0 = _get(ctx, value, "yx0", path)
+    if not isinstance(yx0, list) or len(yx0) != 2:
+        raise ctx.error(f"{path}.yx0", f"expected a [y, x] list, got {yx0!r}")
+    y0, x0 = (_int(ctx, v, f"{path}.yx0") for v in yx0)
+    if 0 in array.shape:
+        raise ctx.error(f"{path}.data.shape", f"empty image shape {array.shape}")
+    return ImageModel(array, unit, Box.from_shape(array.shape, (y0, x0)), value)
+
+
+@dataclass(frozen=True)
+class MaskPlaneModel:
+    """A named mask plane."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class MaskModel:
+    """The mask: on-disk int32 arrays of 31 planes each, the schema planes (``None`` = reserved bit)."""
+
+    arrays: tuple[ArrayModel, ...]
+    bbox: Box
+    planes: tuple[MaskPlaneModel | None, ...]
+    dtype: str
+    tree: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+def _mask(ctx: _Ctx, value: Any, path: str) -> MaskModel:
+    check_stamp(ctx, value, path)
+    data = _get(ctx, value, "data", path)
+    if not isinstance(data, list) or not data:
+        raise ctx.error(f"{path}.data", "expected a non-empty list of arrays")
+    arrays = tuple(_array(ctx, a, f"{path}.data[{n}]") for n, a in enumerate(data))
+    planes_json = _get(ctx, value, "planes", path)
+    if not isinstance(planes_json, list):
+        raise ctx.error(f"{path}.planes", "expected a list")
+    planes: list[MaskPlaneModel | None] = []
+    names: set[str] = set()
+    for n, p in enumerate(planes_json):
+        if p is None:
+            planes.append(None)
+            continue
+        pp = f"{path}.planes[{n}]"
+        name = _str(ctx, _get(ctx, p, "name", pp), f"{pp}.name")
+        if name in names:
+            raise ctx.error(pp, f"duplicate mask plane name {name!r}")
+        names.add(name)
+        planes.append(MaskPlaneModel(name, _str(ctx, p.get("description", ""), f"{pp}.description")))
+    dtype = _str(ctx, _get(ctx, value, "dtype", path, required=False, default="uint8"), f"{path}.dtype")
+    if dtype not in _DATATYPES or not np.issubdtype(np.dtype(dtype), np.integer):
+        raise ctx.error(f"{path}.dtype", f"mask dtype must be an integer type, got {dtype!r}")
+    n_nonnull = len(names)
+    expected = max(1, -(-n_nonnull // 31))
+    if len(arrays) != expected:
+        raise ctx.error(f"{path}.data", f"number of mask arrays ({len(arrays)}) does not match expectation ({expected})")
+    shape = arrays[0].shape
+    for n, a in enumerate(arrays):
+        if a.shape != shape or len(shape) != 2:
+            raise ctx.error(f"{path}.data[{n}]", f"mask arrays must be 2-d and agree in shape, got {a.shape}")
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ctx.error(f"{path}.data[{n}].datatype", f"mask array must be integer, got {a.datatype}")
+    yx0 = _get(ctx, value, "yx0", path)
+    if not isinstance(yx0, list) or len(yx0) != 2:
+        raise ctx.error(f"{path}.yx0", f"expected a [y, x] list, got {yx0!r}")
+    y0, x0 = (_int(ctx, v, f"{path}.yx0") for v in yx0)
+    if 0 in shape:
+        raise ctx.error(f"{path}.data.shape", f"empty mask shape {shape}")
+    return MaskModel(arrays, Box.from_shape(shape, (y0, x0)), tuple(planes), dtype, value)
+
+
+@dataclass(frozen=True)
+class PsfModel:
+    """The cell PSF: a 4-d ``(n_i, n_j, ky, kx)`` array and its cell bounds."""
+
+    array: ArrayModel
+    bounds: CellGridBounds
+    tree: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+def _psf(ctx: _Ctx, value: Any, path: str) -> PsfModel:
+    check_stamp(ctx, value, path)
+    array = _array(ctx, _get(ctx, value, "array", path), f"{path}.array")
+    bounds = bounds_from_json(_get(ctx, value, "bounds", path), f"{path}.bounds", ctx.url)
+    size = bounds.subgrid_size
+    if len(array.shape) != 4 or tuple(array.shape[:2]) != (size.i, size.j):
+        raise ctx.error(f"{path}.array.shape", f"expected ({size.i}, {size.j}, ky, kx), got {array.shape}")
+    ky, kx = array.shape[2:]
+    if ky % 2 == 0 or kx % 2 == 0 or ky <= 0 or kx <= 0:
+        raise ctx.error(f"{path}.array.shape", f"PSF kernel sizes must be odd and positive, got {(ky, kx)}")
+    return PsfModel(array, bounds, value)
+
+
+@dataclass(frozen=True)
+class CellCoaddModel:
+    """The parsed top level of a ``cell_coadd`` tree.
+
+    Sub-trees that other modules interpret (sky projection, aperture corrections,
+    provenance, backgrounds) are kept as plain JSON here.
+    """
+
+    image: ImageModel
+    mask: MaskModel
+    variance: ImageModel
+    mask_fractions: dict[str, ImageModel]
+    noise_realizations: tuple[ImageModel, ...]
+    sky_projection: Mapping[str, Any]
+    band: str | None
+    psf: PsfModel
+    aperture_corrections: Mapping[str, Any] | None
+    patch: PatchDefinition | None
+    provenance: Mapping[str, Any] | None
+    backgrounds: Mapping[str, Any] | None
+    metadata: dict[str, Any]
+    schema_version: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    tree: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def planes(self) -> dict[str, ImageModel]:
+        """Every image-like plane by name: image, variance, mask_fractions/<name>, noise_realizations/<n>."""
+        out = {"image": self.image, "variance": self.variance}
+        out.update({f"mask_fractions/{k}": v for k, v in self.mask_fractions.items()})
+        out.update({f"noise_realizations/{n}": v for n, v in enumerate(self.noise_realizations)})
+        return out
+
+
+def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
+    """Parse and validate a ``cell_coadd`` tree.
+
+    Raises
+    ------
+    ArchiveFormatError
+        Naming the field at fault when the tree is malformed or needs a newer reader.
+    """
+    ctx = _Ctx(url)
+    if not isinstance(tree, Mapping):
+        raise ctx.error("", "the top level must be an object")
+    check_stamp(ctx, tree, "")
+    image = _image(ctx, _get(ctx, tree, "image", ""), "image")
+    mask = _mask(ctx, _get(ctx, tree, "mask", ""), "mask")
+    variance = _image(ctx, _get(ctx, tree, "variance", ""), "variance")
+    fractions_json = _get(ctx, tree, "mask_fractions", "")
+    if not isinstance(fractions_json, Mapping):
+        raise ctx.error("mask_fractions", "expected an object")
+    fractions = {
+        _str(ctx, k, "mask_fractions"): _image(ctx, v, f"mask_fractions.{k}") for k, v in fractions_json.items()
+    }
+    noise_json = _get(ctx, tree, "noise_realizations", "")
+    if not isinstance(noise_json, list):
+        raise ctx.error("noise_realizations", "expected a list")
+    noise = tuple(_image(ctx, v, f"noise_realizations[{n}]") for n, v in enumerate(noise_json))
+    for name, plane in [("mask", mask), ("variance", variance)] + [
+        (f"mask_fractions.{k}", v) for k, v in fractions.items()
+    ] + [(f"noise_realizations[{n}]", v) for n, v in enumerate(noise)]:
+        if plane.bbox != image.bbox:
+            raise ctx.error(name, f"bbox {plane.bbox} does not agree with the image bbox {image.bbox}")
+    sky = _get(ctx, tree, "sky_projection", "")
+    if not isinstance(sky, Mapping):
+        raise ctx.error("sky_projection", "expected an object")
+    check_stamp(ctx, sky, "sky_projection")
+    band = _get(ctx, tree, "band", "")
+    if band is not None:
+        band = _str(ctx, band, "band")
+    psf = _psf(ctx, _get(ctx, tree, "psf", ""), "psf")
+    if psf.bounds.bbox.intersection(image.bbox) is None:
+        raise ctx.error("psf.bounds", f"PSF bounds {psf.bounds.bbox} do not overlap the image {image.bbox}")
+    aperture = _get(ctx, tree, "aperture_corrections", "", required=False)
+    if aperture is not None:
+        check_stamp(ctx, aperture, "aperture_corrections")
+    patch_json = _get(ctx, tree, "patch", "")
+    patch = None if patch_json is None else patch_from_json(patch_json, "patch", url)
+    provenance = _get(ctx, tree, "provenance", "")
+    if provenance is not None:
+        check_stamp(ctx, provenance, "provenance")
+        if patch is None:
+            raise ctx.error("provenance", "provenance needs a patch definition")
+    backgrounds = _get(ctx, tree, "backgrounds", "", required=False)
+    if backgrounds is not None:
+        check_stamp(ctx, backgrounds, "backgrounds")
+        for name, fld in (backgrounds.get("fields") or {}).items():
+            check_stamp(ctx, fld, f"backgrounds.fields.{name}")
+    metadata = _get(ctx, tree, "metadata", "", required=False, default={})
+    if not isinstance(metadata, Mapping):
+        raise ctx.error("metadata", "expected an object")
+    extra = {k: v for k, v in tree.items() if k not in _TOP_KEYS}
+    return CellCoaddModel(
+        image=image,
+        mask=mask,
+        variance=variance,
+        mask_fractions=fractions,
+        noise_realizations=noise,
+        sky_projection=sky,
+        band=band,
+        psf=psf,
+        aperture_corrections=aperture,
+        patch=patch,
+        provenance=provenance,
+        backgrounds=backgrounds,
+        metadata=dict(metadata),
+        schema_version=tree["schema_version"],
+        extra=extra,
+        tree=tree,
+    )
+
+
+_SOURCE = re.compile(r"fits:([A-Za-z0-9_/\-]+)(?:,(\d+))?(?:\[(\d+)\])?")
+
+
+def parse_fits_source(source: str, *, url: str | None = None) -> tuple[str, int, int | None]:
+    """Split ``fits:EXTNAME[,EXTVER][[column]]`` into (EXTNAME, EXTVER, 1-based column or None)."""
+    m = _SOURCE.fullmatch(source)
+    if m is None:
+        raise ArchiveFormatError(f"bad 'source' string for FITS: {source!r}", url=url, hdu="JSON")
+    return m.group(1), int(m.group(2) or 1), (int(m.group(3)) if m.group(3) else None)
