@@ -69,8 +69,15 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cellcoadd_dask tests
 
-test: lint nginx
-	$(PY) -m pytest $(PYTEST_ARGS)
+# pytest runs even when ruff finds problems, so one run reports both; either fails the target.
+# pytest exits with code 5 when it collects no tests, which fails the target too.
+test: $(STAMP) nginx
+	@status=0; \
+	echo "$(VENV)/bin/ruff check cellcoadd_dask tests"; \
+	$(VENV)/bin/ruff check cellcoadd_dask tests || status=$$?; \
+	echo "$(PY) -m pytest $(PYTEST_ARGS)"; \
+	$(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV)
