@@ -7,8 +7,11 @@ and the byte range.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -16,10 +19,61 @@ from fsspec.core import url_to_fs
 
 from .errors import ArchiveFormatError, FetchError
 
-__all__ = ["ByteRange", "fetch_ranges", "filesystem", "merge_ranges", "normalize_url"]
+__all__ = ["ByteRange", "FetchStats", "fetch_ranges", "fetch_stats", "filesystem", "merge_ranges", "normalize_url"]
 
 ByteRange = tuple[int, int]
 """A half-open byte range ``(start, stop)`` from the start of a file."""
+
+
+@dataclass
+class FetchStats:
+    """What :func:`fetch_ranges` read while a :func:`fetch_stats` block was active (this process only).
+
+    Attributes
+    ----------
+    calls
+        Number of batched fetches.
+    ranges
+        Every merged range requested, as ``(url, start, stop)``.
+    """
+
+    calls: int = 0
+    ranges: list[tuple[str, int, int]] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        """Number of byte ranges requested (one request each on HTTP and object stores)."""
+        return len(self.ranges)
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes fetched."""
+        return sum(b - a for _, a, b in self.ranges)
+
+
+_observers: list[FetchStats] = []
+_observers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def fetch_stats() -> Iterator[FetchStats]:
+    """Count the requests and bytes fetched by this process inside the ``with`` block."""
+    stats = FetchStats()
+    with _observers_lock:
+        _observers.append(stats)
+    try:
+        yield stats
+    finally:
+        with _observers_lock:
+            _observers.remove(stats)
+
+
+def _record(url: str, merged: Sequence[ByteRange]) -> None:
+    if _observers:
+        with _observers_lock:
+            for stats in _observers:
+                stats.calls += 1
+                stats.ranges.extend((url, a, b) for a, b in merged)
 
 
 def normalize_url(url: str | os.PathLike[str]) -> str:
@@ -91,6 +145,7 @@ def fetch_ranges(
             raise FetchError(f"{url}: invalid byte range [{start}, {stop}).")
     merged, placement = merge_ranges(ranges, max_gap)
     fs, path = filesystem(url, storage_options)
+    _record(url, merged)
     try:
         blobs = fs.cat_ranges(
             [path] * len(merged), [a for a, _ in merged], [b for _, b in merged], on_error="return"

@@ -8,6 +8,7 @@ planes each; :func:`disk_to_memory` and :func:`memory_to_disk` convert between t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 from .errors import ValidationError
 from .geom import BBoxSlicer, Box
 
-__all__ = ["DISK_PLANES_PER_ARRAY", "Mask", "MaskPlane", "MaskSchema", "disk_to_memory", "memory_to_disk"]
+__all__ = ["DISK_PLANES_PER_ARRAY", "DerivedPlanes", "Mask", "MaskPlane", "MaskSchema", "disk_to_memory", "memory_to_disk"]
 
 DISK_PLANES_PER_ARRAY = 31
 
@@ -145,6 +146,56 @@ def combine_disk_arrays(schema: MaskSchema, arrays: list[np.ndarray], region: tu
     return out[..., region[2]] if len(region) > 2 else out
 
 
+def combine_bit_plane(schema: MaskSchema, name: str, arrays: list[np.ndarray], region: tuple[slice, ...]) -> np.ndarray:
+    """Source combiner: disk arrays of a region -> boolean array of one plane."""
+    position = list(schema.names).index(name)
+    d_arr, d_bit, _, _ = schema.disk_positions()[position]
+    return (np.asarray(arrays[d_arr]) >> d_bit) & 1 == 1
+
+
+def packed_dtype(schema: MaskSchema) -> np.dtype:
+    """Smallest unsigned dtype holding every schema bit (placeholders counted), for a 2-d packed mask."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if len(schema) <= np.dtype(dtype).itemsize * 8:
+            return np.dtype(dtype)
+    raise ValueError(f"A mask of {len(schema)} planes does not fit in 64 bits.")
+
+
+def combine_packed(schema: MaskSchema, arrays: list[np.ndarray], region: tuple[slice, ...]) -> np.ndarray:
+    """Source combiner: disk arrays of a region -> 2-d mask with schema bit ``n`` at bit ``n``."""
+    dtype = packed_dtype(schema)
+    out = np.zeros(np.shape(arrays[0]), dtype=dtype)
+    names = schema.names
+    for k, (d_arr, d_bit, _, _) in enumerate(schema.disk_positions()):
+        plane = ((np.asarray(arrays[d_arr]) >> d_bit) & 1).astype(dtype)
+        out |= plane << dtype.type(schema.index(names[k]))
+    return out
+
+
+class DerivedPlanes:
+    """How to build other per-pixel views of a stored mask lazily (one plane, packed bits).
+
+    Holds the source the mask array was built from (it must offer
+    ``derive(combine, shape, dtype)``), the absolute bbox of that source's array and its
+    (y, x) chunks, so derived arrays read only the tiles a later slice touches.
+    """
+
+    def __init__(self, source: Any, bbox: Box, chunks: tuple[tuple[int, ...], tuple[int, ...]], name: str) -> None:
+        self.source = source
+        self.bbox = bbox
+        self.chunks = chunks
+        self.name = name
+
+    def array(self, combine: Any, dtype: np.dtype | type, label: str, within: Box) -> da.Array:
+        """The derived 2-d array over ``within`` (which lies inside :attr:`bbox`)."""
+        from .lazy import plane_array
+
+        derived = self.source.derive(combine, tuple(self.bbox.shape), np.dtype(dtype))
+        full = plane_array(derived, name=f"{self.name}-{label}", chunks=self.chunks)
+        sy, sx = within.slice_within(self.bbox)
+        return full[sy, sx]
+
+
 class Mask:
     """A lazy bit mask over an absolute bbox.
 
@@ -158,7 +209,7 @@ class Mask:
         Absolute (tract) bbox of the array.
     """
 
-    def __init__(self, array: Any, *, schema: MaskSchema, bbox: Box) -> None:
+    def __init__(self, array: Any, *, schema: MaskSchema, bbox: Box, derived: DerivedPlanes | None = None) -> None:
         if not isinstance(array, da.Array):
             array = da.asarray(array)
         if array.ndim != 3 or array.shape[2] != schema.mask_size or tuple(array.shape[:2]) != tuple(bbox.shape):
@@ -168,11 +219,26 @@ class Mask:
         self.array = array
         self.schema = schema
         self.bbox = bbox
+        self._derived = derived
 
     def get(self, name: str) -> da.Array:
-        """Lazy boolean array of one plane."""
+        """Lazy boolean array of one plane (a later slice still reads only the tiles it needs)."""
         element, bit = self.schema.bit(name)
+        if self._derived is not None:
+            return self._derived.array(functools.partial(combine_bit_plane, self.schema, name), bool,
+                                       f"plane-{name}", self.bbox)
         return (self.array[:, :, element] & bit) != 0
+
+    def packed(self) -> da.Array:
+        """Lazy 2-d array with schema plane ``n`` (placeholders counted) at bit ``n``."""
+        if self._derived is not None:
+            return self._derived.array(functools.partial(combine_packed, self.schema), packed_dtype(self.schema),
+                                       "packed", self.bbox)
+        dtype = packed_dtype(self.schema)
+        out = da.zeros(self.array.shape[:2], dtype=dtype, chunks=self.array.chunks[:2])
+        for name in self.schema.names:
+            out = out | (self.get(name).astype(dtype) << dtype.type(self.schema.index(name)))
+        return out
 
     def __getitem__(self, box: Any) -> Mask:
         if box is Ellipsis:
@@ -180,7 +246,7 @@ class Mask:
         if not isinstance(box, Box):
             raise TypeError(f"Masks are sliced with a Box (absolute coordinates), not {box!r}.")
         sy, sx = box.slice_within(self.bbox)
-        return Mask(self.array[sy, sx, :], schema=self.schema, bbox=box)
+        return Mask(self.array[sy, sx, :], schema=self.schema, bbox=box, derived=self._derived)
 
     @property
     def absolute(self) -> BBoxSlicer:

@@ -24,7 +24,7 @@ from ...fetch import fetch_ranges, normalize_url
 from ...geom import Box
 from ...image import Image
 from ...lazy import Chunks, cell_chunks, plane_array
-from ...mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
+from ...mask import DerivedPlanes, Mask, MaskPlane, MaskSchema, combine_disk_arrays
 from ...model import ArrayModel, CellCoaddModel, ImageModel, parse_cell_coadd, parse_fits_source
 from ...psf import CellPointSpreadFunction
 from .cards import parse_header
@@ -129,8 +129,9 @@ class _PlaneBuilder:
         source = FitsArraySource(self.container.url, refs, shape=shape, dtype=schema.dtype,
                                  combine=functools.partial(combine_disk_arrays, schema),
                                  storage_options=self.storage_options)
-        chunks = (*cell_chunks(m.bbox, self.grid, self.chunks, 4 * len(refs)), (schema.mask_size,))
-        return Mask(plane_array(source, name="mask", chunks=chunks), schema=schema, bbox=m.bbox)
+        yx_chunks = cell_chunks(m.bbox, self.grid, self.chunks, 4 * len(refs))
+        array = plane_array(source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
+        return Mask(array, schema=schema, bbox=m.bbox, derived=DerivedPlanes(source, m.bbox, yx_chunks, "mask"))
 
     def psf(self) -> CellPointSpreadFunction:
         p = self.model.psf

@@ -98,6 +98,24 @@ def load_layouts(
     return layouts
 
 
+class _LayoutCache:
+    """Tile tables loaded once and shared by the sources derived from one another.
+
+    Pickled with what it holds (tile tables are byte ranges: small), without its lock.
+    """
+
+    def __init__(self) -> None:
+        self.layouts: list[StoredArray] | None = None
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"layouts": self.layouts}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.layouts = state["layouts"]
+        self.lock = threading.Lock()
+
+
 class FitsArraySource:
     """A lazily indexed array read from one or more HDUs of a FITS archive.
 
@@ -134,32 +152,34 @@ class FitsArraySource:
         self.ndim = len(self.shape)
         self.combine = combine
         self.storage_options = dict(storage_options or {})
-        self._layouts: list[StoredArray] | None = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._cache = _LayoutCache()
 
     def __repr__(self) -> str:
         hdus = ", ".join(r.entry.label for r in self.refs)
         return f"FitsArraySource({self.url!r}, [{hdus}], shape={self.shape}, dtype={self.dtype})"
 
     def __dask_tokenize__(self) -> Any:
-        return (self.url, tuple((r.entry, r.shape, r.dtype) for r in self.refs), self.shape, str(self.dtype))
+        from dask.base import tokenize
+
+        return (self.url, tuple((r.entry, r.shape, r.dtype) for r in self.refs), self.shape, str(self.dtype),
+                tokenize(self.combine))
+
+    def derive(self, combine: Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray],
+               shape: tuple[int, ...], dtype: np.dtype | str) -> FitsArraySource:
+        """A source over the same HDUs with another combiner (sharing loaded tile tables)."""
+        out = FitsArraySource(self.url, self.refs, shape=shape, dtype=dtype, combine=combine,
+                              storage_options=self.storage_options)
+        out._cache = self._cache
+        return out
 
     def layouts(self) -> list[StoredArray]:
         """The decoded-array descriptions of the HDUs (loaded on first use, then cached)."""
-        if self._layouts is None:
-            with self._lock:
-                if self._layouts is None:
-                    self._layouts = load_layouts(self.url, self.refs, self.storage_options)
-        return self._layouts
+        cache = self._cache
+        if cache.layouts is None:
+            with cache.lock:
+                if cache.layouts is None:
+                    cache.layouts = load_layouts(self.url, self.refs, self.storage_options)
+        return cache.layouts
 
     def byte_ranges(self, region: tuple[slice, ...]) -> list[tuple[int, int]]:
         """Every byte range a read of ``region`` (over the stored arrays' leading axes) fetches."""
