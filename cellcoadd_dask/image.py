@@ -25,9 +25,18 @@ class Image:
         Absolute bbox; defaults to the array shape at origin (0, 0).
     unit
         Pixel unit (astropy unit or string), or ``None``.
+    base
+        The array and bbox this image was cut from, if any (set by slicing).
     """
 
-    def __init__(self, array: Any, *, bbox: Box | None = None, unit: u.UnitBase | str | None = None) -> None:
+    def __init__(
+        self,
+        array: Any,
+        *,
+        bbox: Box | None = None,
+        unit: u.UnitBase | str | None = None,
+        base: tuple[da.Array, Box] | None = None,
+    ) -> None:
         if not isinstance(array, da.Array):
             array = da.asarray(array)
         if array.ndim != 2:
@@ -39,6 +48,9 @@ class Image:
         self.array = array
         self.bbox = bbox
         self.unit = u.Unit(unit) if isinstance(unit, str) else unit
+        # The array this one was cut from: sub-images slice it directly, so that dask hands
+        # the source one region (it fuses a single level of slicing into the read).
+        self._base = base if base is not None else (array, bbox)
 
     @property
     def dtype(self) -> np.dtype:
@@ -50,8 +62,10 @@ class Image:
             return self
         if not isinstance(box, Box):
             raise TypeError(f"Images are sliced with a Box (absolute coordinates), not {box!r}.")
-        sy, sx = box.slice_within(self.bbox)
-        return Image(self.array[sy, sx], bbox=box, unit=self.unit)
+        box.slice_within(self.bbox)
+        base, base_bbox = self._base
+        sy, sx = box.slice_within(base_bbox)
+        return Image(base[sy, sx], bbox=box, unit=self.unit, base=self._base)
 
     @property
     def absolute(self) -> BBoxSlicer:
@@ -69,7 +83,7 @@ class Image:
 
     def copy(self) -> Image:
         """A copy (the dask graph is shared; nothing is computed)."""
-        return Image(self.array.copy(), bbox=self.bbox, unit=self.unit)
+        return Image(self.array.copy(), bbox=self.bbox, unit=self.unit, base=self._base)
 
     def __repr__(self) -> str:
         unit = f", unit={self.unit}" if self.unit is not None else ""

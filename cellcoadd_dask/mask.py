@@ -172,6 +172,18 @@ def combine_packed(schema: MaskSchema, arrays: list[np.ndarray], region: tuple[s
     return out
 
 
+def packed_to_memory(packed: np.ndarray, schema: MaskSchema) -> np.ndarray:
+    """Unpack a 2-d packed mask (schema bit ``n`` at bit ``n``) into the ``(y, x, mask_size)`` layout."""
+    packed = np.asarray(packed)
+    out = np.zeros((*packed.shape, schema.mask_size), dtype=schema.dtype)
+    for name in schema.names:
+        n = schema.index(name)
+        element, bit = schema.bit(name)
+        plane = ((packed >> packed.dtype.type(n)) & 1).astype(bool)
+        out[..., element] |= np.where(plane, schema.dtype.type(bit), schema.dtype.type(0))
+    return out
+
+
 class DerivedPlanes:
     """How to build other per-pixel views of a stored mask lazily (one plane, packed bits).
 
@@ -209,7 +221,15 @@ class Mask:
         Absolute (tract) bbox of the array.
     """
 
-    def __init__(self, array: Any, *, schema: MaskSchema, bbox: Box, derived: DerivedPlanes | None = None) -> None:
+    def __init__(
+        self,
+        array: Any,
+        *,
+        schema: MaskSchema,
+        bbox: Box,
+        derived: DerivedPlanes | None = None,
+        base: tuple[da.Array, Box] | None = None,
+    ) -> None:
         if not isinstance(array, da.Array):
             array = da.asarray(array)
         if array.ndim != 3 or array.shape[2] != schema.mask_size or tuple(array.shape[:2]) != tuple(bbox.shape):
@@ -220,6 +240,7 @@ class Mask:
         self.schema = schema
         self.bbox = bbox
         self._derived = derived
+        self._base = base if base is not None else (array, bbox)
 
     def get(self, name: str) -> da.Array:
         """Lazy boolean array of one plane (a later slice still reads only the tiles it needs)."""
@@ -245,8 +266,10 @@ class Mask:
             return self
         if not isinstance(box, Box):
             raise TypeError(f"Masks are sliced with a Box (absolute coordinates), not {box!r}.")
-        sy, sx = box.slice_within(self.bbox)
-        return Mask(self.array[sy, sx, :], schema=self.schema, bbox=box, derived=self._derived)
+        box.slice_within(self.bbox)
+        base, base_bbox = self._base
+        sy, sx = box.slice_within(base_bbox)
+        return Mask(base[sy, sx, :], schema=self.schema, bbox=box, derived=self._derived, base=self._base)
 
     @property
     def absolute(self) -> BBoxSlicer:

@@ -1,0 +1,1 @@
+"""The lsst-images JSON archive: the whole tree, arrays inline."""

@@ -1,0 +1,330 @@
+"""The xarray view: ``coadd.to_xarray()``, the ``cellcoadd`` engine and the ``ds.cellcoadd`` accessor.
+
+The Dataset is built from the coadd's own dask arrays (chunked on cell edges); the engine
+is a thin shim over :func:`cellcoadd_dask.open_coadd`.  All state needed to rebuild a
+coadd lives in ``attrs`` and variables, never on the accessor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import astropy.units as u
+import dask.array as da
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray, BackendEntrypoint
+from xarray.core import indexing
+
+from .cells import CellGridBounds, CellIJ
+from .coadd import CellCoadd
+from .errors import ArchiveFormatError, BoundsError, CellCoaddError
+from .geom import Box, Interval
+from .image import Image
+from .mask import Mask, MaskPlane, MaskSchema, packed_dtype, packed_to_memory
+from .model import bounds_from_json, patch_from_json
+from .psf import CellPointSpreadFunction
+
+__all__ = ["CellCoaddAccessor", "CellCoaddBackendEntrypoint", "coadd_to_dataset"]
+
+
+def _unit_string(unit: u.UnitBase | None) -> str | None:
+    return None if unit is None else unit.to_string()
+
+
+def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.Dataset:
+    """A lazy Dataset of every plane of ``coadd`` (nothing is read).
+
+    Variables: ``image``, ``mask`` (2-d, schema bit ``n`` at bit ``n``, CF ``flag_masks``),
+    ``variance`` on ``(y, x)``; ``mask_fractions`` on ``(fraction, y, x)``;
+    ``noise_realizations`` on ``(realization, y, x)``; ``psf`` on ``(cell_i, cell_j, psf_y, psf_x)``.
+    Coordinates ``y``, ``x`` are absolute (tract) pixel indices.
+    """
+    bbox = coadd.bbox
+    coords: dict[str, Any] = {
+        "y": ("y", np.arange(bbox.y.start, bbox.y.stop, dtype=np.int64)),
+        "x": ("x", np.arange(bbox.x.start, bbox.x.stop, dtype=np.int64)),
+    }
+    schema = coadd.mask.schema
+    mask_attrs = {
+        "long_name": "bit mask",
+        "flag_masks": [1 << schema.index(n) for n in schema.names],
+        "flag_meanings": " ".join(schema.names),
+        "flag_descriptions": json.dumps(schema.descriptions()),
+        "mask_schema": json.dumps([None if p is None else [p.name, p.description] for p in schema]),
+        "mask_dtype": str(schema.dtype),
+    }
+    try:
+        packed_dtype(schema)
+        mask_var = xr.Variable(("y", "x"), coadd.mask.packed(), mask_attrs)
+    except ValueError:
+        mask_var = xr.Variable(("y", "x", "mask_element"), coadd.mask.array, mask_attrs)
+    data_vars: dict[str, Any] = {
+        "image": xr.Variable(("y", "x"), coadd.image.array, {"units": _unit_string(coadd.unit)}),
+        "mask": mask_var,
+        "variance": xr.Variable(("y", "x"), coadd.variance.array, {"units": _unit_string(coadd.variance.unit)}),
+    }
+    if coadd.mask_fractions:
+        names = list(coadd.mask_fractions)
+        data_vars["mask_fractions"] = xr.Variable(
+            ("fraction", "y", "x"), da.stack([coadd.mask_fractions[n].array for n in names])
+        )
+        coords["fraction"] = ("fraction", np.array(names, dtype=object))
+    if coadd.noise_realizations:
+        data_vars["noise_realizations"] = xr.Variable(
+            ("realization", "y", "x"), da.stack([v.array for v in coadd.noise_realizations])
+        )
+        coords["realization"] = ("realization", np.arange(len(coadd.noise_realizations)))
+    bounds = coadd.bounds
+    start, stop = bounds.subgrid_start, bounds.subgrid_stop
+    kb = coadd.psf.kernel_bbox
+    data_vars["psf"] = xr.Variable(("cell_i", "cell_j", "psf_y", "psf_x"), coadd.psf.array)
+    coords.update(
+        cell_i=("cell_i", np.arange(start.i, stop.i)),
+        cell_j=("cell_j", np.arange(start.j, stop.j)),
+        psf_y=("psf_y", np.arange(kb.y.start, kb.y.stop)),
+        psf_x=("psf_x", np.arange(kb.x.start, kb.x.stop)),
+    )
+    attrs: dict[str, Any] = {
+        "title": "cell-based coadd",
+        "band": coadd.band if coadd.band is not None else "",
+        "skymap": coadd.skymap,
+        "tract": coadd.tract,
+        "bbox": str(bbox),
+        "cell_shape": [coadd.grid.cell_shape.y, coadd.grid.cell_shape.x],
+        "cell_bounds": json.dumps(bounds.to_json()),
+        "sky_projection": json.dumps(coadd.projection.to_json()),
+        "metadata": json.dumps(coadd.metadata),
+    }
+    if coadd._patch is not None:
+        attrs["patch"] = coadd.patch.id
+        attrs["patch_index"] = [coadd.patch.index.y, coadd.patch.index.x]
+        attrs["patch_definition"] = json.dumps(coadd.patch.to_json())
+    if source_url is not None:
+        attrs["source_url"] = source_url
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+class _DaskBackendArray(BackendArray):
+    """Lets xarray index one of our dask arrays lazily (only the indexed tiles are read)."""
+
+    def __init__(self, array: da.Array) -> None:
+        self.array = array
+        self.shape = array.shape
+        self.dtype = array.dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._raw)
+
+    def _raw(self, key: tuple[Any, ...]) -> np.ndarray:
+        if all(isinstance(k, (slice, int, np.integer)) for k in key):
+            # One basic index, so dask hands exactly this region to the source.
+            return np.asarray(self.array[key].compute(scheduler="sync"))
+        out = self.array
+        for axis in range(len(key) - 1, -1, -1):
+            k = key[axis]
+            if not (isinstance(k, slice) and k == slice(None)):
+                out = out[(slice(None),) * axis + (k,)]
+        return np.asarray(out.compute(scheduler="sync"))
+
+
+class CellCoaddBackendEntrypoint(BackendEntrypoint):
+    """``xr.open_dataset(url, engine="cellcoadd")``: a coadd archive as a Dataset.
+
+    Pass ``chunks={}`` to get dask arrays chunked on cell edges (the arrays' preferred
+    chunks); without ``chunks`` variables are lazily indexed and still read only the
+    tiles an index touches.
+    """
+
+    description = "Rubin cell-based coadds (lsst-images FITS and JSON archives)"
+    url = "https://github.com/lsst/images"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "bbox", "cell_chunks", "storage_options")
+
+    def open_dataset(  # type: ignore[override]
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        bbox: Box | None = None,
+        cell_chunks: Any = "auto",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> xr.Dataset:
+        """Open ``filename_or_obj`` lazily (metadata only)."""
+        from .open import open_coadd
+
+        if not isinstance(filename_or_obj, (str, os.PathLike)):
+            raise ArchiveFormatError(f"the cellcoadd engine opens paths and URLs, not {type(filename_or_obj).__name__}")
+        coadd = open_coadd(filename_or_obj, bbox=bbox, chunks=cell_chunks, storage_options=storage_options)
+        ds = coadd_to_dataset(coadd, source_url=os.fspath(filename_or_obj))
+        if drop_variables is not None:
+            ds = ds.drop_vars([drop_variables] if isinstance(drop_variables, str) else list(drop_variables),
+                              errors="ignore")
+        for name, var in ds.data_vars.items():
+            array = var.data
+            lazy = indexing.LazilyIndexedArray(_DaskBackendArray(array))
+            ds[name] = xr.Variable(var.dims, lazy, var.attrs,
+                                   encoding={"preferred_chunks": dict(zip(var.dims, array.chunks, strict=True))})
+        return ds
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """True for ``.fits``/``.json`` paths that are lsst-images cell coadds (local files are sniffed)."""
+        if not isinstance(filename_or_obj, (str, os.PathLike)):
+            return False
+        name = os.fspath(filename_or_obj)
+        if not name.lower().endswith((".fits", ".json")):
+            return False
+        if "://" in name:
+            return True
+        try:
+            with open(name, "rb") as f:
+                head = f.read(2880 * 2)
+        except OSError:
+            return False
+        return b"cell_coadd" in head
+
+
+def _schema_from_attrs(attrs: Mapping[str, Any]) -> MaskSchema:
+    planes = [None if p is None else MaskPlane(p[0], p[1]) for p in json.loads(attrs["mask_schema"])]
+    return MaskSchema(planes, dtype=attrs.get("mask_dtype", "uint8"))
+
+
+def _box_of(ds: xr.Dataset) -> Box:
+    y, x = ds["y"].values, ds["x"].values
+    if y.size == 0 or x.size == 0:
+        raise BoundsError("The Dataset selection is empty.")
+    if np.any(np.diff(y) != 1) or np.any(np.diff(x) != 1):
+        raise BoundsError("The Dataset's y/x coordinates are not contiguous pixel ranges.")
+    return Box(Interval(int(y[0]), int(y[-1]) + 1), Interval(int(x[0]), int(x[-1]) + 1))
+
+
+def _data(var: xr.DataArray) -> da.Array:
+    data = var.data
+    return data if isinstance(data, da.Array) else da.from_array(var.variable._data, chunks=-1)
+
+
+@xr.register_dataset_accessor("cellcoadd")
+class CellCoaddAccessor:
+    """Cell-coadd operations on a Dataset made by :func:`coadd_to_dataset` (``ds.cellcoadd``).
+
+    Holds no state of its own: everything is read from the Dataset's variables and attrs.
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    def _projection(self) -> Any:
+        from .projection import SkyProjection
+
+        try:
+            return SkyProjection.from_json(json.loads(self._ds.attrs["sky_projection"]))
+        except KeyError:
+            raise CellCoaddError("This Dataset has no 'sky_projection' attribute (not a cell coadd view).") from None
+
+    @property
+    def bbox(self) -> Box:
+        """Absolute bbox of the Dataset's (y, x) extent."""
+        return _box_of(self._ds)
+
+    @property
+    def wcs(self) -> Any:
+        """Astropy WCS of the Dataset's local (array) pixel grid."""
+        return self._projection().astropy_wcs(self.bbox)
+
+    def pixel_to_sky(self, *, y: Any, x: Any) -> Any:
+        """Sky coordinates (ICRS ``SkyCoord``) of absolute pixel positions."""
+        return self._projection().pixel_to_sky(x=x, y=y)
+
+    def sky_to_pixel(self, coord: Any) -> Any:
+        """Absolute pixel positions ``(x, y)`` of sky coordinates."""
+        return self._projection().sky_to_pixel(coord)
+
+    def sel_sky(self, ra: Any, dec: Any, radius: Any) -> xr.Dataset:
+        """The part of the Dataset within ``radius`` of (``ra``, ``dec``) (degrees or Quantities), as a box."""
+        from astropy.coordinates import SkyCoord
+
+        ra_q = ra if isinstance(ra, u.Quantity) else ra * u.deg
+        dec_q = dec if isinstance(dec, u.Quantity) else dec * u.deg
+        radius_q = radius if isinstance(radius, u.Quantity) else radius * u.deg
+        center = SkyCoord(ra_q, dec_q, frame="icrs")
+        angles = np.linspace(0.0, 360.0, 64, endpoint=False) * u.deg
+        xs, ys = self.sky_to_pixel(center.directional_offset_by(angles, radius_q))
+        xc, yc = self.sky_to_pixel(center)
+        xs = np.append(np.asarray(xs), xc)
+        ys = np.append(np.asarray(ys), yc)
+        y0, y1 = int(np.floor(ys.min() + 0.5)), int(np.floor(ys.max() + 0.5)) + 1
+        x0, x1 = int(np.floor(xs.min() + 0.5)), int(np.floor(xs.max() + 0.5)) + 1
+        out = self._ds.sel(y=slice(y0, y1 - 1), x=slice(x0, x1 - 1))
+        if out.sizes["y"] == 0 or out.sizes["x"] == 0:
+            raise BoundsError(f"The sky circle does not overlap the Dataset ({self.bbox}).")
+        return out
+
+    def mask_plane(self, name: str) -> xr.DataArray:
+        """Lazy boolean DataArray of one mask plane."""
+        mask = self._ds["mask"]
+        names = mask.attrs["flag_meanings"].split()
+        if name not in names:
+            raise KeyError(f"Unknown mask plane {name!r}; planes are {names}.")
+        bit = int(mask.attrs["flag_masks"][names.index(name)])
+        return ((mask & bit) != 0).rename(name)
+
+    def to_coadd(self) -> CellCoadd:
+        """Rebuild a lazy :class:`CellCoadd` from the Dataset (provenance is re-read from ``source_url``)."""
+        from .projection import SkyProjection
+
+        ds = self._ds
+        bbox = _box_of(ds)
+        image = Image(_data(ds["image"]), bbox=bbox, unit=ds["image"].attrs.get("units"))
+        variance = Image(_data(ds["variance"]), bbox=bbox, unit=ds["variance"].attrs.get("units"))
+        schema = _schema_from_attrs(ds["mask"].attrs)
+        mask_data = _data(ds["mask"])
+        if mask_data.ndim == 2:
+            mask_data = mask_data.map_blocks(packed_to_memory, schema, dtype=schema.dtype,
+                                             new_axis=2, chunks=(*mask_data.chunks, (schema.mask_size,)))
+        mask = Mask(mask_data, schema=schema, bbox=bbox)
+        fractions = {}
+        if "mask_fractions" in ds:
+            for name in ds["fraction"].values:
+                fractions[str(name)] = Image(_data(ds["mask_fractions"].sel(fraction=name)), bbox=bbox)
+        noise = []
+        if "noise_realizations" in ds:
+            noise = [Image(_data(ds["noise_realizations"].isel(realization=n)), bbox=bbox)
+                     for n in range(ds.sizes["realization"])]
+        full_bounds = bounds_from_json(json.loads(ds.attrs["cell_bounds"]))
+        inner = full_bounds.bbox.intersection(bbox)
+        if inner is None:
+            raise BoundsError(f"The Dataset's extent {bbox} lies outside its cell bounds {full_bounds.bbox}.")
+        sub = full_bounds[inner]
+        a, b = sub.subgrid_start, sub.subgrid_stop
+        psf_array = _data(ds["psf"].sel(cell_i=slice(a.i, b.i - 1), cell_j=slice(a.j, b.j - 1)))
+        psf = CellPointSpreadFunction(psf_array, sub)
+        patch = patch_from_json(json.loads(ds.attrs["patch_definition"])) if "patch_definition" in ds.attrs else None
+        provenance = None
+        if patch is not None and "source_url" in ds.attrs:
+            provenance = _deferred_provenance(ds.attrs["source_url"], frozenset(sub.cell_indices()))
+        return CellCoadd(
+            image, mask=mask, variance=variance, mask_fractions=fractions, noise_realizations=noise,
+            projection=SkyProjection.from_json(json.loads(ds.attrs["sky_projection"])),
+            band=ds.attrs.get("band") or None, psf=psf, patch=patch, provenance=provenance,
+            metadata=json.loads(ds.attrs.get("metadata", "{}")),
+        )
+
+
+def _provenance_of(url: str, cells: frozenset[CellIJ]) -> Any:
+    from .open import open_coadd
+
+    try:
+        prov = open_coadd(url).provenance
+    except AttributeError:
+        return None
+    return prov.subset(cells)
+
+
+def _deferred_provenance(url: str, cells: frozenset[CellIJ]) -> Any:
+    import functools
+
+    from .deferred import Deferred
+
+    return Deferred(functools.partial(_provenance_of, url, cells))
