@@ -42,8 +42,10 @@ def _subset_provenance(parent: Any, cells: frozenset[CellIJ]) -> Any:
 
 
 class CellCoadd:
-    """A cell-based coadd: image, mask, variance, mask fractions and noise realizations over one
-    absolute bbox, with a PSF per cell, a sky projection on a tract frame, and patch provenance.
+    """A cell-based coadd.
+
+    Image, mask, variance, mask fractions and noise realizations over one absolute bbox,
+    with a PSF per cell, a sky projection on a tract frame, and patch provenance.
 
     Parameters
     ----------
@@ -98,18 +100,26 @@ class CellCoadd:
         if mask is None:
             assert mask_schema is not None
             mask = Mask(
-                da.zeros((*image.bbox.shape, mask_schema.mask_size), dtype=mask_schema.dtype,
-                         chunks=(*image.array.chunks, -1)),
+                da.zeros(
+                    (*image.bbox.shape, mask_schema.mask_size),
+                    dtype=mask_schema.dtype,
+                    chunks=(*image.array.chunks, -1),
+                ),
                 schema=mask_schema,
                 bbox=image.bbox,
             )
         if variance is None:
-            variance = Image(da.ones(image.array.shape, dtype=np.float32, chunks=image.array.chunks),
-                             bbox=image.bbox, unit=image.unit**2)
+            variance = Image(
+                da.ones(image.array.shape, dtype=np.float32, chunks=image.array.chunks),
+                bbox=image.bbox,
+                unit=image.unit**2,
+            )
         elif variance.unit is None:
             variance = Image(variance.array, bbox=variance.bbox, unit=image.unit**2)
         elif variance.unit != image.unit**2:
-            raise ValidationError(f"Variance unit ({variance.unit}) should be the square of the image unit ({image.unit}).")
+            raise ValidationError(
+                f"Variance unit ({variance.unit}) should be the square of the image unit ({image.unit})."
+            )
         for name, plane in [("mask", mask), ("variance", variance)]:
             if plane.bbox != image.bbox:
                 raise ValidationError(f"Image ({image.bbox}) and {name} ({plane.bbox}) bboxes do not agree.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["Deferred", "resolve"]
 
@@ -12,7 +12,7 @@ T = TypeVar("T")
 _UNSET: Any = object()
 
 
-class Deferred(Generic[T]):
+class Deferred[T]:
     """Calls ``load()`` once, on first :meth:`get`, and keeps the result.
 
     ``load`` must be picklable (a module-level function or a ``functools.partial`` of one)

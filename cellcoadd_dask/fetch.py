@@ -147,10 +147,8 @@ def fetch_ranges(
     fs, path = filesystem(url, storage_options)
     _record(url, merged)
     try:
-        blobs = fs.cat_ranges(
-            [path] * len(merged), [a for a, _ in merged], [b for _, b in merged], on_error="return"
-        )
-    except Exception as exc:  # noqa: BLE001 - any backend failure becomes one typed error
+        blobs = fs.cat_ranges([path] * len(merged), [a for a, _ in merged], [b for _, b in merged], on_error="return")
+    except Exception as exc:
         raise FetchError(f"{url}: reading {len(merged)} byte range(s) failed: {exc!r}") from exc
     for (start, stop), blob in zip(merged, blobs, strict=True):
         if isinstance(blob, BaseException):

@@ -9,6 +9,7 @@ slice itself and reads only the touched tiles, however big the chunks are.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -120,10 +121,12 @@ def _axis_chunks(start: int, stop: int, grid_start: int, cell: int, per_chunk: i
         edges.append(edge)
         edge += step
     edges.append(stop)
-    return tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
+    return tuple(b - a for a, b in itertools.pairwise(edges))
 
 
-def cell_chunks(bbox: Box, grid: CellGrid, chunks: Chunks, itemsize: int, extra: int = 1) -> tuple[tuple[int, ...], ...]:
+def cell_chunks(
+    bbox: Box, grid: CellGrid, chunks: Chunks, itemsize: int, extra: int = 1
+) -> tuple[tuple[int, ...], ...]:
     """Chunk sizes along (y, x) for a plane over ``bbox`` whose edges fall on cell edges of ``grid``.
 
     Parameters

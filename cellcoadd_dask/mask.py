@@ -19,7 +19,15 @@ import numpy as np
 from .errors import ValidationError
 from .geom import BBoxSlicer, Box
 
-__all__ = ["DISK_PLANES_PER_ARRAY", "DerivedPlanes", "Mask", "MaskPlane", "MaskSchema", "disk_to_memory", "memory_to_disk"]
+__all__ = [
+    "DISK_PLANES_PER_ARRAY",
+    "DerivedPlanes",
+    "Mask",
+    "MaskPlane",
+    "MaskSchema",
+    "disk_to_memory",
+    "memory_to_disk",
+]
 
 DISK_PLANES_PER_ARRAY = 31
 
@@ -111,8 +119,14 @@ class MaskSchema:
         out = []
         for k, name in enumerate(self._index):
             n = self._index[name]
-            out.append((k // DISK_PLANES_PER_ARRAY, k % DISK_PLANES_PER_ARRAY,
-                        n // self.bits_per_element, n % self.bits_per_element))
+            out.append(
+                (
+                    k // DISK_PLANES_PER_ARRAY,
+                    k % DISK_PLANES_PER_ARRAY,
+                    n // self.bits_per_element,
+                    n % self.bits_per_element,
+                )
+            )
         return out
 
     @property
@@ -246,15 +260,17 @@ class Mask:
         """Lazy boolean array of one plane (a later slice still reads only the tiles it needs)."""
         element, bit = self.schema.bit(name)
         if self._derived is not None:
-            return self._derived.array(functools.partial(combine_bit_plane, self.schema, name), bool,
-                                       f"plane-{name}", self.bbox)
+            return self._derived.array(
+                functools.partial(combine_bit_plane, self.schema, name), bool, f"plane-{name}", self.bbox
+            )
         return (self.array[:, :, element] & bit) != 0
 
     def packed(self) -> da.Array:
         """Lazy 2-d array with schema plane ``n`` (placeholders counted) at bit ``n``."""
         if self._derived is not None:
-            return self._derived.array(functools.partial(combine_packed, self.schema), packed_dtype(self.schema),
-                                       "packed", self.bbox)
+            return self._derived.array(
+                functools.partial(combine_packed, self.schema), packed_dtype(self.schema), "packed", self.bbox
+            )
         dtype = packed_dtype(self.schema)
         out = da.zeros(self.array.shape[:2], dtype=dtype, chunks=self.array.chunks[:2])
         for name in self.schema.names:
@@ -283,4 +299,3 @@ class Mask:
 
     def __repr__(self) -> str:
         return f"Mask({self.bbox}, planes={self.schema.names})"
-

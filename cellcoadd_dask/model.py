@@ -38,9 +38,24 @@ READER_MAJOR = 1
 SCHEMA_URL_BASE = "https://images.lsst.io/schemas/"
 _DATATYPES = {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"}
 _TOP_KEYS = (
-    "schema_version", "min_read_version", "metadata", "image", "mask", "variance", "sky_projection",
-    "mask_fractions", "noise_realizations", "band", "psf", "aperture_corrections", "patch", "provenance",
-    "backgrounds", "schema_url", "butler_info", "indirect",
+    "schema_version",
+    "min_read_version",
+    "metadata",
+    "image",
+    "mask",
+    "variance",
+    "sky_projection",
+    "mask_fractions",
+    "noise_realizations",
+    "band",
+    "psf",
+    "aperture_corrections",
+    "patch",
+    "provenance",
+    "backgrounds",
+    "schema_url",
+    "butler_info",
+    "indirect",
 )
 
 
@@ -90,7 +105,9 @@ def yx_from_json(value: Any, path: str = "yx", url: str | None = None) -> YX[int
     """A YX pair from ``{"y": .., "x": ..}`` or the old ``[y, x]`` array spelling."""
     ctx = _Ctx(url)
     if isinstance(value, Mapping):
-        return YX(_int(ctx, _get(ctx, value, "y", path), f"{path}.y"), _int(ctx, _get(ctx, value, "x", path), f"{path}.x"))
+        return YX(
+            _int(ctx, _get(ctx, value, "y", path), f"{path}.y"), _int(ctx, _get(ctx, value, "x", path), f"{path}.x")
+        )
     if isinstance(value, list) and len(value) == 2:
         return YX(_int(ctx, value[0], f"{path}[0]"), _int(ctx, value[1], f"{path}[1]"))
     raise ctx.error(path, f"expected a (y, x) pair, got {value!r}")
@@ -108,7 +125,10 @@ def _interval(ctx: _Ctx, value: Any, path: str) -> Interval:
 def box_from_json(value: Any, path: str = "bbox", url: str | None = None) -> Box:
     """A Box from ``{"y": {"start", "stop"}, "x": {...}}``."""
     ctx = _Ctx(url)
-    return Box(_interval(ctx, _get(ctx, value, "y", path), f"{path}.y"), _interval(ctx, _get(ctx, value, "x", path), f"{path}.x"))
+    return Box(
+        _interval(ctx, _get(ctx, value, "y", path), f"{path}.y"),
+        _interval(ctx, _get(ctx, value, "x", path), f"{path}.x"),
+    )
 
 
 def grid_from_json(value: Any, path: str = "grid", url: str | None = None) -> CellGrid:
@@ -296,7 +316,9 @@ def _mask(ctx: _Ctx, value: Any, path: str) -> MaskModel:
     n_nonnull = len(names)
     expected = max(1, -(-n_nonnull // 31))
     if len(arrays) != expected:
-        raise ctx.error(f"{path}.data", f"number of mask arrays ({len(arrays)}) does not match expectation ({expected})")
+        raise ctx.error(
+            f"{path}.data", f"number of mask arrays ({len(arrays)}) does not match expectation ({expected})"
+        )
     shape = arrays[0].shape
     for n, a in enumerate(arrays):
         if a.shape != shape or len(shape) != 2:
@@ -392,9 +414,11 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
     if not isinstance(noise_json, list):
         raise ctx.error("noise_realizations", "expected a list")
     noise = tuple(_image(ctx, v, f"noise_realizations[{n}]") for n, v in enumerate(noise_json))
-    for name, plane in [("mask", mask), ("variance", variance)] + [
-        (f"mask_fractions.{k}", v) for k, v in fractions.items()
-    ] + [(f"noise_realizations[{n}]", v) for n, v in enumerate(noise)]:
+    for name, plane in (
+        [("mask", mask), ("variance", variance)]
+        + [(f"mask_fractions.{k}", v) for k, v in fractions.items()]
+        + [(f"noise_realizations[{n}]", v) for n, v in enumerate(noise)]
+    ):
         if plane.bbox != image.bbox:
             raise ctx.error(name, f"bbox {plane.bbox} does not agree with the image bbox {image.bbox}")
     sky = _get(ctx, tree, "sky_projection", "")

@@ -32,8 +32,7 @@ def sniff_format(url: str, storage_options: Mapping[str, Any] | None = None) -> 
         return "fits"
     if head.lstrip()[:1] == b"{":
         return "json"
-    raise ArchiveFormatError("not a FITS or JSON coadd archive (unrecognised first bytes)", url=url,
-                             byte_range=(0, 80))
+    raise ArchiveFormatError("not a FITS or JSON coadd archive (unrecognised first bytes)", url=url, byte_range=(0, 80))
 
 
 def open_coadd(

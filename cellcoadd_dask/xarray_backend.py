@@ -19,7 +19,7 @@ import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from .cells import CellGridBounds, CellIJ
+from .cells import CellIJ
 from .coadd import CellCoadd
 from .errors import ArchiveFormatError, BoundsError, CellCoaddError
 from .geom import Box, Interval
@@ -160,13 +160,15 @@ class CellCoaddBackendEntrypoint(BackendEntrypoint):
         coadd = open_coadd(filename_or_obj, bbox=bbox, chunks=cell_chunks, storage_options=storage_options)
         ds = coadd_to_dataset(coadd, source_url=os.fspath(filename_or_obj))
         if drop_variables is not None:
-            ds = ds.drop_vars([drop_variables] if isinstance(drop_variables, str) else list(drop_variables),
-                              errors="ignore")
+            ds = ds.drop_vars(
+                [drop_variables] if isinstance(drop_variables, str) else list(drop_variables), errors="ignore"
+            )
         for name, var in ds.data_vars.items():
             array = var.data
             lazy = indexing.LazilyIndexedArray(_DaskBackendArray(array))
-            ds[name] = xr.Variable(var.dims, lazy, var.attrs,
-                                   encoding={"preferred_chunks": dict(zip(var.dims, array.chunks, strict=True))})
+            ds[name] = xr.Variable(
+                var.dims, lazy, var.attrs, encoding={"preferred_chunks": dict(zip(var.dims, array.chunks, strict=True))}
+            )
         return ds
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -281,8 +283,13 @@ class CellCoaddAccessor:
         schema = _schema_from_attrs(ds["mask"].attrs)
         mask_data = _data(ds["mask"])
         if mask_data.ndim == 2:
-            mask_data = mask_data.map_blocks(packed_to_memory, schema, dtype=schema.dtype,
-                                             new_axis=2, chunks=(*mask_data.chunks, (schema.mask_size,)))
+            mask_data = mask_data.map_blocks(
+                packed_to_memory,
+                schema,
+                dtype=schema.dtype,
+                new_axis=2,
+                chunks=(*mask_data.chunks, (schema.mask_size,)),
+            )
         mask = Mask(mask_data, schema=schema, bbox=bbox)
         fractions = {}
         if "mask_fractions" in ds:
@@ -290,8 +297,10 @@ class CellCoaddAccessor:
                 fractions[str(name)] = Image(_data(ds["mask_fractions"].sel(fraction=name)), bbox=bbox)
         noise = []
         if "noise_realizations" in ds:
-            noise = [Image(_data(ds["noise_realizations"].isel(realization=n)), bbox=bbox)
-                     for n in range(ds.sizes["realization"])]
+            noise = [
+                Image(_data(ds["noise_realizations"].isel(realization=n)), bbox=bbox)
+                for n in range(ds.sizes["realization"])
+            ]
         full_bounds = bounds_from_json(json.loads(ds.attrs["cell_bounds"]))
         inner = full_bounds.bbox.intersection(bbox)
         if inner is None:
@@ -305,9 +314,16 @@ class CellCoaddAccessor:
         if patch is not None and "source_url" in ds.attrs:
             provenance = _deferred_provenance(ds.attrs["source_url"], frozenset(sub.cell_indices()))
         return CellCoadd(
-            image, mask=mask, variance=variance, mask_fractions=fractions, noise_realizations=noise,
+            image,
+            mask=mask,
+            variance=variance,
+            mask_fractions=fractions,
+            noise_realizations=noise,
             projection=SkyProjection.from_json(json.loads(ds.attrs["sky_projection"])),
-            band=ds.attrs.get("band") or None, psf=psf, patch=patch, provenance=provenance,
+            band=ds.attrs.get("band") or None,
+            psf=psf,
+            patch=patch,
+            provenance=provenance,
             metadata=json.loads(ds.attrs.get("metadata", "{}")),
         )
 

@@ -101,8 +101,12 @@ def parse_header(
     """
     size = header_size(buffer, offset)
     if size is None:
-        raise ArchiveFormatError("header has no END card (truncated or not FITS)", url=url, hdu=hdu,
-                                 byte_range=(offset, offset + len(buffer)))
+        raise ArchiveFormatError(
+            "header has no END card (truncated or not FITS)",
+            url=url,
+            hdu=hdu,
+            byte_range=(offset, offset + len(buffer)),
+        )
     cards: dict[str, CardValue] = {}
     pos = offset
     last_string_key: str | None = None
@@ -111,8 +115,9 @@ def parse_header(
         try:
             card = raw.decode("ascii")
         except UnicodeDecodeError:
-            raise ArchiveFormatError("header card is not ASCII", url=url, hdu=hdu,
-                                     byte_range=(pos, pos + CARD)) from None
+            raise ArchiveFormatError(
+                "header card is not ASCII", url=url, hdu=hdu, byte_range=(pos, pos + CARD)
+            ) from None
         key = card[:8].rstrip()
         pos += CARD
         if key == "END":
@@ -132,8 +137,9 @@ def parse_header(
         try:
             value, is_string = _parse_value(card[10:])
         except ValueError as exc:
-            raise ArchiveFormatError(f"bad header card {card.rstrip()!r}: {exc}", url=url, hdu=hdu,
-                                     byte_range=(pos - CARD, pos)) from None
+            raise ArchiveFormatError(
+                f"bad header card {card.rstrip()!r}: {exc}", url=url, hdu=hdu, byte_range=(pos - CARD, pos)
+            ) from None
         if key not in cards:
             cards[key] = value
             last_string_key = key if is_string else None

@@ -98,13 +98,13 @@ def _read_primary(url: str, storage_options: Mapping[str, Any] | None) -> Header
             ) from None
         buffer += block
         if not buffer.startswith(b"SIMPLE  =                    T"):
-            raise ArchiveFormatError("not a FITS file (no SIMPLE = T card)", url=url, hdu="PRIMARY",
-                                     byte_range=(0, 80))
+            raise ArchiveFormatError("not a FITS file (no SIMPLE = T card)", url=url, hdu="PRIMARY", byte_range=(0, 80))
         if header_size(buffer) is not None:
             return parse_header(buffer, url=url, hdu="PRIMARY")
         if len(buffer) >= MAX_PRIMARY_BYTES:
-            raise ArchiveFormatError("primary header has no END card", url=url, hdu="PRIMARY",
-                                     byte_range=(0, len(buffer)))
+            raise ArchiveFormatError(
+                "primary header has no END card", url=url, hdu="PRIMARY", byte_range=(0, len(buffer))
+            )
 
 
 def _check_primary(primary: Header, url: str) -> str:
@@ -122,17 +122,19 @@ def _check_primary(primary: Header, url: str) -> str:
     if m is None:
         raise ArchiveFormatError(f"malformed DATAMODL schema URL {datamodl!r}", url=url, hdu="PRIMARY")
     if m.group("name") != SCHEMA_NAME:
-        raise ArchiveFormatError(
-            f"file holds a {m.group('name')!r}, not a {SCHEMA_NAME!r}", url=url, hdu="PRIMARY"
-        )
+        raise ArchiveFormatError(f"file holds a {m.group('name')!r}, not a {SCHEMA_NAME!r}", url=url, hdu="PRIMARY")
     return m.group("version")
 
 
 def _json_tree(buffer: bytes, url: str, base: int, size: int) -> Any:
     header = parse_header(buffer, 0, url=url, hdu="JSON")
     if header.get("XTENSION") != "BINTABLE" or header.get("EXTNAME") != "JSON":
-        raise ArchiveFormatError("JSONADDR does not point at the JSON binary table", url=url, hdu="JSON",
-                                 byte_range=(base, base + header.size))
+        raise ArchiveFormatError(
+            "JSONADDR does not point at the JSON binary table",
+            url=url,
+            hdu="JSON",
+            byte_range=(base, base + header.size),
+        )
     tform = header.get("TFORM1")
     naxis1, naxis2 = header.get("NAXIS1"), header.get("NAXIS2")
     m = re.fullmatch(r"1?([PQ])B(?:\(\d+\))?", str(tform).strip())
@@ -146,26 +148,39 @@ def _json_tree(buffer: bytes, url: str, base: int, size: int) -> Any:
         raise ArchiveFormatError(f"JSON table THEAP = {theap!r} is invalid", url=url, hdu="JSON")
     data = header.size
     if data + naxis1 > size:
-        raise ArchiveFormatError("JSON table descriptor lies outside the HDU", url=url, hdu="JSON",
-                                 byte_range=(base + data, base + data + naxis1))
+        raise ArchiveFormatError(
+            "JSON table descriptor lies outside the HDU",
+            url=url,
+            hdu="JSON",
+            byte_range=(base + data, base + data + naxis1),
+        )
     count, offset = (int(v) for v in np.frombuffer(buffer, ">i8" if wide else ">i4", 2, data))
     start = data + theap + offset
     if count < 0 or offset < 0 or start + count > size:
-        raise ArchiveFormatError(f"JSON row (count={count}, offset={offset}) lies outside the HDU", url=url,
-                                 hdu="JSON", byte_range=(base + start, base + start + max(count, 0)))
+        raise ArchiveFormatError(
+            f"JSON row (count={count}, offset={offset}) lies outside the HDU",
+            url=url,
+            hdu="JSON",
+            byte_range=(base + start, base + start + max(count, 0)),
+        )
     try:
         text = buffer[start : start + count].decode("utf-8")
         return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ArchiveFormatError(f"JSON tree does not parse: {exc}", url=url, hdu="JSON",
-                                 byte_range=(base + start, base + start + count)) from None
+        raise ArchiveFormatError(
+            f"JSON tree does not parse: {exc}", url=url, hdu="JSON", byte_range=(base + start, base + start + count)
+        ) from None
 
 
 def _index(buffer: bytes, url: str, base: int, file_size: int, first_data: int) -> dict[tuple[str, int], HduEntry]:
     header = parse_header(buffer, 0, url=url, hdu="INDEX")
     if header.get("XTENSION") != "BINTABLE" or header.get("EXTNAME") != "INDEX":
-        raise ArchiveFormatError("INDXADDR does not point at the INDEX binary table", url=url, hdu="INDEX",
-                                 byte_range=(base, base + header.size))
+        raise ArchiveFormatError(
+            "INDXADDR does not point at the INDEX binary table",
+            url=url,
+            hdu="INDEX",
+            byte_range=(base, base + header.size),
+        )
     columns = read_bintable(header, buffer[header.size :], url=url, hdu="INDEX")
     needed = ("EXTNAME", "EXTVER", "XTENSION", "ZIMAGE", "HDRADDR", "DATADDR", "DATSIZE")
     for name in needed:
@@ -185,11 +200,18 @@ def _index(buffer: bytes, url: str, base: int, file_size: int, first_data: int) 
         )
         if not name:
             continue
-        if not (first_data <= entry.hdraddr < entry.dataddr and entry.dataddr + entry.datsize <= file_size
-                and entry.datsize >= 0 and entry.dataddr - entry.hdraddr <= BLOCK * 1000):
+        if not (
+            first_data <= entry.hdraddr < entry.dataddr
+            and entry.dataddr + entry.datsize <= file_size
+            and entry.datsize >= 0
+            and entry.dataddr - entry.hdraddr <= BLOCK * 1000
+        ):
             raise ArchiveFormatError(
                 f"INDEX row {row} addresses (header {entry.hdraddr}, data {entry.dataddr}, size {entry.datsize}) "
-                f"lie outside the file ({file_size} bytes)", url=url, hdu="INDEX")
+                f"lie outside the file ({file_size} bytes)",
+                url=url,
+                hdu="INDEX",
+            )
         entries[(name, entry.extver)] = entry
     return entries
 
@@ -216,14 +238,20 @@ def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -
     if jsize + isize > MAX_TAIL_BYTES or jaddr % BLOCK or jsize % BLOCK or isize % BLOCK:
         raise ArchiveFormatError(
             f"JSON/INDEX addresses are not block-aligned or implausibly large "
-            f"(JSONADDR={jaddr}, JSONSIZE={jsize}, INDXSIZE={isize})", url=url, hdu="PRIMARY")
+            f"(JSONADDR={jaddr}, JSONSIZE={jsize}, INDXSIZE={isize})",
+            url=url,
+            hdu="PRIMARY",
+        )
     file_size = iaddr + isize
     try:
         (tail,) = fetch_ranges(url, [(jaddr, file_size)], storage_options=storage_options)
     except ArchiveFormatError as exc:
         raise ArchiveFormatError(
             "the JSON and INDEX HDUs are not where the primary header says (truncated file or wrong addresses)",
-            url=url, hdu="JSON", byte_range=exc.byte_range) from None
+            url=url,
+            hdu="JSON",
+            byte_range=exc.byte_range,
+        ) from None
     except FetchError:
         raise
     tree = _json_tree(tail[:jsize], url, jaddr, jsize)

@@ -60,19 +60,23 @@ class FitsTableReader:
         """All columns of the table HDU named by ``fits:EXTNAME[,EXTVER]``."""
         with self._lock:
             if table_source not in self._tables:
-                extname, extver, column = parse_fits_source(table_source, url=self.url)
+                extname, extver, _column = parse_fits_source(table_source, url=self.url)
                 entry = self.hdus.get((extname, extver))
                 if entry is None:
                     raise ArchiveFormatError("the INDEX has no such table HDU", url=self.url, hdu=table_source)
                 if entry.compressed or entry.xtension != "BINTABLE":
-                    raise ArchiveFormatError("a table source points at an image HDU", url=self.url,
-                                             hdu=entry.label)
-                (blob,) = fetch_ranges(self.url, [(entry.hdraddr, entry.dataddr + entry.datsize)],
-                                       storage_options=self.storage_options)
+                    raise ArchiveFormatError("a table source points at an image HDU", url=self.url, hdu=entry.label)
+                (blob,) = fetch_ranges(
+                    self.url, [(entry.hdraddr, entry.dataddr + entry.datsize)], storage_options=self.storage_options
+                )
                 header = parse_header(blob, 0, url=self.url, hdu=entry.label)
                 if header.size != entry.dataddr - entry.hdraddr:
-                    raise ArchiveFormatError("table header size disagrees with the INDEX", url=self.url,
-                                             hdu=entry.label, byte_range=(entry.hdraddr, entry.dataddr))
+                    raise ArchiveFormatError(
+                        "table header size disagrees with the INDEX",
+                        url=self.url,
+                        hdu=entry.label,
+                        byte_range=(entry.hdraddr, entry.dataddr),
+                    )
                 self._tables[table_source] = read_bintable(
                     header, blob[header.size :], url=self.url, hdu=entry.label, data_offset=entry.dataddr
                 )
@@ -89,12 +93,12 @@ def _hdu_ref(container: FitsContainer, array: ArrayModel, table_guess: int) -> H
         raise ArchiveFormatError("array is stored inline in a FITS archive's tree", url=container.url, hdu="JSON")
     extname, extver, column = parse_fits_source(array.source, url=container.url)
     if column is not None:
-        raise ArchiveFormatError(f"image source {array.source!r} names a table column", url=container.url,
-                                 hdu="JSON")
+        raise ArchiveFormatError(f"image source {array.source!r} names a table column", url=container.url, hdu="JSON")
     entry = container.hdu(extname, extver)
     if not entry.compressed and entry.xtension != "IMAGE":
-        raise ArchiveFormatError(f"image source {array.source!r} points at a table HDU", url=container.url,
-                                 hdu=entry.label)
+        raise ArchiveFormatError(
+            f"image source {array.source!r} points at a table HDU", url=container.url, hdu=entry.label
+        )
     return HduRef(entry, tuple(array.shape), array.datatype, table_guess)
 
 
@@ -104,8 +108,9 @@ def _tile_guess(shape: tuple[int, ...], tile: tuple[int, ...]) -> int:
 
 
 class _PlaneBuilder:
-    def __init__(self, container: FitsContainer, model: CellCoaddModel, chunks: Chunks,
-                 storage_options: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, container: FitsContainer, model: CellCoaddModel, chunks: Chunks, storage_options: Mapping[str, Any] | None
+    ) -> None:
         self.container = container
         self.model = model
         self.chunks = chunks
@@ -115,20 +120,29 @@ class _PlaneBuilder:
 
     def image(self, name: str, plane: ImageModel) -> Image:
         ref = _hdu_ref(self.container, plane.array, _tile_guess(plane.array.shape, self.cell))
-        source = FitsArraySource(self.container.url, [ref], shape=plane.array.shape, dtype=plane.array.datatype,
-                                 storage_options=self.storage_options)
+        source = FitsArraySource(
+            self.container.url,
+            [ref],
+            shape=plane.array.shape,
+            dtype=plane.array.datatype,
+            storage_options=self.storage_options,
+        )
         chunks = cell_chunks(plane.bbox, self.grid, self.chunks, plane.array.dtype.itemsize)
         return Image(plane_array(source, name=name, chunks=chunks), bbox=plane.bbox, unit=plane.unit)
 
     def mask(self) -> Mask:
         m = self.model.mask
-        schema = MaskSchema([None if p is None else MaskPlane(p.name, p.description) for p in m.planes],
-                            dtype=m.dtype)
+        schema = MaskSchema([None if p is None else MaskPlane(p.name, p.description) for p in m.planes], dtype=m.dtype)
         refs = [_hdu_ref(self.container, a, _tile_guess(a.shape, self.cell)) for a in m.arrays]
         shape = (*m.arrays[0].shape, schema.mask_size)
-        source = FitsArraySource(self.container.url, refs, shape=shape, dtype=schema.dtype,
-                                 combine=functools.partial(combine_disk_arrays, schema),
-                                 storage_options=self.storage_options)
+        source = FitsArraySource(
+            self.container.url,
+            refs,
+            shape=shape,
+            dtype=schema.dtype,
+            combine=functools.partial(combine_disk_arrays, schema),
+            storage_options=self.storage_options,
+        )
         yx_chunks = cell_chunks(m.bbox, self.grid, self.chunks, 4 * len(refs))
         array = plane_array(source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
         return Mask(array, schema=schema, bbox=m.bbox, derived=DerivedPlanes(source, m.bbox, yx_chunks, "mask"))
@@ -137,8 +151,9 @@ class _PlaneBuilder:
         p = self.model.psf
         n_i, n_j, ky, kx = p.array.shape
         ref = _hdu_ref(self.container, p.array, 8 * n_i * n_j * ky)
-        source = FitsArraySource(self.container.url, [ref], shape=p.array.shape, dtype=p.array.datatype,
-                                 storage_options=self.storage_options)
+        source = FitsArraySource(
+            self.container.url, [ref], shape=p.array.shape, dtype=p.array.datatype, storage_options=self.storage_options
+        )
         chunks = ((1,) * n_i, (1,) * n_j, (ky,), (kx,))
         return CellPointSpreadFunction(plane_array(source, name="psf", chunks=chunks), p.bounds)
 
@@ -227,13 +242,20 @@ def read_fits(
     images = {name: builder.image(name.replace("/", "-"), plane) for name, plane in model.planes().items()}
     tables = FitsTableReader(container, storage_options)
     provenance = (
-        None if model.provenance is None
-        else Deferred(functools.partial(_load_provenance, model.provenance, tables))
+        None if model.provenance is None else Deferred(functools.partial(_load_provenance, model.provenance, tables))
     )
     aperture = (
-        None if model.aperture_corrections is None
+        None
+        if model.aperture_corrections is None
         else Deferred(functools.partial(_load_aperture_corrections, model.aperture_corrections, tables))
     )
-    coadd = coadd_from_model(model, images=images, mask=builder.mask(), psf=builder.psf(), provenance=provenance,
-                             aperture_corrections=aperture, url=url)
+    coadd = coadd_from_model(
+        model,
+        images=images,
+        mask=builder.mask(),
+        psf=builder.psf(),
+        provenance=provenance,
+        aperture_corrections=aperture,
+        url=url,
+    )
     return coadd if bbox is None else coadd[bbox]

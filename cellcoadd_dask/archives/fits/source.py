@@ -27,8 +27,11 @@ __all__ = ["FitsArraySource", "HduRef", "load_layouts"]
 
 @dataclass(frozen=True, slots=True)
 class HduRef:
-    """One HDU to read: its INDEX entry, the logical shape and dtype the tree promises, and a
-    guess of its tile-table size (so header and table usually come in one read)."""
+    """One HDU to read.
+
+    Holds its INDEX entry, the logical shape and dtype the tree promises, and a guess of
+    its tile-table size (so that header and table usually come in one read).
+    """
 
     entry: HduEntry
     shape: tuple[int, ...]
@@ -60,13 +63,20 @@ def load_layouts(
         if header.size != e.dataddr - e.hdraddr:
             raise ArchiveFormatError(
                 f"header size {header.size} does not match the INDEX (data at {e.dataddr})",
-                url=url, hdu=e.label, byte_range=(e.hdraddr, e.dataddr))
+                url=url,
+                hdu=e.label,
+                byte_range=(e.hdraddr, e.dataddr),
+            )
         headers.append(header)
         if e.compressed:
             need = table_nbytes(header, url=url, hdu=e.label)
             if need > e.datsize:
-                raise ArchiveFormatError(f"tile table ({need} bytes) is larger than the HDU data ({e.datsize})",
-                                         url=url, hdu=e.label, byte_range=(e.dataddr, e.dataddr + need))
+                raise ArchiveFormatError(
+                    f"tile table ({need} bytes) is larger than the HDU data ({e.datsize})",
+                    url=url,
+                    hdu=e.label,
+                    byte_range=(e.dataddr, e.dataddr + need),
+                )
             have = len(blob) - header.size
             if need > have:
                 more.append((e.dataddr + have, e.dataddr + need))
@@ -87,13 +97,17 @@ def load_layouts(
         if tuple(layout.shape) != tuple(ref.shape):
             raise ArchiveFormatError(
                 f"array shape {tuple(layout.shape)} in the header does not match the JSON tree {tuple(ref.shape)}",
-                url=url, hdu=e.label)
+                url=url,
+                hdu=e.label,
+            )
         if np.dtype(layout.dtype).kind != np.dtype(ref.dtype).kind and not (
             np.dtype(ref.dtype).kind in "ui" and np.dtype(layout.dtype).kind in "ui"
         ):
             raise ArchiveFormatError(
                 f"array type {layout.dtype} in the header does not match the JSON tree ({ref.dtype})",
-                url=url, hdu=e.label)
+                url=url,
+                hdu=e.label,
+            )
         layouts.append(layout)
     return layouts
 
@@ -161,14 +175,24 @@ class FitsArraySource:
     def __dask_tokenize__(self) -> Any:
         from dask.base import tokenize
 
-        return (self.url, tuple((r.entry, r.shape, r.dtype) for r in self.refs), self.shape, str(self.dtype),
-                tokenize(self.combine))
+        return (
+            self.url,
+            tuple((r.entry, r.shape, r.dtype) for r in self.refs),
+            self.shape,
+            str(self.dtype),
+            tokenize(self.combine),
+        )
 
-    def derive(self, combine: Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray],
-               shape: tuple[int, ...], dtype: np.dtype | str) -> FitsArraySource:
+    def derive(
+        self,
+        combine: Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray],
+        shape: tuple[int, ...],
+        dtype: np.dtype | str,
+    ) -> FitsArraySource:
         """A source over the same HDUs with another combiner (sharing loaded tile tables)."""
-        out = FitsArraySource(self.url, self.refs, shape=shape, dtype=dtype, combine=combine,
-                              storage_options=self.storage_options)
+        out = FitsArraySource(
+            self.url, self.refs, shape=shape, dtype=dtype, combine=combine, storage_options=self.storage_options
+        )
         out._cache = self._cache
         return out
 

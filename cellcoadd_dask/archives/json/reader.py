@@ -36,13 +36,15 @@ MAX_JSON_BYTES = 1 << 30
 
 def _inline(array: ArrayModel, url: str, path: str) -> np.ndarray:
     if array.inline is None:
-        raise ArchiveFormatError(f"array {path} references {array.source!r}; a JSON archive must hold it inline",
-                                 url=url, hdu=path)
+        raise ArchiveFormatError(
+            f"array {path} references {array.source!r}; a JSON archive must hold it inline", url=url, hdu=path
+        )
     try:
         out = np.array(array.inline, dtype=array.dtype)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ArchiveFormatError(f"array {path} does not hold {array.datatype} values: {exc}", url=url,
-                                 hdu=path) from None
+        raise ArchiveFormatError(
+            f"array {path} does not hold {array.datatype} values: {exc}", url=url, hdu=path
+        ) from None
     if out.dtype == object or out.shape != tuple(array.shape):
         raise ArchiveFormatError(f"array {path} is ragged or mis-shaped ({out.shape})", url=url, hdu=path)
     return out
@@ -75,8 +77,7 @@ def _read_text(url: str, storage_options: Mapping[str, Any] | None) -> Any:
 
 def _load_table_model(cls_path: str, tree: Mapping[str, Any], url: str) -> Any:
     def no_source(source: str) -> np.ndarray:
-        raise ArchiveFormatError(f"table column references {source!r}; a JSON archive holds columns inline",
-                                 url=url)
+        raise ArchiveFormatError(f"table column references {source!r}; a JSON archive holds columns inline", url=url)
 
     if cls_path == "provenance":
         from ...provenance import CoaddProvenance
@@ -114,8 +115,7 @@ def read_json(
     images = {}
     for name, plane in model.planes().items():
         array = _inline(plane.array, url, name)
-        chunked = da.from_array(array, chunks=cell_chunks(plane.bbox, grid, chunks, array.dtype.itemsize),
-                                name=False)
+        chunked = da.from_array(array, chunks=cell_chunks(plane.bbox, grid, chunks, array.dtype.itemsize), name=False)
         images[name] = Image(chunked, bbox=plane.bbox, unit=plane.unit)
     m = model.mask
     schema = MaskSchema([None if p is None else MaskPlane(p.name, p.description) for p in m.planes], dtype=m.dtype)
@@ -125,10 +125,17 @@ def read_json(
     mask = Mask(da.from_array(memory, chunks=mask_chunks, name=False), schema=schema, bbox=m.bbox)
     psf_array = _inline(model.psf.array, url, "psf.array")
     psf = CellPointSpreadFunction(da.from_array(psf_array, chunks=(1, 1, -1, -1), name=False), model.psf.bounds)
-    provenance = None if model.provenance is None else Deferred(
-        functools.partial(_load_table_model, "provenance", model.provenance, url))
-    aperture = None if model.aperture_corrections is None else Deferred(
-        functools.partial(_load_table_model, "aperture_corrections", model.aperture_corrections, url))
-    coadd = coadd_from_model(model, images=images, mask=mask, psf=psf, provenance=provenance,
-                             aperture_corrections=aperture, url=url)
+    provenance = (
+        None
+        if model.provenance is None
+        else Deferred(functools.partial(_load_table_model, "provenance", model.provenance, url))
+    )
+    aperture = (
+        None
+        if model.aperture_corrections is None
+        else Deferred(functools.partial(_load_table_model, "aperture_corrections", model.aperture_corrections, url))
+    )
+    coadd = coadd_from_model(
+        model, images=images, mask=mask, psf=psf, provenance=provenance, aperture_corrections=aperture, url=url
+    )
     return coadd if bbox is None else coadd[bbox]
