@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .cells import CellGrid, CellGridBounds, CellIJ
+from .cells import CellGridBounds, CellIJ
 from .errors import ArchiveFormatError, ValidationError
-from .geom import YX
-from .projection import box_from_json
+from .model import bounds_from_json
 from .provenance import GetColumn, read_table_columns
 
-__all__ = ["ApertureCorrections", "CellField", "cell_grid_bounds_from_json", "yx_from_json"]
+__all__ = ["ApertureCorrections", "CellField"]
 
 _PATH = "aperture_corrections"
 
@@ -29,55 +28,6 @@ def _int(value: Any, url: str | None, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ArchiveFormatError(f"expected an integer, got {value!r}", url=url, hdu=path)
     return value
-
-
-def yx_from_json(value: Any, *, url: str | None = None, path: str = "yx") -> YX[int]:
-    """Parse a YX pair: ``{"y": a, "x": b}`` or the old two-element ``[y, x]`` spelling.
-
-    Raises
-    ------
-    ArchiveFormatError
-        If ``value`` is neither form or holds non-integers.
-    """
-    if isinstance(value, dict) and "y" in value and "x" in value:
-        return YX(_int(value["y"], url, f"{path}.y"), _int(value["x"], url, f"{path}.x"))
-    if isinstance(value, list) and len(value) == 2:
-        return YX(_int(value[0], url, f"{path}[0]"), _int(value[1], url, f"{path}[1]"))
-    raise ArchiveFormatError(f"expected {{'y', 'x'}} or [y, x], got {value!r}", url=url, hdu=path)
-
-
-def _cell_from_json(value: Any, url: str | None, path: str) -> CellIJ:
-    if isinstance(value, dict) and "i" in value and "j" in value:
-        return CellIJ(_int(value["i"], url, f"{path}.i"), _int(value["j"], url, f"{path}.j"))
-    if isinstance(value, list) and len(value) == 2:
-        return CellIJ(_int(value[0], url, f"{path}[0]"), _int(value[1], url, f"{path}[1]"))
-    raise ArchiveFormatError(f"expected a cell index {{'i', 'j'}}, got {value!r}", url=url, hdu=path)
-
-
-def cell_grid_bounds_from_json(tree: Any, *, url: str | None = None, path: str = "bounds") -> CellGridBounds:
-    """Parse the JSON form of a :class:`~cellcoadd_dask.cells.CellGridBounds`.
-
-    ``{"grid": {"bbox": Box, "cell_shape": YX}, "bbox": Box, "missing": [{"i", "j"}, ...]}``;
-    ``cell_shape`` may use either YX spelling, ``missing`` defaults to empty.
-
-    Raises
-    ------
-    ArchiveFormatError
-        If a field is missing or malformed, or the cell shape is not positive.
-    """
-    if not isinstance(tree, dict) or not isinstance(tree.get("grid"), dict):
-        raise ArchiveFormatError("cell bounds need a 'grid' object", url=url, hdu=path)
-    grid_tree = tree["grid"]
-    grid_bbox = box_from_json(grid_tree.get("bbox"), field=f"{path}.grid.bbox", url=url)
-    cell_shape = yx_from_json(grid_tree.get("cell_shape"), url=url, path=f"{path}.grid.cell_shape")
-    if cell_shape.y <= 0 or cell_shape.x <= 0:
-        raise ArchiveFormatError(f"cell shape {cell_shape} must be positive", url=url, hdu=f"{path}.grid")
-    bbox = box_from_json(tree.get("bbox"), field=f"{path}.bbox", url=url)
-    missing = tree.get("missing", [])
-    if not isinstance(missing, list):
-        raise ArchiveFormatError("'missing' must be a list", url=url, hdu=f"{path}.missing")
-    cells = frozenset(_cell_from_json(c, url, f"{path}.missing[{n}]") for n, c in enumerate(missing))
-    return CellGridBounds(CellGrid(grid_bbox, cell_shape), bbox, cells)
 
 
 class CellField:
@@ -177,7 +127,7 @@ class ApertureCorrections(Mapping[str, CellField]):
         """
         if not isinstance(tree, dict):
             raise ArchiveFormatError("expected an object", url=url, hdu=_PATH)
-        bounds = cell_grid_bounds_from_json(tree.get("bounds"), url=url, path=f"{_PATH}.bounds")
+        bounds = bounds_from_json(tree.get("bounds"), f"{_PATH}.bounds", url)
         columns = read_table_columns(tree.get("table"), get_column, url=url, path=f"{_PATH}.table")
         by_name = {c.name: c.data for c in columns}
         if "cell_i" not in by_name or "cell_j" not in by_name:

@@ -19,9 +19,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import ArchiveFormatError, CellCoaddError
-from .geom import Box, Interval
+from .geom import Box
+from .model import box_from_json
 
-__all__ = ["FitsWcsError", "PixelXY", "SkyProjection", "box_from_json"]
+__all__ = ["FitsWcsError", "PixelXY", "SkyProjection"]
 
 #: Largest pixel discrepancy accepted between a FITS WCS and the AST projection.
 FITS_WCS_TOLERANCE = 1e-4
@@ -68,43 +69,6 @@ def _int_field(tree: dict[str, Any], key: str, field: str, url: str | None) -> i
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(f"expected an integer, got {value!r}", field, url)
     return value
-
-
-def box_from_json(tree: Any, *, field: str, url: str | None = None) -> Box:
-    """Parse the JSON form of a :class:`~cellcoadd_dask.geom.Box`.
-
-    Parameters
-    ----------
-    tree
-        ``{"y": {"start": a, "stop": b}, "x": {"start": c, "stop": d}}``.
-    field
-        JSON path of ``tree``, used in error messages.
-    url
-        File the tree came from, for error messages.
-
-    Raises
-    ------
-    ArchiveFormatError
-        If the structure is wrong, a value is not an integer, or an interval is empty.
-    """
-    if not isinstance(tree, dict):
-        raise ArchiveFormatError(f"expected a box object, got {tree!r}", url=url, hdu=field)
-    intervals = []
-    for axis in ("y", "x"):
-        sub = tree.get(axis)
-        if not isinstance(sub, dict):
-            raise ArchiveFormatError(f"box has no interval {axis!r}", url=url, hdu=field)
-        ends = []
-        for key in ("start", "stop"):
-            value = sub.get(key)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ArchiveFormatError(f"{axis}.{key} must be an integer, got {value!r}",
-                                         url=url, hdu=field)
-            ends.append(value)
-        if ends[1] <= ends[0]:
-            raise ArchiveFormatError(f"empty interval {axis} = {ends[0]}:{ends[1]}", url=url, hdu=field)
-        intervals.append(Interval(ends[0], ends[1]))
-    return Box(intervals[0], intervals[1])
 
 
 def _parse_ast(text: str, field: str, url: str | None) -> Any:
@@ -196,10 +160,10 @@ class SkyProjection:
         if not isinstance(skymap, str):
             raise _fail(f"skymap must be a string, got {skymap!r}", "pixel_to_sky.frames[0].skymap", url)
         tract = _int_field(frame, "tract", "pixel_to_sky.frames[0].tract", url)
-        tract_bbox = box_from_json(frame.get("bbox"), field=f"{_PATH}.pixel_to_sky.frames[0].bbox", url=url)
+        tract_bbox = box_from_json(frame.get("bbox"), f"{_PATH}.pixel_to_sky.frames[0].bbox", url)
         pixel_bounds = None
         if isinstance(bounds, dict) and set(bounds) >= {"y", "x"} and "grid" not in bounds:
-            pixel_bounds = box_from_json(bounds, field=f"{_PATH}.pixel_to_sky.bounds[0]", url=url)
+            pixel_bounds = box_from_json(bounds, f"{_PATH}.pixel_to_sky.bounds[0]", url)
         projection = cls(
             ast_text=text,
             skymap=skymap,

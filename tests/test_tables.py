@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from cellcoadd_dask.aperture import ApertureCorrections, cell_grid_bounds_from_json
+from cellcoadd_dask.aperture import ApertureCorrections
 from cellcoadd_dask.archives.fits.cards import parse_header
 from cellcoadd_dask.archives.fits.tables import (
     parse_columns,
@@ -23,6 +23,7 @@ from cellcoadd_dask.archives.fits.tables import (
 )
 from cellcoadd_dask.cells import CellIJ
 from cellcoadd_dask.errors import ArchiveFormatError, BoundsError
+from cellcoadd_dask.model import bounds_from_json
 
 FITS_FILES = [
     "many_planes.fits",
@@ -280,7 +281,7 @@ def test_nan_marks_a_cell_missing_for_one_algorithm_only(inline_map: dict[str, A
         (lambda t: t["table"]["columns"][1]["data"]["data"].reverse(), "row-major"),
         (lambda t: t["table"]["columns"][0]["data"]["data"].pop(), "differ in length"),
         (lambda t: t["bounds"].__setitem__("missing", []), "rows but the bounds"),
-        (lambda t: t["bounds"]["bbox"]["y"].__setitem__("stop", 10**9), "rows but the bounds"),
+        (lambda t: t["bounds"]["bbox"]["y"].__setitem__("stop", 10**9), "outside the cell grid"),
         (lambda t: t["table"]["columns"].pop(0), "cell_i"),
         (lambda t: t["table"]["columns"][2]["data"].__setitem__("datatype", "int64"), "float"),
         (lambda t: t["bounds"]["grid"].__setitem__("cell_shape", [150]), "cell_shape"),
@@ -296,10 +297,10 @@ def test_inconsistent_aperture_tables_are_refused(inline_map: dict[str, Any], ed
 
 def test_cell_grid_bounds_accept_both_yx_spellings(inline_map: dict[str, Any]) -> None:
     tree = copy.deepcopy(inline_map["bounds"])
-    object_form = cell_grid_bounds_from_json(tree)
+    object_form = bounds_from_json(tree)
     tree["grid"]["cell_shape"] = [150, 150]
     tree["missing"] = [[2, 3]]
-    assert cell_grid_bounds_from_json(tree) == object_form
+    assert bounds_from_json(tree) == object_form
     assert object_form.grid.cell_shape.y == 150 and object_form.missing == {CellIJ(2, 3)}
 
 
