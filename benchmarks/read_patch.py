@@ -1,0 +1,116 @@
+"""Full-patch read: cellcoadd_dask against lsst-images, astropy and the decode limit, in one run.
+
+    python benchmarks/read_patch.py [PATCH.fits]
+
+The patch defaults to the one ``../shared/bench/make_patch.py`` writes
+(``~/.cache/cellcoadd-bench/patch_lossless.fits``).  Each reader runs in its own
+subprocess (so peak memory is its own), three times; the median wall time and the
+peak RSS are printed, with ratios to the decode limit (every 2-d tile inflated,
+unshuffled and byte-swapped on 2 threads in plain numpy/zlib).  Also printed: the
+requests and bytes read to open the patch and to read one cell of one plane.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED_BENCH = HERE.parent.parent / "shared" / "bench"
+DEFAULT = Path.home() / ".cache" / "cellcoadd-bench" / "patch_lossless.fits"
+
+
+def _ours(path: str) -> None:
+    import dask
+
+    import cellcoadd_dask as ccd
+
+    coadd = ccd.open_coadd(path)
+    arrays = [coadd.image.array, coadd.variance.array, coadd.mask.array]
+    arrays += [v.array for v in coadd.mask_fractions.values()]
+    arrays += [v.array for v in coadd.noise_realizations]
+    dask.compute(*arrays, scheduler="threads", num_workers=2)
+
+
+def _lsst(path: str) -> None:
+    from lsst.images.cells import CellCoadd
+
+    CellCoadd.read(path)
+
+
+def _astropy(path: str) -> None:
+    from astropy.io import fits
+
+    with fits.open(path) as hdus:
+        for hdu in hdus[1:]:
+            if hdu.is_image and hdu.header.get("NAXIS", 0) == 2 and hdu.name not in ("JSON", "INDEX"):
+                _ = hdu.data
+
+
+def _limit(path: str) -> None:
+    sys.path.insert(0, str(SHARED_BENCH))
+    from decode_limit import run
+
+    run(Path(path), 2)
+
+
+READERS = {"decode limit (2 threads)": _limit, "cellcoadd_dask": _ours, "lsst-images": _lsst, "astropy": _astropy}
+
+
+def _child(name: str, path: str) -> None:
+    t = time.perf_counter()
+    READERS[name](path)
+    elapsed = time.perf_counter() - t
+    print(json.dumps({"seconds": elapsed, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _measure(name: str, path: str, repeats: int = 3) -> tuple[float, float]:
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", name, path], check=True, capture_output=True, text=True
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(r["seconds"] for r in runs), max(r["maxrss_mib"] for r in runs)
+
+
+def _laziness(path: str) -> None:
+    import cellcoadd_dask as ccd
+    from cellcoadd_dask.fetch import fetch_stats
+
+    with fetch_stats() as opened:
+        coadd = ccd.open_coadd(path)
+    middle = next(c for c in coadd.bounds.cell_indices() if c.i >= 10 and c.j >= 10)
+    cell = coadd.grid.bbox_of(middle)
+    sy, sx = cell.slice_within(coadd.bbox)
+    with fetch_stats() as one:
+        coadd.image.array[sy, sx].compute()
+    print(
+        f"open: {opened.requests} requests, {opened.nbytes:,} bytes; one image cell {middle}: "
+        f"{one.requests} requests, {one.nbytes:,} bytes (tile table included)"
+    )
+
+
+def main() -> None:
+    path = sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT)
+    if not Path(path).exists():
+        sys.exit(f"{path} does not exist: run ../shared/bench/make_patch.py first")
+    print(f"{path}: {Path(path).stat().st_size:,} bytes")
+    results = {name: _measure(name, path) for name in READERS}
+    limit = results["decode limit (2 threads)"][0]
+    print(f"{'reader':28s} {'median s':>9s} {'x limit':>8s} {'peak RSS MiB':>13s}")
+    for name, (seconds, rss) in results.items():
+        print(f"{name:28s} {seconds:9.3f} {seconds / limit:8.2f} {rss:13.0f}")
+    _laziness(path)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3])
+    else:
+        main()
