@@ -19,7 +19,7 @@ import numpy as np
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
 from .deferred import Deferred, resolve
 from .errors import BoundsError, ValidationError
-from .geom import BBoxSlicer, Box, Interval
+from .geom import Box, Interval, SlicedByBox
 from .image import Image
 from .mask import Mask, MaskSchema
 from .psf import CellPointSpreadFunction
@@ -41,7 +41,7 @@ def _subset_provenance(parent: Any, cells: frozenset[CellIJ]) -> Any:
     return None if prov is None else prov.subset(cells)
 
 
-class CellCoadd:
+class CellCoadd(SlicedByBox):
     """A cell-based coadd.
 
     Image, mask, variance, mask fractions and noise realizations over one absolute bbox,
@@ -375,15 +375,6 @@ class CellCoadd:
             metadata=self._metadata,
         )
 
-    @property
-    def absolute(self) -> BBoxSlicer:
-        """Sub-coadd proxy in absolute coordinates: ``coadd.absolute[y0:y1, x0:x1]``."""
-        return BBoxSlicer(self, absolute=True)
-
-    @property
-    def local(self) -> BBoxSlicer:
-        """Sub-coadd proxy in local (array) indices, negatives from the end: ``coadd.local[a:b, c:d]``."""
-        return BBoxSlicer(self, absolute=False)
 
     def copy(self) -> CellCoadd:
         """A deep copy of the model (dask graphs are immutable and shared; nothing is computed)."""

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from .errors import BoundsError
 
-__all__ = ["YX", "BBoxSlicer", "Box", "Interval"]
+__all__ = ["YX", "BBoxSlicer", "Box", "Interval", "SlicedByBox"]
 
 T = TypeVar("T")
 
@@ -277,3 +277,19 @@ class BBoxSlicer:
     def __getitem__(self, key: Any) -> Any:
         resolve = absolute_box if self._absolute else local_box
         return self._obj[resolve(self._obj.bbox, key)]
+
+
+class SlicedByBox:
+    """Mixin for objects with a ``bbox`` and ``obj[box]``: adds the ``absolute`` and ``local`` proxies."""
+
+    bbox: Box
+
+    @property
+    def absolute(self) -> BBoxSlicer:
+        """Slicing proxy in absolute (tract) coordinates: ``obj.absolute[y0:y1, x0:x1]``."""
+        return BBoxSlicer(self, absolute=True)
+
+    @property
+    def local(self) -> BBoxSlicer:
+        """Slicing proxy in local (array) indices, negatives from the end: ``obj.local[a:b, c:d]``."""
+        return BBoxSlicer(self, absolute=False)

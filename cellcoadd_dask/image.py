@@ -9,12 +9,12 @@ import dask.array as da
 import numpy as np
 
 from .errors import ValidationError
-from .geom import BBoxSlicer, Box
+from .geom import Box, SlicedByBox
 
 __all__ = ["Image"]
 
 
-class Image:
+class Image(SlicedByBox):
     """A 2-d image over an absolute (tract) bbox.
 
     Parameters
@@ -67,15 +67,6 @@ class Image:
         sy, sx = box.slice_within(base_bbox)
         return Image(base[sy, sx], bbox=box, unit=self.unit, base=self._base)
 
-    @property
-    def absolute(self) -> BBoxSlicer:
-        """Slicing proxy in absolute coordinates: ``image.absolute[y0:y1, x0:x1]``."""
-        return BBoxSlicer(self, absolute=True)
-
-    @property
-    def local(self) -> BBoxSlicer:
-        """Slicing proxy in local (array) coordinates: ``image.local[a:b, c:d]``."""
-        return BBoxSlicer(self, absolute=False)
 
     def compute(self, **kwargs: Any) -> np.ndarray:
         """Read and return the pixels as a numpy array (keyword arguments go to ``dask.compute``)."""

@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 
 from .errors import ValidationError
-from .geom import BBoxSlicer, Box
+from .geom import Box, SlicedByBox
 
 __all__ = [
     "DISK_PLANES_PER_ARRAY",
@@ -222,7 +222,7 @@ class DerivedPlanes:
         return full[sy, sx]
 
 
-class Mask:
+class Mask(SlicedByBox):
     """A lazy bit mask over an absolute bbox.
 
     Attributes
@@ -287,15 +287,6 @@ class Mask:
         sy, sx = box.slice_within(base_bbox)
         return Mask(base[sy, sx, :], schema=self.schema, bbox=box, derived=self._derived, base=self._base)
 
-    @property
-    def absolute(self) -> BBoxSlicer:
-        """Slicing proxy in absolute coordinates: ``mask.absolute[y0:y1, x0:x1]``."""
-        return BBoxSlicer(self, absolute=True)
-
-    @property
-    def local(self) -> BBoxSlicer:
-        """Slicing proxy in local (array) coordinates: ``mask.local[a:b, c:d]``."""
-        return BBoxSlicer(self, absolute=False)
 
     def __repr__(self) -> str:
         return f"Mask({self.bbox}, planes={self.schema.names})"
