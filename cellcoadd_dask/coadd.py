@@ -18,7 +18,7 @@ import numpy as np
 
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
 from .deferred import Deferred, resolve
-from .errors import BoundsError, ValidationError
+from .errors import ArchiveFormatError, BoundsError, ValidationError
 from .geom import Box, Interval, SlicedByBox
 from .image import Image
 from .mask import Mask, MaskSchema
@@ -184,6 +184,18 @@ class CellCoadd(SlicedByBox):
         from .archives.json.reader import read_json
 
         return read_json(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
+
+    @classmethod
+    def read_zarr(
+        cls,
+        url: str | PathLike[str],
+        *,
+        bbox: Box | None = None,
+        chunks: Chunks = "auto",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> CellCoadd:
+        """Open a Zarr archive (not supported by this version: raises :class:`ArchiveFormatError`)."""
+        raise ArchiveFormatError("Zarr archives are not supported by this version of cellcoadd_dask", url=str(url))
 
     # ----------------------------------------------------------------- planes
     @property
