@@ -25,7 +25,7 @@ ByteRange = tuple[int, int]
 """A half-open byte range ``(start, stop)`` from the start of a file."""
 
 
-@dataclass
+@dataclass(eq=False)
 class FetchStats:
     """What :func:`fetch_ranges` read while a :func:`fetch_stats` block was active (this process only).
 
