@@ -7,24 +7,35 @@ coadd lives in ``attrs`` and variables, never on the accessor.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import astropy.units as u
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from .cells import CellIJ
 from .coadd import CellCoadd
 from .errors import ArchiveFormatError, BoundsError, CellCoaddError
 from .geom import Box, Interval
 from .image import Image
-from .mask import Mask, MaskPlane, MaskSchema, packed_dtype, packed_to_memory
+from .lazy import normalize_key, plane_array
+from .mask import (
+    DerivedPlanes,
+    Mask,
+    MaskPlane,
+    MaskSchema,
+    combine_disk_arrays,
+    memory_to_disk,
+    packed_dtype,
+    packed_to_memory,
+)
 from .model import bounds_from_json, patch_from_json
 from .psf import CellPointSpreadFunction
 
@@ -33,6 +44,92 @@ __all__ = ["CellCoaddAccessor", "CellCoaddBackendEntrypoint", "coadd_to_dataset"
 
 def _unit_string(unit: u.UnitBase | None) -> str | None:
     return None if unit is None else unit.to_string()
+
+
+class _PlaneStack:
+    """Lazily indexed stack of same-shape 2-d dask planes along a new first axis.
+
+    ``da.stack`` hides its inputs behind a task per chunk, so a later slice no longer
+    reaches the planes' sources and whole chunks are read.  Wrapped by
+    :func:`~cellcoadd_dask.lazy.plane_array`, this source hands each plane only the
+    region asked for, which reads only the tiles it touches.
+    """
+
+    def __init__(self, planes: Sequence[da.Array]) -> None:
+        self.planes = tuple(planes)
+        self.shape = (len(self.planes), *self.planes[0].shape)
+        self.dtype = self.planes[0].dtype
+        self.ndim = 3
+
+    def __dask_tokenize__(self) -> Any:
+        return ("cellcoadd-plane-stack", tuple(p.name for p in self.planes))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region, rest = normalize_key(key, self.shape)
+        k, sy, sx = region
+        parts = [p[sy, sx] for p in self.planes[k]]
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        for n, part in enumerate(da.compute(*parts, scheduler="sync")):
+            out[n] = part
+        return _outer(out, rest)
+
+
+class _PackedMaskSource:
+    """Lazily indexed view of a 2-d packed mask (schema bit ``n`` at bit ``n``) as on-disk arrays.
+
+    ``combine(disk_arrays, region)`` builds the values (in-memory mask, one plane, packed
+    bits) from the int32 disk arrays of a region, as the archive sources do, so the
+    rebuilt :class:`Mask` reads only the tiles a slice touches whatever is derived from it.
+    """
+
+    def __init__(
+        self, packed: da.Array, schema: MaskSchema, shape: tuple[int, ...], dtype: np.dtype, combine: Any
+    ) -> None:
+        self.packed = packed
+        self.schema = schema
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(shape)
+        self.combine = combine
+
+    def __dask_tokenize__(self) -> Any:
+        return ("cellcoadd-packed-mask", self.packed.name, self.shape, self.dtype.str, tokenize(self.combine))
+
+    def derive(self, combine: Any, shape: tuple[int, ...], dtype: np.dtype) -> _PackedMaskSource:
+        """The same packed mask combined another way."""
+        return _PackedMaskSource(self.packed, self.schema, shape, dtype, combine)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region, rest = normalize_key(key, self.shape)
+        packed = np.asarray(self.packed[region[0], region[1]].compute(scheduler="sync"))
+        disk = memory_to_disk(packed_to_memory(packed, self.schema), self.schema)
+        return _outer(np.asarray(self.combine(disk, region)), rest)
+
+
+def _outer(out: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
+    # Outer (orthogonal) indexing, axis by axis from the last so axis numbers stay valid.
+    for axis in range(len(rest) - 1, -1, -1):
+        r = rest[axis]
+        if not (isinstance(r, slice) and r == slice(None)):
+            out = out[(slice(None),) * axis + (r,)] if isinstance(r, slice) else np.take(out, r, axis=axis)
+    return out
+
+
+def _mask_from_packed(packed: da.Array, schema: MaskSchema, bbox: Box) -> Mask:
+    """A lazy :class:`Mask` over ``bbox`` from a 2-d packed mask, reading only what slices touch."""
+    yx_chunks = packed.chunks
+    shape = (*packed.shape, schema.mask_size)
+    source = _PackedMaskSource(packed, schema, shape, schema.dtype, functools.partial(combine_disk_arrays, schema))
+    array = plane_array(source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
+    derived = DerivedPlanes(source, bbox, (yx_chunks[0], yx_chunks[1]), "mask")
+    return Mask(array, schema=schema, bbox=bbox, derived=derived)
+
+
+def _stack_planes(planes: Sequence[da.Array], name: str) -> da.Array:
+    """One lazy ``(n, y, x)`` array of ``planes`` whose slices read only the touched tiles."""
+    source = _PlaneStack(planes)
+    chunks = ((1,) * len(source.planes), *source.planes[0].chunks)
+    return plane_array(source, name=name, chunks=chunks, token=source.__dask_tokenize__())
 
 
 def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.Dataset:
@@ -70,12 +167,13 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
     if coadd.mask_fractions:
         names = list(coadd.mask_fractions)
         data_vars["mask_fractions"] = xr.Variable(
-            ("fraction", "y", "x"), da.stack([coadd.mask_fractions[n].array for n in names])
+            ("fraction", "y", "x"), _stack_planes([coadd.mask_fractions[n].array for n in names], "mask_fractions")
         )
         coords["fraction"] = ("fraction", np.array(names, dtype=object))
     if coadd.noise_realizations:
         data_vars["noise_realizations"] = xr.Variable(
-            ("realization", "y", "x"), da.stack([v.array for v in coadd.noise_realizations])
+            ("realization", "y", "x"),
+            _stack_planes([v.array for v in coadd.noise_realizations], "noise_realizations"),
         )
         coords["realization"] = ("realization", np.arange(len(coadd.noise_realizations)))
     bounds = coadd.bounds
@@ -172,20 +270,32 @@ class CellCoaddBackendEntrypoint(BackendEntrypoint):
         return ds
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
-        """True for ``.fits``/``.json`` paths that are lsst-images cell coadds (local files are sniffed)."""
+        """True for ``.fits``/``.json`` paths that are lsst-images cell coadds (local files are sniffed).
+
+        A FITS coadd names its data model in the primary header; a JSON archive writes its
+        top-level ``schema_url`` last, so the end of the file is looked at too.
+        """
         if not isinstance(filename_or_obj, (str, os.PathLike)):
             return False
         name = os.fspath(filename_or_obj)
-        if not name.lower().endswith((".fits", ".json")):
+        lower = name.lower()
+        if not lower.endswith((".fits", ".json")):
             return False
         if "://" in name:
             return True
         try:
             with open(name, "rb") as f:
-                head = f.read(2880 * 2)
+                head = f.read(_SNIFF_BYTES)
+                if lower.endswith(".fits"):
+                    return head.startswith(b"SIMPLE  =") and b"cell_coadd" in head
+                f.seek(max(0, os.fstat(f.fileno()).st_size - _SNIFF_BYTES))
+                tail = f.read(_SNIFF_BYTES)
         except OSError:
             return False
-        return b"cell_coadd" in head
+        return head.lstrip()[:1] == b"{" and b"/cell_coadd-" in tail
+
+
+_SNIFF_BYTES = 2880 * 2
 
 
 def _schema_from_attrs(attrs: Mapping[str, Any]) -> MaskSchema:
@@ -203,8 +313,8 @@ def _box_of(ds: xr.Dataset) -> Box:
 
 
 def _data(var: xr.DataArray) -> da.Array:
-    data = var.data
-    return data if isinstance(data, da.Array) else da.from_array(var.variable._data, chunks=-1)
+    # ``.data`` of a lazily indexed (not dask) variable would read it all: chunk it first.
+    return (var if var.chunks is not None else var.chunk()).data
 
 
 @xr.register_dataset_accessor("cellcoadd")
@@ -269,6 +379,13 @@ class CellCoaddAccessor:
         names = mask.attrs["flag_meanings"].split()
         if name not in names:
             raise KeyError(f"Unknown mask plane {name!r}; planes are {names}.")
+        if mask.chunks is None:
+            # Arithmetic on a lazily indexed (not dask) variable would read the whole mask now.
+            mask = mask.chunk()
+        if "mask_element" in mask.dims:
+            # Too many planes for one integer: the in-memory (y, x, element) layout.
+            element, bit = _schema_from_attrs(mask.attrs).bit(name)
+            return ((mask.isel(mask_element=element) & bit) != 0).rename(name)
         bit = int(mask.attrs["flag_masks"][names.index(name)])
         return ((mask & bit) != 0).rename(name)
 
@@ -283,14 +400,9 @@ class CellCoaddAccessor:
         schema = _schema_from_attrs(ds["mask"].attrs)
         mask_data = _data(ds["mask"])
         if mask_data.ndim == 2:
-            mask_data = mask_data.map_blocks(
-                packed_to_memory,
-                schema,
-                dtype=schema.dtype,
-                new_axis=2,
-                chunks=(*mask_data.chunks, (schema.mask_size,)),
-            )
-        mask = Mask(mask_data, schema=schema, bbox=bbox)
+            mask = _mask_from_packed(mask_data, schema, bbox)
+        else:
+            mask = Mask(mask_data, schema=schema, bbox=bbox)
         fractions = {}
         if "mask_fractions" in ds:
             for name in ds["fraction"].values:
@@ -312,7 +424,7 @@ class CellCoaddAccessor:
         patch = patch_from_json(json.loads(ds.attrs["patch_definition"])) if "patch_definition" in ds.attrs else None
         provenance = None
         if patch is not None and "source_url" in ds.attrs:
-            provenance = _deferred_provenance(ds.attrs["source_url"], frozenset(sub.cell_indices()))
+            provenance = _deferred_provenance(ds.attrs["source_url"], bbox)
         return CellCoadd(
             image,
             mask=mask,
@@ -328,19 +440,19 @@ class CellCoaddAccessor:
         )
 
 
-def _provenance_of(url: str, cells: frozenset[CellIJ]) -> Any:
+def _provenance_of(url: str, box: Box) -> Any:
     from .open import open_coadd
 
+    coadd = open_coadd(url)
+    # As for the coadd itself: the whole keeps its tables as stored, a part gets the subset.
+    part = coadd if box == coadd.bbox else coadd[box]
     try:
-        prov = open_coadd(url).provenance
+        return part.provenance
     except AttributeError:
         return None
-    return prov.subset(cells)
 
 
-def _deferred_provenance(url: str, cells: frozenset[CellIJ]) -> Any:
-    import functools
-
+def _deferred_provenance(url: str, box: Box) -> Any:
     from .deferred import Deferred
 
-    return Deferred(functools.partial(_provenance_of, url, cells))
+    return Deferred(functools.partial(_provenance_of, url, box))

@@ -67,12 +67,23 @@ def _read_text(url: str, storage_options: Mapping[str, Any] | None) -> Any:
             raw = d.decompress(raw, MAX_JSON_BYTES)
             if d.unconsumed_tail:
                 raise ArchiveFormatError(f"decompressed JSON archive exceeds {MAX_JSON_BYTES} bytes", url=url)
+            if not d.eof:
+                raise ArchiveFormatError("gzip stream ends early: truncated", url=url)
         except (zlib.error, gzip.BadGzipFile) as exc:
             raise ArchiveFormatError(f"corrupt gzip stream: {exc}", url=url) from None
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ArchiveFormatError(f"JSON archive does not parse: {exc}", url=url) from None
+
+
+def _check_schema_url(tree: Any, url: str) -> None:
+    # The top-level schema_url of a JSON archive says which type it holds.
+    schema_url = tree.get("schema_url") if isinstance(tree, dict) else None
+    if schema_url is not None and not (isinstance(schema_url, str) and "/cell_coadd-" in schema_url):
+        raise ArchiveFormatError(
+            f"archive holds {schema_url!r}, not a cell_coadd (top-level schema_url)", url=url, hdu="JSON"
+        )
 
 
 def _load_table_model(cls_path: str, tree: Mapping[str, Any], url: str) -> Any:
@@ -108,6 +119,7 @@ def read_json(
 
     url = normalize_url(url)
     tree = _read_text(url, storage_options)
+    _check_schema_url(tree, url)
     model = parse_cell_coadd(tree, url=url)
     if bbox is not None and not model.image.bbox.contains(bbox):
         raise BoundsError(f"Box {bbox} is not contained in the coadd bbox {model.image.bbox} of {url}.")
