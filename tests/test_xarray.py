@@ -498,3 +498,15 @@ def test_open_dataset_without_engine_picks_cellcoadd(reference_dir: Path) -> Non
     assert guessed.attrs == explicit.attrs
     assert set(guessed.data_vars) == set(explicit.data_vars)
     assert_identical(guessed["image"].values, explicit["image"].values, "image")
+
+
+def test_mask_of_more_than_64_planes_keeps_its_element_axis(lsst_variants: dict[str, Path]) -> None:
+    path = lsst_variants["mask_70_planes.fits"]
+    ref = lsst_read(str(path))
+    for view in VIEWS:
+        ds = open_view(view, path)
+        assert ds["mask"].dims == ("y", "x", "mask_element"), view
+        assert_identical(ds["mask"].values, ref.mask.array, f"{view}: mask")
+        for name in ref.mask.schema.names:
+            assert_identical(ds.cellcoadd.mask_plane(name).values, ref.mask.get(name), f"{view}: plane {name}")
+        assert_planes_match(ds.cellcoadd.to_coadd(), ref, f"{view}: to_coadd()")
