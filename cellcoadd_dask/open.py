@@ -7,8 +7,8 @@ from os import PathLike
 from typing import Any
 
 from .coadd import CellCoadd
-from .errors import ArchiveFormatError
-from .fetch import fetch_ranges, normalize_url
+from .errors import ArchiveFormatError, FetchError
+from .fetch import filesystem, normalize_url
 from .geom import Box
 from .lazy import Chunks
 
@@ -20,17 +20,21 @@ def sniff_format(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     lower = url.lower().rstrip("/")
     if lower.endswith((".fits", ".fit", ".fits.fz")):
         return "fits"
-    if lower.endswith(".json"):
+    if lower.endswith((".json", ".json.gz")):
         return "json"
     if lower.endswith(".zarr"):
         return "zarr"
+    fs, path = filesystem(url, storage_options)
     try:
-        (head,) = fetch_ranges(url, [(0, 80)], storage_options=storage_options)
-    except ArchiveFormatError:
-        raise ArchiveFormatError("file is too short to be a coadd archive", url=url) from None
+        with fs.open(path, "rb") as f:
+            head = f.read(80)
+    except FileNotFoundError:
+        raise FetchError(f"{url}: no such file.") from None
+    except OSError as exc:
+        raise FetchError(f"{url}: reading failed: {exc!r}") from exc
     if head.startswith(b"SIMPLE  ="):
         return "fits"
-    if head.lstrip()[:1] == b"{":
+    if head.lstrip()[:1] == b"{" or head[:2] == b"\x1f\x8b":
         return "json"
     raise ArchiveFormatError("not a FITS or JSON coadd archive (unrecognised first bytes)", url=url, byte_range=(0, 80))
 
