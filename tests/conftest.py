@@ -21,10 +21,10 @@ from servers import LOOPBACK, HttpServer, S3Server, run_nginx, run_seaweedfs
 # missing; set before any dask worker is spawned so that workers inherit it.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
+from paths import REFERENCE_DIR, REFERENCE_ENV
+
 __all__ = ["lsst_variants"]
 
-REPO = Path(__file__).resolve().parent.parent
-REFERENCE_ENV = "CELLCOADD_REFERENCE_DIR"
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ def reference_dir() -> Path:
 
     ``$CELLCOADD_REFERENCE_DIR`` when set, else ``<repo>/../shared/data/lsst-images-ref``.
     """
-    path = Path(os.environ.get(REFERENCE_ENV) or REPO.parent / "shared" / "data" / "lsst-images-ref")
+    path = REFERENCE_DIR
     if not (path / "expected_values.json").is_file():
         pytest.fail(
             f"reference files not found in {path}: put the shared directory beside the repository "

@@ -12,7 +12,7 @@ from astropy.io import fits
 
 from cellcoadd_dask.archives.fits.cards import Header
 from cellcoadd_dask.archives.fits.codecs import TileCodec, TileDecodeError, decode_tile, dither_sequence
-from cellcoadd_dask.archives.fits.tiles import codec_from_header
+from cellcoadd_dask.archives.fits.tile_tables import codec_from_header
 from cellcoadd_dask.errors import ArchiveFormatError
 
 DITHERS = {"NO_DITHER": -1, "SUBTRACTIVE_DITHER_1": 1, "SUBTRACTIVE_DITHER_2": 2}

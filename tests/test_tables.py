@@ -5,13 +5,13 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from paths import REFERENCE_DIR
 
 from cellcoadd_dask.aperture import ApertureCorrections
 from cellcoadd_dask.archives.fits.cards import parse_header
@@ -46,8 +46,6 @@ def table_hdus(path: Path) -> list[tuple[str, int, int]]:
         ]
 
 
-REFERENCE_DIR = Path(os.environ.get("CELLCOADD_REFERENCE_DIR")
-                     or Path(__file__).resolve().parents[2] / "shared" / "data" / "lsst-images-ref")
 CASES = [(name, hdu) for name in FITS_FILES for hdu, _, _ in table_hdus(REFERENCE_DIR / name)]
 
 

@@ -13,19 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from paths import REFERENCE_DIR
 
 from cellcoadd_dask.archives.fits.cards import Header, parse_header
-from cellcoadd_dask.archives.fits.tiles import (
-    PlainArray,
-    StoredArray,
-    TiledArray,
-    compressed_layout,
-    plain_layout,
-    table_nbytes,
-)
+from cellcoadd_dask.archives.fits.tile_tables import compressed_layout, plain_layout, table_nbytes
+from cellcoadd_dask.archives.fits.tiles import PlainArray, StoredArray, TiledArray
 from cellcoadd_dask.errors import ArchiveFormatError, BoundsError
 
-REF = Path("/work/shared/data/lsst-images-ref")
+REF = REFERENCE_DIR
 REF_FILES = sorted(REF.glob("*.fits"))
 
 

@@ -20,7 +20,8 @@ from ...fetch import fetch_ranges
 from ...lazy import normalize_key
 from .cards import parse_header
 from .layout import HduEntry
-from .tiles import StoredArray, compressed_layout, plain_layout, table_nbytes
+from .tile_tables import compressed_layout, plain_layout, table_nbytes
+from .tiles import StoredArray
 
 __all__ = ["FitsArraySource", "HduRef", "load_layouts"]
 
@@ -67,6 +68,11 @@ def load_layouts(
                 hdu=e.label,
                 byte_range=(e.hdraddr, e.dataddr),
             )
+        extname, extver = header.get("EXTNAME"), header.get("EXTVER", 1)
+        if not isinstance(extname, str) or extname.strip() != e.extname or extver != e.extver:
+            raise ArchiveFormatError(
+                f"the INDEX points at an HDU named {extname!r} (EXTVER {extver!r})", url=url, hdu=e.label,
+                byte_range=(e.hdraddr, e.dataddr))
         headers.append(header)
         if e.compressed:
             need = table_nbytes(header, url=url, hdu=e.label)

@@ -71,6 +71,8 @@ class BinTableColumn:
         ``TZEROn`` and ``TSCALn`` (0 and 1 when absent).
     unit
         ``TUNITn`` or ``None``.
+    element
+        For ``P``/``Q`` descriptor columns, the type letter of the heap elements.
     """
 
     name: str
@@ -82,6 +84,12 @@ class BinTableColumn:
     zero: int | float = 0
     scale: int | float = 1
     unit: str | None = None
+    element: str = ""
+
+    @property
+    def element_size(self) -> int:
+        """Bytes per heap element of a ``P``/``Q`` column (per value otherwise)."""
+        return _TYPES[self.element or self.code][1] if (self.element or self.code) in _TYPES else 1
 
 
 def _int_card(header: Mapping[str, object], key: str, url: str | None, hdu: str | None) -> int:
@@ -173,6 +181,7 @@ def parse_columns(header: Mapping[str, object], *, url: str | None = None, hdu: 
             zero=zero,  # type: ignore[arg-type]
             scale=scale,  # type: ignore[arg-type]
             unit=str(unit).strip() or None if unit is not None else None,
+            element=match.group(2)[1] if code in ("P", "Q") else "",
         ))
         offset += width
     if offset != naxis1:

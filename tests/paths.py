@@ -1,0 +1,11 @@
+"""Where the lsst-images reference files are, for fixtures and for parametrising at collection time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE_ENV = "CELLCOADD_REFERENCE_DIR"
+REFERENCE_DIR = Path(os.environ.get(REFERENCE_ENV) or REPO.parent / "shared" / "data" / "lsst-images-ref")
+"""``$CELLCOADD_REFERENCE_DIR`` when set, else ``<repo>/../shared/data/lsst-images-ref``."""
