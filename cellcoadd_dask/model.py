@@ -249,6 +249,19 @@ class ImageModel:
     tree: Mapping[str, Any] = field(repr=False, compare=False)
 
 
+def _check_unit(ctx: _Ctx, text: str, path: str) -> None:
+    """Refuse a unit string that astropy parses neither as VOUnit nor in its generic syntax."""
+    import astropy.units as u
+
+    for fmt in ("vounit", None):
+        try:
+            u.Unit(text, format=fmt, parse_strict="raise")
+            return
+        except ValueError:
+            continue
+    raise ctx.error(path, f"unit {text!r} does not parse")
+
+
 def _image(ctx: _Ctx, value: Any, path: str) -> ImageModel:
     check_stamp(ctx, value, path)
     data = _get(ctx, value, "data", path)
@@ -257,6 +270,7 @@ def _image(ctx: _Ctx, value: Any, path: str) -> ImageModel:
         unit = _get(ctx, data, "unit", f"{path}.data", required=False)
         if unit is not None:
             unit = _str(ctx, unit, f"{path}.data.unit")
+            _check_unit(ctx, unit, f"{path}.data.unit")
         data = data["value"]
     array = _array(ctx, data, f"{path}.data")
     if len(array.shape) != 2:
@@ -425,6 +439,9 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
     if not isinstance(sky, Mapping):
         raise ctx.error("sky_projection", "expected an object")
     check_stamp(ctx, sky, "sky_projection")
+    for key in ("pixel_to_sky", "fits_approximation"):
+        if isinstance(sky.get(key), Mapping):
+            check_stamp(ctx, sky[key], f"sky_projection.{key}")
     band = _get(ctx, tree, "band", "")
     if band is not None:
         band = _str(ctx, band, "band")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...coadd import CellCoadd
 from ...deferred import Deferred
-from ...errors import ArchiveFormatError, BoundsError
+from ...errors import ArchiveFormatError, BoundsError, ValidationError
 from ...fetch import fetch_ranges, normalize_url
 from ...geom import Box
 from ...image import Image
@@ -249,13 +249,16 @@ def read_fits(
         if model.aperture_corrections is None
         else Deferred(functools.partial(_load_aperture_corrections, model.aperture_corrections, tables))
     )
-    coadd = coadd_from_model(
-        model,
-        images=images,
-        mask=builder.mask(),
-        psf=builder.psf(),
-        provenance=provenance,
-        aperture_corrections=aperture,
-        url=url,
-    )
+    try:
+        coadd = coadd_from_model(
+            model,
+            images=images,
+            mask=builder.mask(),
+            psf=builder.psf(),
+            provenance=provenance,
+            aperture_corrections=aperture,
+            url=url,
+        )
+    except ValidationError as exc:
+        raise ArchiveFormatError(f"the JSON tree describes an invalid coadd: {exc}", url=url, hdu="JSON") from None
     return coadd if bbox is None else coadd[bbox]
