@@ -75,9 +75,16 @@ def _parse_ast(text: str, field: str, url: str | None) -> Any:
     """Parse AST native text into a 2 -> 2 Mapping whose output is ICRS (radians)."""
     from starlink import Ast
 
+    from .ast_guard import check_ast_text
+
+    if "\x00" in text:
+        raise _fail("AST text contains a NUL character", field, url)
+    problem = check_ast_text(text)
+    if problem is not None:
+        raise _fail(f"not parsable as AST text: {problem}", field, url)
     try:
         obj = Ast.Channel(_LineSource(text)).read()
-    except Ast.AstError as exc:
+    except Exception as exc:  # the AST library raises several error types
         raise _fail(f"not parsable as AST text: {exc}", field, url) from None
     if obj is None or not isinstance(obj, Ast.Mapping):
         raise _fail("AST text does not hold a Mapping or FrameSet", field, url)
@@ -308,7 +315,11 @@ class SkyProjection:
         from starlink import Ast
 
         with self._lock:
-            out = np.asarray(mapping.tran(np.stack([a, b]), forward), dtype=np.float64)
+            try:
+                out = np.asarray(mapping.tran(np.stack([a, b]), forward), dtype=np.float64)
+            except Ast.AstError as exc:
+                raise _fail(f"the AST mapping cannot be evaluated: {exc}", "pixel_to_sky.mappings[0].ast",
+                            self._url) from None
         out[out == Ast.BAD] = np.nan
         return out[0], out[1]
 
