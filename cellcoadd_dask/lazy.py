@@ -25,9 +25,10 @@ from .geom import Box
 __all__ = ["ArraySource", "Chunks", "cell_chunks", "normalize_key", "plane_array"]
 
 Chunks = str | int | tuple[int, int]
-"""``"auto"`` (whole cells, about 16 MiB per chunk), ``"cell"`` or a number of cells per chunk side."""
+"""``"auto"`` (whole cells, up to about 48 MiB per chunk), ``"cell"`` or a number of cells per chunk side."""
 
-AUTO_CHUNK_BYTES = 16 * 1024 * 1024
+AUTO_CHUNK_BYTES = 48 * 1024 * 1024
+"""Target chunk size of ``chunks="auto"``: a full 22x22-cell patch plane of float32 is one chunk."""
 
 
 class ArraySource(Protocol):

@@ -135,13 +135,38 @@ class MaskSchema:
         return max(1, -(-len(self._index) // DISK_PLANES_PER_ARRAY))
 
 
+def _bit_runs(schema: MaskSchema) -> list[tuple[int, int, int, int, int]]:
+    """Group planes whose disk and memory bits both advance by one.
+
+    Each run is ``(disk array, disk bit, memory element, memory bit, number of bits)`` and
+    moves with one shift and mask.
+    """
+    runs: list[list[int]] = []
+    for d_arr, d_bit, m_elem, m_bit in schema.disk_positions():
+        last = runs[-1] if runs else None
+        if (
+            last is not None
+            and last[0] == d_arr
+            and last[2] == m_elem
+            and last[1] + last[4] == d_bit
+            and last[3] + last[4] == m_bit
+        ):
+            last[4] += 1
+        else:
+            runs.append([d_arr, d_bit, m_elem, m_bit, 1])
+    return [(a, b, c, d, e) for a, b, c, d, e in runs]
+
+
 def disk_to_memory(disk: Sequence[np.ndarray], schema: MaskSchema) -> np.ndarray:
     """Unpack on-disk int32 arrays (31 planes each) into the in-memory ``(y, x, mask_size)`` layout."""
-    shape = disk[0].shape
+    shape = np.shape(disk[0])
     out = np.zeros((*shape, schema.mask_size), dtype=schema.dtype)
-    for d_arr, d_bit, m_elem, m_bit in schema.disk_positions():
-        plane = (np.asarray(disk[d_arr]).astype(np.int64, copy=False) >> d_bit) & 1
-        out[..., m_elem] |= (plane << m_bit).astype(schema.dtype, copy=False)
+    bits = [np.asarray(d).astype(np.int32, copy=False).view(np.uint32) for d in disk]
+    for d_arr, d_bit, m_elem, m_bit, n in _bit_runs(schema):
+        run = (bits[d_arr] >> np.uint32(d_bit)) & np.uint32((1 << n) - 1)
+        if m_bit:
+            run <<= np.uint32(m_bit)
+        out[..., m_elem] |= run.astype(schema.dtype, copy=False)
     return out
 
 
