@@ -4,9 +4,11 @@
 
 The patch defaults to the one ``../shared/bench/make_patch.py`` writes
 (``~/.cache/cellcoadd-bench/patch_lossless.fits``).  Each reader runs in its own
-subprocess (so peak memory is its own), three times; the median wall time and the
-peak RSS are printed, with ratios to the decode limit (every 2-d tile inflated,
-unshuffled and byte-swapped on 2 threads in plain numpy/zlib).  Also printed: the
+subprocess (so peak memory is its own), four times; wall times and the peak RSS
+are printed, with ratios to the decode limit (every 2-d tile inflated,
+unshuffled and byte-swapped on 2 threads in plain numpy/zlib).  Imports happen before
+timing; the first run in a process is reported as "cold", the median of the later ones
+as "warm".  Also printed: the
 requests and bytes read to open the patch and to read one cell of one plane.
 """
 
@@ -62,21 +64,27 @@ def _limit(path: str) -> None:
 READERS = {"decode limit (2 threads)": _limit, "cellcoadd_dask": _ours, "lsst-images": _lsst, "astropy": _astropy}
 
 
-def _child(name: str, path: str) -> None:
-    t = time.perf_counter()
-    READERS[name](path)
-    elapsed = time.perf_counter() - t
-    print(json.dumps({"seconds": elapsed, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+def _child(name: str, path: str, repeats: int) -> None:
+    """Run one reader ``repeats`` times in this process: the first run is cold, the others warm."""
+    import importlib
 
-
-def _measure(name: str, path: str, repeats: int = 3) -> tuple[float, float]:
-    runs = []
+    # The same modules for every reader, imported before any timing (and in every peak RSS).
+    for module in ("dask.array", "cellcoadd_dask", "imagecodecs", "astropy.io.fits", "lsst.images.cells"):
+        importlib.import_module(module)
+    seconds = []
     for _ in range(repeats):
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", name, path], check=True, capture_output=True, text=True
-        )
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(r["seconds"] for r in runs), max(r["maxrss_mib"] for r in runs)
+        t = time.perf_counter()
+        READERS[name](path)
+        seconds.append(time.perf_counter() - t)
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"cold": seconds[0], "warm": statistics.median(seconds[1:]), "maxrss_mib": maxrss}))
+
+
+def _measure(name: str, path: str, repeats: int = 4) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", name, path, str(repeats)], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _laziness(path: str) -> None:
@@ -102,15 +110,18 @@ def main() -> None:
         sys.exit(f"{path} does not exist: run ../shared/bench/make_patch.py first")
     print(f"{path}: {Path(path).stat().st_size:,} bytes")
     results = {name: _measure(name, path) for name in READERS}
-    limit = results["decode limit (2 threads)"][0]
-    print(f"{'reader':28s} {'median s':>9s} {'x limit':>8s} {'peak RSS MiB':>13s}")
-    for name, (seconds, rss) in results.items():
-        print(f"{name:28s} {seconds:9.3f} {seconds / limit:8.2f} {rss:13.0f}")
+    limit = results["decode limit (2 threads)"]
+    print(f"{'reader':26s} {'warm s':>7s} {'x limit':>8s} {'cold s':>7s} {'x limit':>8s} {'peak RSS MiB':>13s}")
+    for name, r in results.items():
+        print(
+            f"{name:26s} {r['warm']:7.3f} {r['warm'] / limit['warm']:8.2f} {r['cold']:7.3f} "
+            f"{r['cold'] / limit['cold']:8.2f} {r['maxrss_mib']:13.0f}"
+        )
     _laziness(path)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child(sys.argv[2], sys.argv[3])
+        _child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         main()
