@@ -124,11 +124,14 @@ def fetch_ranges(
     *,
     storage_options: Mapping[str, Any] | None = None,
     max_gap: int = 0,
-) -> list[bytes]:
+    copy: bool = True,
+) -> list[bytes] | list[memoryview]:
     """Fetch byte ranges of one file in a single batched call, results in the caller's order.
 
-    Adjacent ranges are merged into one request; each result is copied out of the merged
-    buffer so a small range does not keep a big buffer alive.
+    Adjacent ranges are merged into one request.  With ``copy=True`` each result is
+    copied out of the merged buffer so a small range does not keep a big buffer alive;
+    ``copy=False`` returns read-only memoryviews into it instead (no copy), which is
+    what a reader that decodes every range at once wants.
 
     Raises
     ------
@@ -172,4 +175,6 @@ def fetch_ranges(
             out[k] = blobs[m]
         return out
     views = [memoryview(b) for b in blobs]
+    if not copy:
+        return [views[m][off : off + n] for m, off, n in placement]
     return [bytes(views[m][off : off + n]) for m, off, n in placement]

@@ -221,7 +221,9 @@ class FitsArraySource:
             return np.empty(tuple(max(0, s.stop - s.start) for s in region), dtype=self.dtype)
         layouts = self.layouts()
         per_layout = [layout.byte_ranges(region[: len(layout.shape)]) for layout in layouts]
-        blobs = fetch_ranges(self.url, [r for rs in per_layout for r in rs], storage_options=self.storage_options)
+        blobs = fetch_ranges(
+            self.url, [r for rs in per_layout for r in rs], storage_options=self.storage_options, copy=False
+        )
         arrays = []
         k = 0
         for layout, rs in zip(layouts, per_layout, strict=True):

@@ -20,6 +20,7 @@ card and tile descriptor against the HDU's data size first.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import numpy as np
 
 from ...errors import ArchiveFormatError, BoundsError
 from .codecs import TileCodec, TileDecodeError, decode_tile
+from .decode_pool import run_parallel
 
 __all__ = ["PlainArray", "StoredArray", "TiledArray"]
 
@@ -56,7 +58,7 @@ class StoredArray(Protocol):
         """Absolute ``[start, stop)`` file offsets of the bytes needed for ``region``."""
         ...
 
-    def assemble(self, region: Region, blobs: Sequence[bytes]) -> np.ndarray:
+    def assemble(self, region: Region, blobs: Sequence[bytes | memoryview]) -> np.ndarray:
         """Pixels of ``region`` from the bytes of :meth:`byte_ranges`, in that order."""
         ...
 
@@ -168,8 +170,12 @@ class TiledArray:
         bounds = _check_region(region, self.shape)
         return [r for number, _ in self._tiles(bounds) for r in self._ranges_of(number)]
 
-    def assemble(self, region: Region, blobs: Sequence[bytes]) -> np.ndarray:
+    def assemble(self, region: Region, blobs: Sequence[bytes | memoryview]) -> np.ndarray:
         """Decode the tiles of ``region`` from the bytes of :meth:`byte_ranges`.
+
+        Regions of many tiles are decoded on the shared decode pool
+        (:func:`~cellcoadd_dask.archives.fits.decode_pool.run_parallel`): the codecs
+        release the GIL, so a single read uses every core.
 
         Raises
         ------
@@ -181,9 +187,10 @@ class TiledArray:
         bounds = _check_region(region, self.shape)
         out = np.empty(tuple(b - a for a, b in bounds), dtype=self.dtype)
         blob_iter = iter(blobs)
+        jobs: list[tuple[int, tuple[int, ...], list[tuple[int, int]], list[bytes | memoryview]]] = []
         for number, index in self._tiles(bounds):
             ranges = self._ranges_of(number)
-            parts: list[bytes] = []
+            parts: list[bytes | memoryview] = []
             for r in ranges:
                 blob = next(blob_iter, None)
                 if blob is None:
@@ -194,32 +201,42 @@ class TiledArray:
                         f"got {len(blob)} bytes for tile {number}, expected {r[1] - r[0]}",
                         url=self.url, hdu=self.hdu, byte_range=r)
                 parts.append(blob)
-            tile_box = [(i * t, min((i + 1) * t, n))
-                        for i, t, n in zip(index, self.tile_shape, self.shape, strict=True)]
-            tile_shape = tuple(b - a for a, b in tile_box)
-            has_data = bool(self.data[number, 1])
-            try:
-                pixels = decode_tile(
-                    self.codec,
-                    data=parts[0] if has_data else b"",
-                    gzip_data=None if has_data or not parts else parts[0],
-                    zscale=0.0 if self.zscale is None else float(self.zscale[number]),
-                    zzero=0.0 if self.zzero is None else float(self.zzero[number]),
-                    zblank=self.codec.zblank if self.zblank is None else int(self.zblank[number]),
-                    tile_index=number,
-                    npix=math.prod(tile_shape),
-                )
-            except TileDecodeError as exc:
-                raise ArchiveFormatError(f"tile {number}: {exc}", url=self.url, hdu=self.hdu,
-                                         byte_range=ranges[0] if ranges else None) from None
-            src = tuple(slice(max(a, ta) - ta, min(b, tb) - ta)
-                        for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
-            dst = tuple(slice(max(a, ta) - a, min(b, tb) - a)
-                        for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
-            out[dst] = pixels.reshape(tile_shape)[src]
+            jobs.append((number, index, ranges, parts))
         if next(blob_iter, None) is not None:
             raise ArchiveFormatError("more byte blobs than byte ranges", url=self.url, hdu=self.hdu)
+        run_parallel([functools.partial(self._decode_into, out, bounds, *job) for job in jobs])
         return out
+
+    def _decode_into(
+        self,
+        out: np.ndarray,
+        bounds: list[tuple[int, int]],
+        number: int,
+        index: tuple[int, ...],
+        ranges: list[tuple[int, int]],
+        parts: list[bytes | memoryview],
+    ) -> None:
+        """Decode tile ``number`` and write its part of the region into ``out``."""
+        tile_box = [(i * t, min((i + 1) * t, n)) for i, t, n in zip(index, self.tile_shape, self.shape, strict=True)]
+        tile_shape = tuple(b - a for a, b in tile_box)
+        has_data = bool(self.data[number, 1])
+        try:
+            pixels = decode_tile(
+                self.codec,
+                data=parts[0] if has_data else b"",
+                gzip_data=None if has_data or not parts else parts[0],
+                zscale=0.0 if self.zscale is None else float(self.zscale[number]),
+                zzero=0.0 if self.zzero is None else float(self.zzero[number]),
+                zblank=self.codec.zblank if self.zblank is None else int(self.zblank[number]),
+                tile_index=number,
+                npix=math.prod(tile_shape),
+            )
+        except TileDecodeError as exc:
+            raise ArchiveFormatError(f"tile {number}: {exc}", url=self.url, hdu=self.hdu,
+                                     byte_range=ranges[0] if ranges else None) from None
+        src = tuple(slice(max(a, ta) - ta, min(b, tb) - ta) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
+        dst = tuple(slice(max(a, ta) - a, min(b, tb) - a) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
+        out[dst] = pixels.reshape(tile_shape)[src]
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,7 +287,7 @@ class PlainArray:
                 ranges.append((start, start + run))
         return ranges
 
-    def assemble(self, region: Region, blobs: Sequence[bytes]) -> np.ndarray:
+    def assemble(self, region: Region, blobs: Sequence[bytes | memoryview]) -> np.ndarray:
         """Pixels of ``region`` from the bytes of :meth:`byte_ranges`, native byte order.
 
         Raises
