@@ -70,6 +70,9 @@ class CellCoadd(SlicedByBox):
     patch, provenance, aperture_corrections, backgrounds, metadata
         Patch geometry, input provenance (may be deferred), per-cell aperture corrections,
         background models and flexible metadata.
+    extra
+        Top-level fields of a stored tree that this version does not interpret, kept so that
+        a write can pass them through.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class CellCoadd(SlicedByBox):
         aperture_corrections: Any = None,
         backgrounds: Any = None,
         metadata: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(image, Image):
             raise TypeError(f"image must be a cellcoadd_dask.Image, not {type(image).__name__}.")
@@ -155,6 +159,7 @@ class CellCoadd(SlicedByBox):
         self._aperture_corrections = aperture_corrections
         self._backgrounds = backgrounds
         self._metadata = dict(metadata or {})
+        self._extra = dict(extra or {})
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -316,6 +321,11 @@ class CellCoadd(SlicedByBox):
         return self._metadata
 
     @property
+    def extra(self) -> dict[str, Any]:
+        """Top-level tree fields this version does not interpret (passed through on write)."""
+        return self._extra
+
+    @property
     def obs_info(self) -> dict[str, Any]:
         """Observation summary: band, skymap, tract, patch id and index."""
         patch = self._patch
@@ -385,6 +395,7 @@ class CellCoadd(SlicedByBox):
             aperture_corrections=self._aperture_corrections,
             backgrounds=self._backgrounds,
             metadata=self._metadata,
+            extra=self._extra,
         )
 
 

@@ -200,6 +200,7 @@ def coadd_from_model(
         aperture_corrections=aperture_corrections,
         backgrounds=backgrounds,
         metadata=model.metadata,
+        extra=model.extra,
     )
 
 
