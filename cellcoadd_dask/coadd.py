@@ -407,6 +407,48 @@ class CellCoadd(SlicedByBox):
         out._metadata = _copy.deepcopy(self._metadata)
         return out
 
+    def persist(self, *planes: str, **kwargs: Any) -> CellCoadd:
+        """A coadd whose planes are read once and kept in memory (``dask.persist``).
+
+        Parameters
+        ----------
+        *planes
+            Which planes: ``"image"``, ``"variance"``, ``"mask"``, ``"mask_fractions"``,
+            ``"noise_realizations"``; all of them when none is given.
+        **kwargs
+            Passed to :func:`dask.persist` (e.g. ``scheduler``).
+        """
+        import dask
+
+        known = ("image", "variance", "mask", "mask_fractions", "noise_realizations")
+        unknown = set(planes) - set(known)
+        if unknown:
+            raise ValueError(f"Unknown planes {sorted(unknown)}; choose from {known}.")
+        chosen = set(planes or known)
+        out = self.copy()
+        images: list[tuple[str, Any, Image]] = []
+        if "image" in chosen:
+            images.append(("_image", None, self._image))
+        if "variance" in chosen:
+            images.append(("_variance", None, self._variance))
+        if "mask_fractions" in chosen:
+            images += [("_mask_fractions", k, v) for k, v in self._mask_fractions.items()]
+        if "noise_realizations" in chosen:
+            images += [("_noise_realizations", n, v) for n, v in enumerate(self._noise_realizations)]
+        arrays = [image.array for _, _, image in images]
+        if "mask" in chosen:
+            arrays.append(self._mask.array)
+        persisted = list(dask.persist(*arrays, **kwargs))
+        if "mask" in chosen:
+            out._mask = Mask(persisted.pop(), schema=self._mask.schema, bbox=self._mask.bbox)
+        for (attr, key, image), array in zip(images, persisted, strict=True):
+            new = Image(array, bbox=image.bbox, unit=image.unit)
+            if key is None:
+                setattr(out, attr, new)
+            else:
+                getattr(out, attr)[key] = new
+        return out
+
     # ----------------------------------------------------------------- views
     def to_xarray(self) -> xr.Dataset:
         """The coadd as a lazy :class:`xarray.Dataset` (see :mod:`cellcoadd_dask.xarray_backend`)."""

@@ -82,12 +82,10 @@ def run_demo(
     with demo_file() as path, fetch_stats() as total:
         size = path.stat().st_size
         echo(f"Demo coadd: {path}")
-        # One counter for the whole run, snapshotted after opening: nested fetch_stats
-        # blocks whose counts compare equal would unregister each other.
-        coadd = open_coadd(path)
-        at_open = FetchStats(calls=total.calls, ranges=list(total.ranges))
+        with fetch_stats() as at_open:
+            coadd = open_coadd(path)
         summary = coadd_summary(coadd, url=str(path), fetched=at_open)
-        echo(f"Opened lazily: {_read_line(at_open, size)} - headers, JSON tree and tile tables only.")
+        echo(f"Opened lazily: {_read_line(at_open, size)} - primary header, JSON tree and HDU index only.")
         missing = ", ".join(f"({c['i']},{c['j']})" for c in summary["missing_cells"]) or "none"
         echo(f"  bbox {coadd.bbox} ({coadd.bbox.shape.y} x {coadd.bbox.shape.x} px), "
              f"band {coadd.band}, {coadd.skymap} tract {coadd.tract}")
@@ -97,6 +95,8 @@ def run_demo(
         echo(f"  mask planes: {', '.join(p['name'] for p in summary['mask_planes'])}")
         echo(f"  image: {coadd.image.array!r}")
         echo(f"Per-cell statistics of the image (finite pixels, {coadd.unit.to_string()}):")
+        # Read the image once for both the statistics and the plot.
+        coadd = coadd.persist("image")
         statistics = cell_statistics(coadd, "image")
         for line in _stats_table(statistics):
             echo(line)
