@@ -150,7 +150,8 @@ class _PlaneBuilder:
     def psf(self) -> CellPointSpreadFunction:
         p = self.model.psf
         n_i, n_j, ky, kx = p.array.shape
-        ref = _hdu_ref(self.container, p.array, 8 * n_i * n_j * ky)
+        # Header only: a kernel's descriptor rows are read with its first use.
+        ref = _hdu_ref(self.container, p.array, 0)
         source = FitsArraySource(
             self.container.url, [ref], shape=p.array.shape, dtype=p.array.datatype, storage_options=self.storage_options
         )

@@ -20,8 +20,8 @@ from ...fetch import fetch_ranges
 from ...lazy import normalize_key
 from .cards import parse_header
 from .layout import HduEntry
-from .tile_tables import compressed_layout, plain_layout, table_nbytes
-from .tiles import StoredArray
+from .tile_tables import compressed_layout_from_header, load_rows, plain_layout
+from .tiles import StoredArray, TiledArray
 
 __all__ = ["FitsArraySource", "HduRef", "load_layouts"]
 
@@ -56,8 +56,7 @@ def load_layouts(
         stop = e.dataddr + (min(ref.table_guess, e.datsize) if e.compressed else 0)
         first.append((e.hdraddr, stop))
     blobs = fetch_ranges(url, first, storage_options=storage_options)
-    headers = []
-    more: list[tuple[int, int]] = []
+    layouts: list[StoredArray] = []
     for ref, blob in zip(refs, blobs, strict=True):
         e = ref.entry
         header = parse_header(blob, 0, url=url, hdu=e.label)
@@ -73,31 +72,12 @@ def load_layouts(
             raise ArchiveFormatError(
                 f"the INDEX points at an HDU named {extname!r} (EXTVER {extver!r})", url=url, hdu=e.label,
                 byte_range=(e.hdraddr, e.dataddr))
-        headers.append(header)
         if e.compressed:
-            need = table_nbytes(header, url=url, hdu=e.label)
-            if need > e.datsize:
-                raise ArchiveFormatError(
-                    f"tile table ({need} bytes) is larger than the HDU data ({e.datsize})",
-                    url=url,
-                    hdu=e.label,
-                    byte_range=(e.dataddr, e.dataddr + need),
-                )
-            have = len(blob) - header.size
-            if need > have:
-                more.append((e.dataddr + have, e.dataddr + need))
-    extra = iter(fetch_ranges(url, more, storage_options=storage_options))
-    layouts: list[StoredArray] = []
-    for ref, blob, header in zip(refs, blobs, headers, strict=True):
-        e = ref.entry
-        if e.compressed:
-            need = table_nbytes(header, url=url, hdu=e.label)
-            table = blob[header.size : header.size + need]
-            if len(table) < need:
-                table += next(extra)
-            layout: StoredArray = compressed_layout(
-                header, table, data_start=e.dataddr, data_size=e.datsize, url=url, hdu=e.label
+            layout: StoredArray = compressed_layout_from_header(
+                header, data_start=e.dataddr, data_size=e.datsize, url=url, hdu=e.label
             )
+            # The rows that came with the header (all of them when the guess covered the table).
+            load_rows(layout, 0, blob[header.size :])
         else:
             layout = plain_layout(header, data_start=e.dataddr, data_size=e.datsize, url=url, hdu=e.label)
         if tuple(layout.shape) != tuple(ref.shape):
@@ -211,15 +191,33 @@ class FitsArraySource:
                     cache.layouts = load_layouts(self.url, self.refs, self.storage_options)
         return cache.layouts
 
+    def _load_rows(self, layouts: list[StoredArray], region: tuple[slice, ...]) -> None:
+        """Read the tile-descriptor rows ``region`` needs that are not loaded yet (one batched fetch)."""
+        wanted: list[tuple[TiledArray, int, int]] = []
+        for layout in layouts:
+            if isinstance(layout, TiledArray):
+                wanted += [(layout, a, b) for a, b in layout.missing_rows(region[: len(layout.shape)])]
+        if not wanted:
+            return
+        blobs = fetch_ranges(
+            self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options
+        )
+        with self._cache.lock:
+            for (layout, a, _), blob in zip(wanted, blobs, strict=True):
+                load_rows(layout, a, blob)
+
     def byte_ranges(self, region: tuple[slice, ...]) -> list[tuple[int, int]]:
         """Every byte range a read of ``region`` (over the stored arrays' leading axes) fetches."""
-        return [r for layout in self.layouts() for r in layout.byte_ranges(region[: len(layout.shape)])]
+        layouts = self.layouts()
+        self._load_rows(layouts, region)
+        return [r for layout in layouts for r in layout.byte_ranges(region[: len(layout.shape)])]
 
     def read(self, region: tuple[slice, ...]) -> np.ndarray:
         """Read exactly ``region`` (unit-step slices, one per axis)."""
         if any(s.stop <= s.start for s in region):
             return np.empty(tuple(max(0, s.stop - s.start) for s in region), dtype=self.dtype)
         layouts = self.layouts()
+        self._load_rows(layouts, region)
         per_layout = [layout.byte_ranges(region[: len(layout.shape)]) for layout in layouts]
         blobs = fetch_ranges(
             self.url, [r for rs in per_layout for r in rs], storage_options=self.storage_options, copy=False

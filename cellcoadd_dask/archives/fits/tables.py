@@ -226,8 +226,9 @@ def read_bintable(
     url: str | None = None,
     hdu: str | None = None,
     data_offset: int | None = None,
+    nrows: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Decode every column of a binary table.
+    """Decode every column of a binary table (or of a run of its rows).
 
     Parameters
     ----------
@@ -241,6 +242,9 @@ def read_bintable(
     data_offset
         File offset of ``data``, so that error byte ranges are absolute; when
         ``None`` they are relative to the start of ``data``.
+    nrows
+        Number of rows ``data`` holds, when it is a run of rows rather than the
+        whole table (``NAXIS2``).
 
     Returns
     -------
@@ -260,7 +264,8 @@ def read_bintable(
     """
     columns = parse_columns(header, url=url, hdu=hdu)
     naxis1 = _int_card(header, "NAXIS1", url, hdu)
-    nrows = _int_card(header, "NAXIS2", url, hdu)
+    if nrows is None:
+        nrows = _int_card(header, "NAXIS2", url, hdu)
     size = naxis1 * nrows
     base = data_offset or 0
     if nrows < 0 or len(data) < size:

@@ -16,9 +16,17 @@ from ...errors import ArchiveFormatError
 from .cards import Header
 from .codecs import ALGORITHMS, BITPIX_DTYPES, QUANTIZE_METHODS, TileCodec, TileDecodeError
 from .tables import BinTableColumn, parse_columns, read_bintable
-from .tiles import PlainArray, TiledArray, readonly
+from .tiles import PlainArray, TiledArray
 
-__all__ = ["MAX_EXPANSION", "codec_from_header", "compressed_layout", "plain_layout", "table_nbytes"]
+__all__ = [
+    "MAX_EXPANSION",
+    "codec_from_header",
+    "compressed_layout",
+    "compressed_layout_from_header",
+    "load_rows",
+    "plain_layout",
+    "table_nbytes",
+]
 
 MAX_EXPANSION = 1100
 """Upper bound on decoded/stored bytes of a tile (deflate tops out near 1032:1, Rice near 205:1)."""
@@ -112,9 +120,7 @@ def codec_from_header(header: Header, *, url: str | None = None, hdu: str | None
     if algorithm == "RICE_ONE":
         algorithm = "RICE_1"
     if algorithm not in ALGORITHMS:
-        raise cards.error(
-            f"unsupported tile compression ZCMPTYPE = {algorithm!r} (supported: {', '.join(ALGORITHMS)})"
-        )
+        raise cards.error(f"unsupported tile compression ZCMPTYPE = {algorithm!r} (supported: {', '.join(ALGORITHMS)})")
     zbitpix = cards.int("ZBITPIX")
     if zbitpix not in BITPIX_DTYPES:
         raise cards.error(f"invalid ZBITPIX = {zbitpix}")
@@ -130,9 +136,7 @@ def codec_from_header(header: Header, *, url: str | None = None, hdu: str | None
     zblank = header.get("ZBLANK", header.get("BLANK"))
     if zblank is not None and (isinstance(zblank, bool) or not isinstance(zblank, int)):
         raise cards.error(f"ZBLANK = {zblank!r} is not an integer")
-    fallback = (
-        "GZIP_1" if "GZIP_COMPRESSED_DATA" in names else ("NOCOMPRESS" if "UNCOMPRESSED_DATA" in names else None)
-    )
+    fallback = "GZIP_1" if "GZIP_COMPRESSED_DATA" in names else ("NOCOMPRESS" if "UNCOMPRESSED_DATA" in names else None)
     try:
         return TileCodec(
             algorithm=algorithm,
@@ -161,6 +165,156 @@ def _tile_columns(cards: _Cards) -> dict[str, BinTableColumn]:
     return columns
 
 
+def compressed_layout_from_header(
+    header: Header,
+    *,
+    data_start: int,
+    data_size: int,
+    url: str | None = None,
+    hdu: str | None = None,
+) -> TiledArray:
+    """Describe a tile-compressed image HDU from its header alone; no descriptor row loaded yet.
+
+    Rows are then loaded with :func:`load_rows` (all at once, or just those a read needs).
+
+    Raises
+    ------
+    ArchiveFormatError
+        If a card is inconsistent: unsupported compression, tile count different from the
+        tile grid, column widths different from ``NAXIS1``, a table larger than the data.
+    """
+    cards = _Cards(header, url, hdu)
+    codec = codec_from_header(header, url=url, hdu=hdu)
+    if header.get("ZIMAGE") is not True:
+        raise cards.error("not a tile-compressed image (ZIMAGE is not T)")
+    cards.check_no_scaling()
+    nbytes = table_nbytes(header, url=url, hdu=hdu)
+    ntiles = cards.int("NAXIS2")
+    if nbytes > data_size:
+        raise cards.error(
+            f"tile table needs {nbytes} bytes; the data holds {data_size}", byte_range=(data_start, data_start + nbytes)
+        )
+    ndim = cards.int("ZNAXIS", minimum=1)
+    if ndim > _MAX_AXES:
+        raise cards.error(f"ZNAXIS = {ndim} is out of range")
+    fits_shape = [cards.int(f"ZNAXIS{n}", minimum=1) for n in range(1, ndim + 1)]
+    fits_tile = [cards.int(f"ZTILE{n}", fits_shape[0] if n == 1 else 1, minimum=1) for n in range(1, ndim + 1)]
+    shape, tile_shape = tuple(reversed(fits_shape)), tuple(reversed(fits_tile))
+    grid = [-(-n // t) for n, t in zip(shape, tile_shape, strict=True)]
+    if math.prod(grid) != ntiles:
+        raise cards.error(f"the tile grid {tuple(grid)} has {math.prod(grid)} tiles but the table has {ntiles} rows")
+    columns = _tile_columns(cards)
+    cards.int("THEAP", nbytes, minimum=nbytes)
+    cards.int("PCOUNT", 0, minimum=0)
+    fallback_name = _FALLBACK_COLUMNS.get(codec.fallback or "")
+    if codec.fallback == "NOCOMPRESS":
+        element = columns["UNCOMPRESSED_DATA"].element
+        if columns["UNCOMPRESSED_DATA"].element_size != codec.dtype.itemsize or (element in "ED") != (
+            codec.zbitpix < 0
+        ):
+            raise cards.error(f"UNCOMPRESSED_DATA elements ({element}) do not match ZBITPIX {codec.zbitpix}")
+
+    def per_tile(name: str, dtype: type, default: float | None) -> np.ndarray | None:
+        if name in columns:
+            return np.zeros(ntiles, dtype=dtype)
+        value = cards.float(name) if dtype is np.float64 else None
+        value = default if value is None else value
+        return None if value is None else np.full(ntiles, value, dtype=dtype)
+
+    quantized = codec.quantize is not None
+    return TiledArray(
+        shape=shape,
+        tile_shape=tile_shape,
+        codec=codec,
+        data=np.zeros((ntiles, 2), dtype=np.int64),
+        fallback=None if fallback_name is None else np.zeros((ntiles, 2), dtype=np.int64),
+        zscale=per_tile("ZSCALE", np.float64, None) if quantized else None,
+        zzero=per_tile("ZZERO", np.float64, 0.0) if quantized else None,
+        zblank=per_tile("ZBLANK", np.int64, None),
+        url=url,
+        hdu=hdu,
+        loaded=np.zeros(ntiles, dtype=bool),
+        table_start=data_start,
+        row_bytes=cards.int("NAXIS1"),
+        header=header,
+        data_size=data_size,
+    )
+
+
+def load_rows(layout: TiledArray, first: int, rows: bytes | memoryview) -> None:
+    """Decode descriptor rows ``[first, first + len(rows) // row_bytes)`` into ``layout``.
+
+    Every tile's bytes are checked to lie inside the HDU's heap, and every tile's pixel
+    count against what its stored bytes can hold, before the row counts as loaded.
+
+    Raises
+    ------
+    ArchiveFormatError
+        If a descriptor is negative or points outside the heap, or a tile claims more
+        pixels than its stored bytes can plausibly hold.
+    """
+    assert layout.loaded is not None and layout.header is not None
+    header, url, hdu = layout.header, layout.url, layout.hdu
+    cards = _Cards(header, url, hdu)
+    count = len(rows) // layout.row_bytes if layout.row_bytes else 0
+    count = min(count, len(layout.loaded) - first)
+    if count <= 0:
+        return
+    columns = _tile_columns(cards)
+    values = read_bintable(header, rows, url=url, hdu=hdu, data_offset=layout.row_range(first, first)[0], nrows=count)
+    by_name = {name.upper(): array for name, array in values.items()}
+    nbytes = table_nbytes(header, url=url, hdu=hdu)
+    heap_start = layout.table_start + cards.int("THEAP", nbytes, minimum=nbytes)
+    heap_stop = layout.table_start + min(layout.data_size, nbytes + cards.int("PCOUNT", 0, minimum=0))
+
+    def located(name: str) -> np.ndarray:
+        desc = by_name[name].reshape(-1, 2)
+        if (desc < 0).any():
+            raise cards.error(f"negative descriptor in column {name}")
+        # Clip first so that absurd 64-bit descriptors cannot overflow the sums below.
+        huge = (desc[:, 0] > 0) & ((desc[:, 0] > layout.data_size) | (desc[:, 1] > layout.data_size))
+        desc = np.where(huge[:, None], layout.data_size, desc)
+        counts = desc[:, 0] * columns[name].element_size
+        starts = heap_start + desc[:, 1]
+        bad = (counts > 0) & (starts + counts > heap_stop)
+        if bad.any():
+            t = int(np.argmax(bad))
+            raise cards.error(
+                f"tile {first + t} of {name} lies outside the heap (ends at {heap_stop})",
+                byte_range=(int(starts[t]), int(starts[t] + counts[t])),
+            )
+        return np.stack([np.where(counts > 0, starts, 0), counts], axis=1)
+
+    span = slice(first, first + count)
+    data = located("COMPRESSED_DATA")
+    stored = data[:, 1].copy()
+    fallback = None
+    if layout.fallback is not None:
+        fallback = located(_FALLBACK_COLUMNS[layout.codec.fallback or ""])
+        stored += fallback[:, 1]
+    numbers = np.arange(first, first + count)
+    grid = layout.grid
+    sizes = np.ones(count, dtype=np.int64)
+    rest = numbers.copy()
+    for n, t, g in zip(reversed(layout.shape), reversed(layout.tile_shape), reversed(grid), strict=True):
+        index = rest % g
+        rest //= g
+        sizes *= np.minimum((index + 1) * t, n) - index * t
+    too_big = sizes * layout.codec.dtype.itemsize > MAX_EXPANSION * stored + 1024
+    if too_big.any():
+        t = int(np.argmax(too_big))
+        raise cards.error(
+            f"tile {first + t} of {int(sizes[t])} pixels is larger than its {int(stored[t])} stored bytes can hold"
+        )
+    layout.data[span] = data
+    if fallback is not None and layout.fallback is not None:
+        layout.fallback[span] = fallback
+    for name, target in (("ZSCALE", layout.zscale), ("ZZERO", layout.zzero), ("ZBLANK", layout.zblank)):
+        if name in by_name and target is not None:
+            target[span] = np.asarray(by_name[name]).reshape(-1)
+    layout.loaded[span] = True
+
+
 def compressed_layout(
     header: Header,
     table: bytes | memoryview,
@@ -170,7 +324,7 @@ def compressed_layout(
     url: str | None = None,
     hdu: str | None = None,
 ) -> TiledArray:
-    """Describe a tile-compressed image HDU from its header and descriptor table.
+    """Describe a tile-compressed image HDU from its header and whole descriptor table.
 
     Parameters
     ----------
@@ -188,97 +342,20 @@ def compressed_layout(
     Raises
     ------
     ArchiveFormatError
-        If any card or descriptor is inconsistent: unsupported compression,
-        tile count different from the tile grid, column widths different from
-        ``NAXIS1``, a tile's bytes outside the HDU's heap, or more pixels than
-        the stored bytes can plausibly hold.
+        As :func:`compressed_layout_from_header` and :func:`load_rows`, or when ``table``
+        is shorter than the table.
     """
-    cards = _Cards(header, url, hdu)
-    codec = codec_from_header(header, url=url, hdu=hdu)
-    if header.get("ZIMAGE") is not True:
-        raise cards.error("not a tile-compressed image (ZIMAGE is not T)")
-    cards.check_no_scaling()
     nbytes = table_nbytes(header, url=url, hdu=hdu)
-    ntiles = cards.int("NAXIS2")
-    if nbytes > data_size or len(table) < nbytes:
-        raise cards.error(
-            f"tile table needs {nbytes} bytes; data holds {data_size}, got {len(table)}",
+    if len(table) < nbytes:
+        raise ArchiveFormatError(
+            f"tile table needs {nbytes} bytes, got {len(table)}",
+            url=url,
+            hdu=hdu,
             byte_range=(data_start, data_start + nbytes),
         )
-    ndim = cards.int("ZNAXIS", minimum=1)
-    if ndim > _MAX_AXES:
-        raise cards.error(f"ZNAXIS = {ndim} is out of range")
-    fits_shape = [cards.int(f"ZNAXIS{n}", minimum=1) for n in range(1, ndim + 1)]
-    fits_tile = [cards.int(f"ZTILE{n}", fits_shape[0] if n == 1 else 1, minimum=1) for n in range(1, ndim + 1)]
-    shape, tile_shape = tuple(reversed(fits_shape)), tuple(reversed(fits_tile))
-    grid = [-(-n // t) for n, t in zip(shape, tile_shape, strict=True)]
-    if math.prod(grid) != ntiles:
-        raise cards.error(f"the tile grid {tuple(grid)} has {math.prod(grid)} tiles but the table has {ntiles} rows")
-
-    columns = _tile_columns(cards)
-    values = read_bintable(header, table, url=url, hdu=hdu, data_offset=data_start)
-    by_name = {name.upper(): array for name, array in values.items()}
-    theap = cards.int("THEAP", nbytes, minimum=nbytes)
-    pcount = cards.int("PCOUNT", 0, minimum=0)
-    heap_start = data_start + theap
-    heap_stop = data_start + min(data_size, nbytes + pcount)
-
-    def located(name: str) -> np.ndarray:
-        desc = by_name[name].reshape(-1, 2)
-        if (desc < 0).any():
-            raise cards.error(f"negative descriptor in column {name}")
-        # Clip first so that absurd 64-bit descriptors cannot overflow the sums below.
-        huge = (desc[:, 0] > 0) & ((desc[:, 0] > data_size) | (desc[:, 1] > data_size))
-        desc = np.where(huge[:, None], data_size, desc)
-        counts = desc[:, 0] * columns[name].element_size
-        starts = heap_start + desc[:, 1]
-        bad = (counts > 0) & (starts + counts > heap_stop)
-        if bad.any():
-            t = int(np.argmax(bad))
-            raise cards.error(
-                f"tile {t} of {name} lies outside the heap (ends at {heap_stop})",
-                byte_range=(int(starts[t]), int(starts[t] + counts[t])),
-            )
-        return readonly(np.stack([np.where(counts > 0, starts, 0), counts], axis=1))
-
-    data = located("COMPRESSED_DATA")
-    fallback_name = _FALLBACK_COLUMNS.get(codec.fallback or "")
-    fallback = located(fallback_name) if fallback_name else None
-    if codec.fallback == "NOCOMPRESS":
-        element = columns["UNCOMPRESSED_DATA"].element
-        if columns["UNCOMPRESSED_DATA"].element_size != codec.dtype.itemsize or (element in "ED") != (
-            codec.zbitpix < 0
-        ):
-            raise cards.error(f"UNCOMPRESSED_DATA elements ({element}) do not match ZBITPIX {codec.zbitpix}")
-
-    stored = int(data[:, 1].sum()) + (0 if fallback is None else int(fallback[:, 1].sum()))
-    limit = MAX_EXPANSION * stored + 1024 * ntiles
-    if math.prod(shape) * codec.dtype.itemsize > limit:
-        raise cards.error(f"image of shape {shape} is larger than its {stored} stored bytes can hold")
-
-    def per_tile(name: str, dtype: type) -> np.ndarray | None:
-        if name in by_name:
-            return readonly(np.asarray(by_name[name]).reshape(-1).astype(dtype))
-        value = cards.float(name) if dtype is np.float64 else None
-        return None if value is None else readonly(np.full(ntiles, value, dtype=dtype))
-
-    zscale = zzero = None
-    if codec.quantize is not None:
-        zscale, zzero = per_tile("ZSCALE", np.float64), per_tile("ZZERO", np.float64)
-        if zzero is None:
-            zzero = readonly(np.zeros(ntiles, dtype=np.float64))
-    return TiledArray(
-        shape=shape,
-        tile_shape=tile_shape,
-        codec=codec,
-        data=data,
-        fallback=fallback,
-        zscale=zscale,
-        zzero=zzero,
-        zblank=per_tile("ZBLANK", np.int64),
-        url=url,
-        hdu=hdu,
-    )
+    layout = compressed_layout_from_header(header, data_start=data_start, data_size=data_size, url=url, hdu=hdu)
+    load_rows(layout, 0, table[:nbytes])
+    return layout
 
 
 def plain_layout(

@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ...errors import ArchiveFormatError, BoundsError
+from .cards import Header
 from .codecs import TileCodec, TileDecodeError, decode_tile
 from .decode_pool import run_parallel
 
@@ -80,11 +81,6 @@ def _check_region(region: Region, shape: tuple[int, ...]) -> list[tuple[int, int
     return bounds
 
 
-def readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
-
-
 @dataclass(frozen=True, eq=False)
 class TiledArray:
     """A tile-compressed image HDU: tile geometry, codec and per-tile descriptors.
@@ -110,6 +106,14 @@ class TiledArray:
         Per-tile int64 ``ZBLANK`` column, or ``None`` (then ``codec.zblank``).
     url, hdu
         Where the HDU lives, for error messages.
+    loaded
+        Per-tile bool: whether the tile's descriptor row has been read.  Rows are
+        read on demand (:meth:`missing_rows`), so a read of one cell of a big HDU
+        reads one row of its table; ``None`` means every row is loaded.
+    table_start, row_bytes
+        File offset of the descriptor table and bytes per row (``NAXIS1``).
+    header, data_size
+        The HDU's header and data size, to decode and check rows read later.
     """
 
     shape: tuple[int, ...]
@@ -122,6 +126,28 @@ class TiledArray:
     zblank: np.ndarray | None = None
     url: str | None = None
     hdu: str | None = None
+    loaded: np.ndarray | None = None
+    table_start: int = 0
+    row_bytes: int = 0
+    header: Header | None = None
+    data_size: int = 0
+
+    def missing_rows(self, region: Region) -> list[tuple[int, int]]:
+        """Runs ``[first, stop)`` of descriptor rows that a read of ``region`` needs and lacks."""
+        if self.loaded is None:
+            return []
+        numbers = sorted(n for n, _ in self._tiles(_check_region(region, self.shape)) if not self.loaded[n])
+        runs: list[list[int]] = []
+        for n in numbers:
+            if runs and n == runs[-1][1]:
+                runs[-1][1] = n + 1
+            else:
+                runs.append([n, n + 1])
+        return [(a, b) for a, b in runs]
+
+    def row_range(self, first: int, stop: int) -> tuple[int, int]:
+        """File byte range of descriptor rows ``[first, stop)``."""
+        return self.table_start + first * self.row_bytes, self.table_start + stop * self.row_bytes
 
     @property
     def dtype(self) -> np.dtype:
@@ -146,6 +172,9 @@ class TiledArray:
         return out
 
     def _ranges_of(self, number: int) -> list[tuple[int, int]]:
+        if self.loaded is not None and not self.loaded[number]:
+            raise ArchiveFormatError(f"descriptor row of tile {number} has not been read", url=self.url,
+                                     hdu=self.hdu)
         start, count = (int(v) for v in self.data[number])
         if count:
             return [(start, start + count)]
