@@ -1,9 +1,9 @@
 """Open an lsst-images FITS archive as a lazy :class:`~cellcoadd_dask.CellCoadd`.
 
 Opening reads the primary header and the JSON + INDEX tail (two range reads).  Every
-plane becomes a dask array over a :class:`FitsArraySource`; tile tables are read the
-first time a plane is computed, tables (provenance, aperture corrections) the first
-time they are asked for.
+plane becomes a dask array over a :class:`FitsArraySource`; a plane's header and the
+descriptor rows of its tiles are read when they are first needed, tables (provenance,
+aperture corrections) the first time they are asked for.
 """
 
 from __future__ import annotations

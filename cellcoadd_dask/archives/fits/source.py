@@ -1,9 +1,10 @@
 """Lazily indexed sources over FITS HDUs: what the FITS reader hands to the dask layer.
 
 A :class:`FitsArraySource` knows the URL and the INDEX entries of the HDUs it reads.
-The first read loads their headers and tile tables (one batched request; cached on the
-instance, so a worker loads them once); every read then fetches, in one ``cat_ranges``
-call, only the tiles the requested region touches, and decodes them.
+The first read loads their headers (one batched request, which also brings the first
+descriptor rows of their tile tables); a read then fetches the descriptor rows it still
+lacks, then, in one ``cat_ranges`` call, only the tiles the requested region touches, and
+decodes them.  What is loaded is cached on the instance, so a worker reads it once.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class HduRef:
 def load_layouts(
     url: str, refs: Sequence[HduRef], storage_options: Mapping[str, Any] | None = None
 ) -> list[StoredArray]:
-    """Read the headers (and tile tables) of ``refs`` in one batch and describe their arrays.
+    """Read the headers of ``refs`` (and the descriptor rows that fit the guess) in one batch.
 
     Raises
     ------
