@@ -11,7 +11,9 @@ from __future__ import annotations
 import sys
 
 
-class _Lines:
+class AstLines:
+    """What ``starlink.Ast.Channel`` reads from: one line of ``text`` per ``astsource()`` call."""
+
     def __init__(self, text: str) -> None:
         self._lines = text.splitlines()
         self._next = 0
@@ -27,7 +29,7 @@ def _check(text: str) -> str:
     from starlink import Ast
 
     try:
-        obj = Ast.Channel(_Lines(text)).read()
+        obj = Ast.Channel(AstLines(text)).read()
         if obj is None or not isinstance(obj, Ast.Mapping):
             return "ERR the text does not hold an AST Mapping or FrameSet"
         if obj.Nin != 2 or obj.Nout != 2:

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._ast_check_child import AstLines
 from .errors import ArchiveFormatError, CellCoaddError
 from .geom import Box
 from .model import box_from_json
@@ -45,21 +46,6 @@ class PixelXY(NamedTuple):
     y: Any
 
 
-class _LineSource:
-    """The object ``starlink.Ast.Channel`` reads from: one line per ``astsource()`` call."""
-
-    def __init__(self, text: str) -> None:
-        self._lines = text.splitlines()
-        self._next = 0
-
-    def astsource(self) -> str | None:
-        if self._next >= len(self._lines):
-            return None
-        line = self._lines[self._next]
-        self._next += 1
-        return line
-
-
 def _fail(message: str, field: str, url: str | None) -> ArchiveFormatError:
     return ArchiveFormatError(message, url=url, hdu=f"{_PATH}.{field}" if field else _PATH)
 
@@ -83,7 +69,7 @@ def _parse_ast(text: str, field: str, url: str | None) -> Any:
     if problem is not None:
         raise _fail(f"not parsable as AST text: {problem}", field, url)
     try:
-        obj = Ast.Channel(_LineSource(text)).read()
+        obj = Ast.Channel(AstLines(text)).read()
     except Exception as exc:  # the AST library raises several error types
         raise _fail(f"not parsable as AST text: {exc}", field, url) from None
     if obj is None or not isinstance(obj, Ast.Mapping):

@@ -35,18 +35,10 @@ from oracle import (
     lsst_planes,
     to_lsst_box,
 )
+from paths import REFERENCE_FITS
 
 import cellcoadd_dask as ccd
 
-REFERENCE_FITS = (
-    "many_planes.fits",
-    "min_default.fits",
-    "min_lossy_rice.fits",
-    "min_uncompressed.fits",
-    "synthetic_3x3.fits",
-    "synthetic_3x3_lossy.fits",
-    "synthetic_3x3_offset_cutout.fits",
-)
 VARIANT_FITS = tuple(name for name in VARIANTS if name.endswith(".fits"))
 CASES = [("reference", name) for name in REFERENCE_FITS] + [("variant", name) for name in VARIANT_FITS]
 BOX_KINDS = ("cell_aligned", "straddling_four_cells", "one_pixel", "full")

@@ -14,20 +14,13 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
+from paths import REFERENCE_FITS
 
 from cellcoadd_dask.errors import ArchiveFormatError, CellCoaddError
 from cellcoadd_dask.geom import Box
 from cellcoadd_dask.projection import FitsWcsError, SkyProjection
 
-FITS_FILES = [
-    "many_planes.fits",
-    "min_default.fits",
-    "min_lossy_rice.fits",
-    "min_uncompressed.fits",
-    "synthetic_3x3.fits",
-    "synthetic_3x3_lossy.fits",
-    "synthetic_3x3_offset_cutout.fits",
-]
+FITS_FILES = list(REFERENCE_FITS)
 JSON_FILES = ["cell_coadd_min_as_shipped.json", "synthetic_3x3_cutout.json"]
 ALL_FILES = FITS_FILES + JSON_FILES
 

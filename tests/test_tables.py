@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from astropy.io import fits
-from paths import REFERENCE_DIR
+from paths import REFERENCE_DIR, REFERENCE_FITS
 
 from cellcoadd_dask.aperture import ApertureCorrections
 from cellcoadd_dask.archives.fits.cards import parse_header
@@ -25,15 +25,7 @@ from cellcoadd_dask.cells import CellIJ
 from cellcoadd_dask.errors import ArchiveFormatError, BoundsError
 from cellcoadd_dask.model import bounds_from_json
 
-FITS_FILES = [
-    "many_planes.fits",
-    "min_default.fits",
-    "min_lossy_rice.fits",
-    "min_uncompressed.fits",
-    "synthetic_3x3.fits",
-    "synthetic_3x3_lossy.fits",
-    "synthetic_3x3_offset_cutout.fits",
-]
+FITS_FILES = list(REFERENCE_FITS)
 
 
 def table_hdus(path: Path) -> list[tuple[str, int, int]]:
