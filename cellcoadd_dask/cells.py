@@ -149,6 +149,8 @@ class CellGridBounds:
         return CellGridBounds(self.grid, snapped, frozenset(missing))
 
     def __str__(self) -> str:
+        if not self.missing:
+            return f"{self.bbox} in grid ({self.grid})"
         missing = ", ".join(str(c) for c in sorted(self.missing))
         return f"{self.bbox} in grid ({self.grid}), missing={{{missing}}}"
 
