@@ -1,7 +1,7 @@
 """Tile codecs of FITS tile-compressed images: pure ``bytes -> array`` transforms.
 
 A :class:`TileCodec` holds the settings that are constant over one HDU (the
-header cards turned into values by :func:`.tiles.codec_from_header`);
+header cards turned into values by :func:`.tile_tables.codec_from_header`);
 :func:`decode_tile` turns the stored bytes of one tile into its pixels, in the
 tile's own row-major order (last numpy axis fastest), as a 1-d array of the
 image's logical dtype in native byte order.
@@ -14,9 +14,9 @@ The results are bit-identical to astropy's reader.  ``HCOMPRESS_1``,
 ``PLIO_1`` and anything else are refused when the codec is built, so no
 decoder ever sees their bytes.
 
-Decompression goes through ``imagecodecs`` (libdeflate gzip, Rice) or :mod:`zlib` and the
-byte shuffling and dequantization through whole-array numpy operations, all of
-which release the GIL: tiles decode in parallel on threads.
+Decompression goes through ``imagecodecs`` (libdeflate gzip, Rice) or :mod:`zlib`, the
+byte shuffling through whole-array numpy operations, and dithered dequantization through
+astropy's compiled copy of CFITSIO's routine (:mod:`._astropy_codecs`).
 
 Errors
 ------
@@ -31,7 +31,6 @@ from __future__ import annotations
 import sys
 import zlib
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
@@ -44,8 +43,6 @@ __all__ = [
     "TileCodec",
     "TileDecodeError",
     "decode_tile",
-    "dither_sequence",
-    "random_table",
 ]
 
 ALGORITHMS = ("GZIP_1", "GZIP_2", "RICE_1", "NOCOMPRESS")
@@ -69,7 +66,6 @@ BITPIX_DTYPES: dict[int, np.dtype] = {
 
 _RICE_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 4: np.dtype(np.int32)}
 _N_RANDOM = 10_000
-_ZERO_VALUE = -2147483646  # SUBTRACTIVE_DITHER_2 code of an exact 0.0
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -144,79 +140,6 @@ class TileCodec:
     def dtype(self) -> np.dtype:
         """Native-byte-order logical dtype of the decoded pixels."""
         return BITPIX_DTYPES[self.zbitpix]
-
-
-@cache
-def random_table() -> np.ndarray:
-    """Return the FITS standard's 10 000 uniform random numbers used for dithering.
-
-    Park-Miller generator (``a = 16807``, ``m = 2**31 - 1``, seed 1) evaluated in
-    double precision, each value stored as float32, exactly as CFITSIO does.
-    """
-    a, m = 16807.0, 2147483647.0
-    seed = 1.0
-    values = np.empty(_N_RANDOM, dtype=np.float32)
-    for k in range(_N_RANDOM):
-        temp = a * seed
-        seed = temp - m * float(int(temp / m))
-        values[k] = seed / m
-    if int(seed) != 1043618065:  # the check value given by the standard
-        raise RuntimeError("dither random table does not match the FITS standard")
-    values.setflags(write=False)
-    return values
-
-
-@cache
-def _random_starts() -> np.ndarray:
-    """First random-table index used after re-seeding with each seed index."""
-    # float32 product then truncation, as CFITSIO's ``(int)(rand[iseed] * 500)``.
-    starts = (random_table() * np.float32(500)).astype(np.int64)
-    starts.setflags(write=False)
-    return starts
-
-
-@cache
-def _random_table_f64() -> np.ndarray:
-    table = random_table().astype(np.float64)
-    table.setflags(write=False)
-    return table
-
-
-def dither_sequence(tile_index: int, zdither0: int, npix: int) -> np.ndarray:
-    """Return the dither offsets subtracted from the pixels of one tile, as float64.
-
-    Parameters
-    ----------
-    tile_index
-        Zero-based tile (table row) number.
-    zdither0
-        ``ZDITHER0`` of the HDU (1..10000).
-    npix
-        Number of pixels in the tile.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``npix`` values ``r[nextrand]`` in pixel order (FITS standard 10.2.2):
-        the sequence starts at seed index ``(zdither0 + tile_index - 1) mod
-        10000`` and re-seeds with the next index whenever it reaches the end of
-        the table.
-    """
-    table = _random_table_f64()
-    starts = _random_starts()
-    iseed = (zdither0 + tile_index - 1) % _N_RANDOM
-    start = int(starts[iseed])
-    if npix <= _N_RANDOM - start:
-        return table[start : start + npix]
-    out = np.empty(npix, dtype=np.float64)
-    filled = 0
-    while filled < npix:
-        take = min(_N_RANDOM - start, npix - filled)
-        out[filled : filled + take] = table[start : start + take]
-        filled += take
-        iseed = (iseed + 1) % _N_RANDOM
-        start = int(starts[iseed])
-    return out
 
 
 def _gunzip(blob: bytes | memoryview, nbytes: int) -> bytes:
@@ -297,23 +220,28 @@ def _decode_stream(codec: TileCodec, blob: bytes | memoryview, dtype: np.dtype, 
 def _dequantize(
     codec: TileCodec, q: np.ndarray, *, zscale: float, zzero: float, zblank: int | None, tile_index: int
 ) -> np.ndarray:
-    """Quantized integers -> floats, following CFITSIO's ``unquantize_*`` loops."""
-    values = q.astype(np.float64)
+    """Quantized integers -> floats: ``q * scale + zero``, or CFITSIO's dithered inverse."""
     if codec.quantize == "NO_DITHER":
+        values = q.astype(np.float64)
         values *= zscale
         values += zzero
-    else:
-        # ((q - r) + 0.5) * scale + zero in double precision, the same operation order as CFITSIO.
-        values -= dither_sequence(tile_index, codec.zdither0, q.size)
-        values += 0.5
-        values *= zscale
-        values += zzero
-    out = values.astype(codec.dtype, copy=False)
-    if codec.quantize == "SUBTRACTIVE_DITHER_2" and q.dtype == np.int32:
-        out[q == _ZERO_VALUE] = 0.0
-    if zblank is not None:
-        out[q == zblank] = np.nan
-    return out
+        out = values.astype(codec.dtype, copy=False)
+        if zblank is not None:
+            out[q == zblank] = np.nan
+        return out
+    from ._astropy_codecs import unquantize_dithered
+
+    assert codec.quantize is not None
+    return unquantize_dithered(
+        q,
+        method=codec.quantize,
+        zdither0=codec.zdither0,
+        tile_index=tile_index,
+        zscale=zscale,
+        zzero=zzero,
+        zblank=zblank,
+        dtype=codec.dtype,
+    )
 
 
 def _decode_fallback(codec: TileCodec, blob: bytes | memoryview | None, npix: int) -> np.ndarray:
