@@ -75,3 +75,12 @@ def test_importing_the_package_leaves_optional_dependencies_unloaded() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == ""
+
+
+def test_astropy_internals_are_used_in_one_module_only() -> None:
+    users = sorted(
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if "astropy.io.fits.hdu" in path.read_text()
+    )
+    assert users == ["archives/fits/_astropy_codecs.py"]
