@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo    set up .venv if needed, then run 'cellcoadd-dask demo'"
-	@echo "make test    set up .venv and nginx if needed, then run ruff and pytest"
+	@echo "make test    set up .venv and nginx if needed, then run ruff, mypy and pytest"
 	@echo "             (extra pytest arguments: make test PYTEST_ARGS='-k infra')"
 	@echo "make clean   remove .venv"
 
@@ -68,13 +68,16 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cellcoadd_dask tests
+	$(VENV)/bin/mypy cellcoadd_dask
 
-# pytest runs even when ruff finds problems, so one run reports both; either fails the target.
+# pytest runs even when ruff or mypy find problems, so one run reports all; any failure fails the target.
 # pytest exits with code 5 when it collects no tests, which fails the target too.
 test: $(STAMP) nginx
 	@status=0; \
 	echo "$(VENV)/bin/ruff check cellcoadd_dask tests"; \
 	$(VENV)/bin/ruff check cellcoadd_dask tests || status=$$?; \
+	echo "$(VENV)/bin/mypy cellcoadd_dask"; \
+	$(VENV)/bin/mypy cellcoadd_dask || status=$$?; \
 	echo "$(PY) -m pytest $(PYTEST_ARGS)"; \
 	$(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	exit $$status

@@ -124,7 +124,8 @@ class CellCoadd(SlicedByBox):
             raise ValidationError(
                 f"Variance unit ({variance.unit}) should be the square of the image unit ({image.unit})."
             )
-        for name, plane in [("mask", mask), ("variance", variance)]:
+        checked: list[tuple[str, Image | Mask]] = [("mask", mask), ("variance", variance)]
+        for name, plane in checked:
             if plane.bbox != image.bbox:
                 raise ValidationError(f"Image ({image.bbox}) and {name} ({plane.bbox}) bboxes do not agree.")
         mask_fractions = dict(mask_fractions or {})

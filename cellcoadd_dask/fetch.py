@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -116,6 +116,28 @@ def merge_ranges(ranges: Sequence[ByteRange], max_gap: int = 0) -> tuple[list[By
             merged.append([start, stop])
         placement[k] = (len(merged) - 1, start - merged[-1][0], stop - start)
     return [(a, b) for a, b in merged], placement
+
+
+@overload
+def fetch_ranges(
+    url: str,
+    ranges: Sequence[ByteRange],
+    *,
+    storage_options: Mapping[str, Any] | None = ...,
+    max_gap: int = ...,
+    copy: Literal[True] = ...,
+) -> list[bytes]: ...
+
+
+@overload
+def fetch_ranges(
+    url: str,
+    ranges: Sequence[ByteRange],
+    *,
+    storage_options: Mapping[str, Any] | None = ...,
+    max_gap: int = ...,
+    copy: Literal[False],
+) -> list[memoryview]: ...
 
 
 def fetch_ranges(

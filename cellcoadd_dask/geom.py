@@ -6,7 +6,7 @@ half-open ``[start, stop)``.  Boxes usually hold *absolute* (tract-frame) coordi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -147,7 +147,7 @@ class Box:
             raise TypeError("Box arguments must be Interval instances.")
 
     @classmethod
-    def from_shape(cls, shape: tuple[int, int] | YX[int], start: tuple[int, int] | YX[int] = (0, 0)) -> Box:
+    def from_shape(cls, shape: Sequence[int] | YX[int], start: Sequence[int] | YX[int] = (0, 0)) -> Box:
         """Make a box from a (y, x) shape and start."""
         sy, sx = tuple(shape)
         y0, x0 = tuple(start)
@@ -281,8 +281,6 @@ class BBoxSlicer:
 
 class SlicedByBox:
     """Mixin for objects with a ``bbox`` and ``obj[box]``: adds the ``absolute`` and ``local`` proxies."""
-
-    bbox: Box
 
     @property
     def absolute(self) -> BBoxSlicer:

@@ -127,7 +127,7 @@ def _axis_chunks(start: int, stop: int, grid_start: int, cell: int, per_chunk: i
 
 def cell_chunks(
     bbox: Box, grid: CellGrid, chunks: Chunks, itemsize: int, extra: int = 1
-) -> tuple[tuple[int, ...], ...]:
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Chunk sizes along (y, x) for a plane over ``bbox`` whose edges fall on cell edges of ``grid``.
 
     Parameters

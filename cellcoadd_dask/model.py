@@ -428,8 +428,9 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
     if not isinstance(noise_json, list):
         raise ctx.error("noise_realizations", "expected a list")
     noise = tuple(_image(ctx, v, f"noise_realizations[{n}]") for n, v in enumerate(noise_json))
+    planes: list[tuple[str, ImageModel | MaskModel]] = [("mask", mask), ("variance", variance)]
     for name, plane in (
-        [("mask", mask), ("variance", variance)]
+        planes
         + [(f"mask_fractions.{k}", v) for k, v in fractions.items()]
         + [(f"noise_realizations[{n}]", v) for n, v in enumerate(noise)]
     ):

@@ -100,7 +100,7 @@ def _draw_grid(ax: Axes, coadd: CellCoadd, shown: Box, missing: list[Box]) -> No
 
     grid = coadd.grid
     cy, cx = grid.cell_shape
-    style = {"color": "tab:cyan", "linewidth": 0.6, "alpha": 0.7}
+    style: dict[str, Any] = {"color": "tab:cyan", "linewidth": 0.6, "alpha": 0.7}
     first_y = grid.bbox.y.start + math.ceil((shown.y.start - grid.bbox.y.start) / cy) * cy
     first_x = grid.bbox.x.start + math.ceil((shown.x.start - grid.bbox.x.start) / cx) * cx
     for y in range(first_y, shown.y.stop + 1, cy):
@@ -189,7 +189,7 @@ def quicklook_figure(
     bar = fig.colorbar(artist, ax=ax, shrink=0.85)
     # Ticks evenly spaced in the stretched scale, so the sky range is labelled too.
     ticks = np.asarray(artist.norm.inverse(np.linspace(0.0, 1.0, 8)), dtype=float).ravel()
-    bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+    bar.set_ticks(ticks.tolist(), labels=[f"{t:.3g}" for t in ticks])
     unit = plane_image(coadd, plane).unit
     if unit is not None:
         bar.set_label(unit.to_string())

@@ -241,7 +241,7 @@ class CellCoaddBackendEntrypoint(BackendEntrypoint):
     url = "https://github.com/lsst/images"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "bbox", "cell_chunks", "storage_options")
 
-    def open_dataset(  # type: ignore[override]
+    def open_dataset(
         self,
         filename_or_obj: Any,
         *,

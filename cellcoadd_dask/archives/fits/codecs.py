@@ -64,7 +64,7 @@ BITPIX_DTYPES: dict[int, np.dtype] = {
 }
 """Native-byte-order numpy dtype of each FITS ``BITPIX``/``ZBITPIX`` value."""
 
-_RICE_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 4: np.dtype(np.int32)}
+_RICE_DTYPES: dict[int, np.dtype] = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 4: np.dtype(np.int32)}
 _N_RANDOM = 10_000
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
@@ -142,7 +142,7 @@ class TileCodec:
         return BITPIX_DTYPES[self.zbitpix]
 
 
-def _gunzip(blob: bytes | memoryview, nbytes: int) -> bytes:
+def _gunzip(blob: bytes | memoryview, nbytes: int) -> bytes | bytearray | memoryview:
     """Inflate a gzip (or zlib) stream that must hold exactly ``nbytes`` bytes."""
     if bytes(blob[:2]) == b"\x1f\x8b":
         import imagecodecs
@@ -173,14 +173,14 @@ def _gunzip(blob: bytes | memoryview, nbytes: int) -> bytes:
     return raw
 
 
-def _from_big_endian(raw: bytes | memoryview, dtype: np.dtype, npix: int) -> np.ndarray:
+def _from_big_endian(raw: bytes | bytearray | memoryview, dtype: np.dtype, npix: int) -> np.ndarray:
     """Big-endian values -> native array (one copy)."""
     if len(raw) != npix * dtype.itemsize:
         raise TileDecodeError(f"tile holds {len(raw)} bytes, expected {npix * dtype.itemsize}")
     return np.frombuffer(raw, dtype=dtype.newbyteorder(">")).astype(dtype)
 
 
-def _unshuffle(raw: bytes, dtype: np.dtype, npix: int) -> np.ndarray:
+def _unshuffle(raw: bytes | bytearray | memoryview, dtype: np.dtype, npix: int) -> np.ndarray:
     """Undo the GZIP_2 byte shuffle and convert to native byte order in one pass."""
     size = dtype.itemsize
     planes = np.frombuffer(raw, dtype=np.uint8).reshape(size, npix)

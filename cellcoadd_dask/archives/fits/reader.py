@@ -162,13 +162,13 @@ class _PlaneBuilder:
 def _load_provenance(tree: Mapping[str, Any], tables: FitsTableReader) -> Any:
     from ...provenance import CoaddProvenance
 
-    return CoaddProvenance.from_json(tree, tables.column, url=tables.url)
+    return CoaddProvenance.from_json(dict(tree), tables.column, url=tables.url)
 
 
 def _load_aperture_corrections(tree: Mapping[str, Any], tables: FitsTableReader) -> Any:
     from ...aperture import ApertureCorrections
 
-    return ApertureCorrections.from_json(tree, tables.column, url=tables.url)
+    return ApertureCorrections.from_json(dict(tree), tables.column, url=tables.url)
 
 
 def coadd_from_model(

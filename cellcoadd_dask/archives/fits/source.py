@@ -71,14 +71,19 @@ def load_layouts(
         extname, extver = header.get("EXTNAME"), header.get("EXTVER", 1)
         if not isinstance(extname, str) or extname.strip() != e.extname or extver != e.extver:
             raise ArchiveFormatError(
-                f"the INDEX points at an HDU named {extname!r} (EXTVER {extver!r})", url=url, hdu=e.label,
-                byte_range=(e.hdraddr, e.dataddr))
+                f"the INDEX points at an HDU named {extname!r} (EXTVER {extver!r})",
+                url=url,
+                hdu=e.label,
+                byte_range=(e.hdraddr, e.dataddr),
+            )
+        layout: StoredArray
         if e.compressed:
-            layout: StoredArray = compressed_layout_from_header(
+            tiled = compressed_layout_from_header(
                 header, data_start=e.dataddr, data_size=e.datsize, url=url, hdu=e.label
             )
             # The rows that came with the header (all of them when the guess covered the table).
-            load_rows(layout, 0, blob[header.size :])
+            load_rows(tiled, 0, blob[header.size :])
+            layout = tiled
         else:
             layout = plain_layout(header, data_start=e.dataddr, data_size=e.datsize, url=url, hdu=e.label)
         if tuple(layout.shape) != tuple(ref.shape):

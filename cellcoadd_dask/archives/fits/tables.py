@@ -34,7 +34,7 @@ _TYPES: dict[str, tuple[str, int]] = {
 }
 
 # TZERO values that turn a signed FITS integer into the unsigned (or signed) numpy type.
-_OFFSET_TYPES: dict[tuple[str, int], np.dtype] = {
+_OFFSET_TYPES: dict[tuple[str, int | float], np.dtype] = {
     ("B", -128): np.dtype("i1"),
     ("I", 1 << 15): np.dtype("u2"),
     ("J", 1 << 31): np.dtype("u4"),

@@ -45,7 +45,7 @@ class _Cards:
     def error(self, message: str, byte_range: tuple[int, int] | None = None) -> ArchiveFormatError:
         return ArchiveFormatError(message, url=self.url, hdu=self.hdu, byte_range=byte_range)
 
-    def int(self, key: str, default: int | None = None, *, minimum: int | None = None) -> int:
+    def integer(self, key: str, default: int | None = None, *, minimum: int | None = None) -> int:
         value = self.header.get(key, default)
         if value is None:
             raise self.error(f"missing header card {key}")
@@ -55,13 +55,13 @@ class _Cards:
             raise self.error(f"header card {key} = {value} is below {minimum}")
         return value
 
-    def str(self, key: str, default: str | None = None) -> str:
+    def string(self, key: str, default: str | None = None) -> str:
         value = self.header.get(key, default)
         if not isinstance(value, str):
             raise self.error(f"header card {key} = {value!r} is missing or not a string")
         return value.strip()
 
-    def float(self, key: str) -> float | None:
+    def number(self, key: str) -> float | None:
         value = self.header.get(key)
         if value is None:
             return None
@@ -71,7 +71,7 @@ class _Cards:
 
     def check_no_scaling(self) -> None:
         for key, neutral in (("BSCALE", 1.0), ("BZERO", 0.0)):
-            value = self.float(key)
+            value = self.number(key)
             if value is not None and value != neutral:
                 raise self.error(f"{key} = {value} scaling is not supported")
 
@@ -85,9 +85,9 @@ def table_nbytes(header: Header, *, url: str | None = None, hdu: str | None = No
         If the header is not a binary table with valid ``NAXIS1``/``NAXIS2``.
     """
     cards = _Cards(header, url, hdu)
-    if cards.int("NAXIS") != 2:
+    if cards.integer("NAXIS") != 2:
         raise cards.error("a tile-compressed HDU needs NAXIS = 2")
-    return cards.int("NAXIS1", minimum=0) * cards.int("NAXIS2", minimum=0)
+    return cards.integer("NAXIS1", minimum=0) * cards.integer("NAXIS2", minimum=0)
 
 
 def _zval(cards: _Cards, name: str, default: int) -> int:
@@ -97,7 +97,7 @@ def _zval(cards: _Cards, name: str, default: int) -> int:
         if key is None:
             break
         if isinstance(key, str) and key.strip().upper() == name:
-            return cards.int(f"ZVAL{n}")
+            return cards.integer(f"ZVAL{n}")
     return default
 
 
@@ -116,21 +116,21 @@ def codec_from_header(header: Header, *, url: str | None = None, hdu: str | None
         quantization method, or invalid cards.
     """
     cards = _Cards(header, url, hdu)
-    algorithm = cards.str("ZCMPTYPE").upper()
+    algorithm = cards.string("ZCMPTYPE").upper()
     if algorithm == "RICE_ONE":
         algorithm = "RICE_1"
     if algorithm not in ALGORITHMS:
         raise cards.error(f"unsupported tile compression ZCMPTYPE = {algorithm!r} (supported: {', '.join(ALGORITHMS)})")
-    zbitpix = cards.int("ZBITPIX")
+    zbitpix = cards.integer("ZBITPIX")
     if zbitpix not in BITPIX_DTYPES:
         raise cards.error(f"invalid ZBITPIX = {zbitpix}")
-    nfields = cards.int("TFIELDS", minimum=0)
+    nfields = cards.integer("TFIELDS", minimum=0)
     if nfields > _MAX_AXES:
         raise cards.error(f"TFIELDS = {nfields} is out of range")
-    names = {cards.str(f"TTYPE{n}", "").upper() for n in range(1, nfields + 1)}
+    names = {cards.string(f"TTYPE{n}", "").upper() for n in range(1, nfields + 1)}
     quantize = None
     if "ZSCALE" in names or "ZSCALE" in header:
-        quantize = cards.str("ZQUANTIZ", "NO_DITHER").upper()
+        quantize = cards.string("ZQUANTIZ", "NO_DITHER").upper()
         if quantize not in QUANTIZE_METHODS:
             raise cards.error(f"unsupported quantization ZQUANTIZ = {quantize!r}")
     zblank = header.get("ZBLANK", header.get("BLANK"))
@@ -144,7 +144,7 @@ def codec_from_header(header: Header, *, url: str | None = None, hdu: str | None
             blocksize=_zval(cards, "BLOCKSIZE", 32),
             bytepix=_zval(cards, "BYTEPIX", 4),
             quantize=quantize,
-            zdither0=cards.int("ZDITHER0", 0),
+            zdither0=cards.integer("ZDITHER0", 0),
             zblank=zblank,
             fallback=fallback,
         )
@@ -189,23 +189,23 @@ def compressed_layout_from_header(
         raise cards.error("not a tile-compressed image (ZIMAGE is not T)")
     cards.check_no_scaling()
     nbytes = table_nbytes(header, url=url, hdu=hdu)
-    ntiles = cards.int("NAXIS2")
+    ntiles = cards.integer("NAXIS2")
     if nbytes > data_size:
         raise cards.error(
             f"tile table needs {nbytes} bytes; the data holds {data_size}", byte_range=(data_start, data_start + nbytes)
         )
-    ndim = cards.int("ZNAXIS", minimum=1)
+    ndim = cards.integer("ZNAXIS", minimum=1)
     if ndim > _MAX_AXES:
         raise cards.error(f"ZNAXIS = {ndim} is out of range")
-    fits_shape = [cards.int(f"ZNAXIS{n}", minimum=1) for n in range(1, ndim + 1)]
-    fits_tile = [cards.int(f"ZTILE{n}", fits_shape[0] if n == 1 else 1, minimum=1) for n in range(1, ndim + 1)]
+    fits_shape = [cards.integer(f"ZNAXIS{n}", minimum=1) for n in range(1, ndim + 1)]
+    fits_tile = [cards.integer(f"ZTILE{n}", fits_shape[0] if n == 1 else 1, minimum=1) for n in range(1, ndim + 1)]
     shape, tile_shape = tuple(reversed(fits_shape)), tuple(reversed(fits_tile))
     grid = [-(-n // t) for n, t in zip(shape, tile_shape, strict=True)]
     if math.prod(grid) != ntiles:
         raise cards.error(f"the tile grid {tuple(grid)} has {math.prod(grid)} tiles but the table has {ntiles} rows")
     columns = _tile_columns(cards)
-    cards.int("THEAP", nbytes, minimum=nbytes)
-    cards.int("PCOUNT", 0, minimum=0)
+    cards.integer("THEAP", nbytes, minimum=nbytes)
+    cards.integer("PCOUNT", 0, minimum=0)
     fallback_name = _FALLBACK_COLUMNS.get(codec.fallback or "")
     if codec.fallback == "NOCOMPRESS":
         element = columns["UNCOMPRESSED_DATA"].element
@@ -217,7 +217,7 @@ def compressed_layout_from_header(
     def per_tile(name: str, dtype: type, default: float | None) -> np.ndarray | None:
         if name in columns:
             return np.zeros(ntiles, dtype=dtype)
-        value = cards.float(name) if dtype is np.float64 else None
+        value = cards.number(name) if dtype is np.float64 else None
         value = default if value is None else value
         return None if value is None else np.full(ntiles, value, dtype=dtype)
 
@@ -235,7 +235,7 @@ def compressed_layout_from_header(
         hdu=hdu,
         loaded=np.zeros(ntiles, dtype=bool),
         table_start=data_start,
-        row_bytes=cards.int("NAXIS1"),
+        row_bytes=cards.integer("NAXIS1"),
         header=header,
         data_size=data_size,
     )
@@ -264,8 +264,8 @@ def load_rows(layout: TiledArray, first: int, rows: bytes | memoryview) -> None:
     values = read_bintable(header, rows, url=url, hdu=hdu, data_offset=layout.row_range(first, first)[0], nrows=count)
     by_name = {name.upper(): array for name, array in values.items()}
     nbytes = table_nbytes(header, url=url, hdu=hdu)
-    heap_start = layout.table_start + cards.int("THEAP", nbytes, minimum=nbytes)
-    heap_stop = layout.table_start + min(layout.data_size, nbytes + cards.int("PCOUNT", 0, minimum=0))
+    heap_start = layout.table_start + cards.integer("THEAP", nbytes, minimum=nbytes)
+    heap_stop = layout.table_start + min(layout.data_size, nbytes + cards.integer("PCOUNT", 0, minimum=0))
 
     def located(name: str) -> np.ndarray:
         desc = by_name[name].reshape(-1, 2)
@@ -370,13 +370,13 @@ def plain_layout(
         ``data_size``, or ``BSCALE``/``BZERO`` scaling is present.
     """
     cards = _Cards(header, url, hdu)
-    bitpix = cards.int("BITPIX")
+    bitpix = cards.integer("BITPIX")
     if bitpix not in BITPIX_DTYPES:
         raise cards.error(f"invalid BITPIX = {bitpix}")
-    ndim = cards.int("NAXIS", minimum=1)
+    ndim = cards.integer("NAXIS", minimum=1)
     if ndim > _MAX_AXES:
         raise cards.error(f"NAXIS = {ndim} is out of range")
-    shape = tuple(reversed([cards.int(f"NAXIS{n}", minimum=1) for n in range(1, ndim + 1)]))
+    shape = tuple(reversed([cards.integer(f"NAXIS{n}", minimum=1) for n in range(1, ndim + 1)]))
     cards.check_no_scaling()
     dtype = BITPIX_DTYPES[bitpix]
     nbytes = math.prod(shape) * dtype.itemsize

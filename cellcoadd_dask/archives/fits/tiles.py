@@ -52,8 +52,15 @@ class StoredArray(Protocol):
         Native-byte-order logical dtype.
     """
 
-    shape: tuple[int, ...]
-    dtype: np.dtype
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Array shape, numpy order."""
+        ...
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Native-byte-order logical dtype."""
+        ...
 
     def byte_ranges(self, region: Region) -> list[tuple[int, int]]:
         """Absolute ``[start, stop)`` file offsets of the bytes needed for ``region``."""
