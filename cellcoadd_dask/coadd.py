@@ -73,6 +73,8 @@ class CellCoadd(SlicedByBox):
     extra
         Top-level fields of a stored tree that this version does not interpret, kept so that
         a write can pass them through.
+    source_url
+        The archive the coadd was read from, if any.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class CellCoadd(SlicedByBox):
         backgrounds: Any = None,
         metadata: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
+        source_url: str | None = None,
     ) -> None:
         if not isinstance(image, Image):
             raise TypeError(f"image must be a cellcoadd_dask.Image, not {type(image).__name__}.")
@@ -161,6 +164,7 @@ class CellCoadd(SlicedByBox):
         self._backgrounds = backgrounds
         self._metadata = dict(metadata or {})
         self._extra = dict(extra or {})
+        self._source_url = source_url
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -314,7 +318,12 @@ class CellCoadd(SlicedByBox):
     @property
     def backgrounds(self) -> Any:
         """Background models (kept as stored)."""
-        return self._backgrounds
+        return resolve(self._backgrounds)
+
+    @property
+    def source_url(self) -> str | None:
+        """The archive this coadd was read from (``None`` for one built in memory)."""
+        return self._source_url
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -397,8 +406,8 @@ class CellCoadd(SlicedByBox):
             backgrounds=self._backgrounds,
             metadata=self._metadata,
             extra=self._extra,
+            source_url=self._source_url,
         )
-
 
     def copy(self) -> CellCoadd:
         """A deep copy of the model (dask graphs are immutable and shared; nothing is computed)."""

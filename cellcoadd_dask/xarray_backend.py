@@ -201,6 +201,7 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
         attrs["patch"] = coadd.patch.id
         attrs["patch_index"] = [coadd.patch.index.y, coadd.patch.index.x]
         attrs["patch_definition"] = json.dumps(coadd.patch.to_json())
+    source_url = source_url if source_url is not None else coadd.source_url
     if source_url is not None:
         attrs["source_url"] = source_url
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
@@ -256,7 +257,7 @@ class CellCoaddBackendEntrypoint(BackendEntrypoint):
         if not isinstance(filename_or_obj, (str, os.PathLike)):
             raise ArchiveFormatError(f"the cellcoadd engine opens paths and URLs, not {type(filename_or_obj).__name__}")
         coadd = open_coadd(filename_or_obj, bbox=bbox, chunks=cell_chunks, storage_options=storage_options)
-        ds = coadd_to_dataset(coadd, source_url=os.fspath(filename_or_obj))
+        ds = coadd_to_dataset(coadd)
         if drop_variables is not None:
             ds = ds.drop_vars(
                 [drop_variables] if isinstance(drop_variables, str) else list(drop_variables), errors="ignore"
@@ -390,7 +391,13 @@ class CellCoaddAccessor:
         return ((mask & bit) != 0).rename(name)
 
     def to_coadd(self) -> CellCoadd:
-        """Rebuild a lazy :class:`CellCoadd` from the Dataset (provenance is re-read from ``source_url``)."""
+        """Rebuild a lazy :class:`CellCoadd` from the Dataset.
+
+        Provenance, aperture corrections and backgrounds are not Dataset variables: when
+        the Dataset has a ``source_url`` attribute they are re-read from that archive on
+        first access (without storage options, so a private object store needs them in
+        the environment).
+        """
         from .projection import SkyProjection
 
         ds = self._ds
@@ -422,9 +429,13 @@ class CellCoaddAccessor:
         psf_array = _data(ds["psf"].sel(cell_i=slice(a.i, b.i - 1), cell_j=slice(a.j, b.j - 1)))
         psf = CellPointSpreadFunction(psf_array, sub)
         patch = patch_from_json(json.loads(ds.attrs["patch_definition"])) if "patch_definition" in ds.attrs else None
-        provenance = None
-        if patch is not None and "source_url" in ds.attrs:
-            provenance = _deferred_provenance(ds.attrs["source_url"], bbox)
+        url = ds.attrs.get("source_url")
+        provenance = aperture = backgrounds = None
+        if url is not None:
+            if patch is not None:
+                provenance = _deferred_from_source(url, bbox, "provenance")
+            aperture = _deferred_from_source(url, bbox, "aperture_corrections")
+            backgrounds = _deferred_from_source(url, bbox, "backgrounds")
         return CellCoadd(
             image,
             mask=mask,
@@ -436,23 +447,27 @@ class CellCoaddAccessor:
             psf=psf,
             patch=patch,
             provenance=provenance,
+            aperture_corrections=aperture,
+            backgrounds=backgrounds,
             metadata=json.loads(ds.attrs.get("metadata", "{}")),
+            source_url=url,
         )
 
 
-def _provenance_of(url: str, box: Box) -> Any:
+def _from_source(url: str, box: Box, name: str) -> Any:
     from .open import open_coadd
 
     coadd = open_coadd(url)
     # As for the coadd itself: the whole keeps its tables as stored, a part gets the subset.
     part = coadd if box == coadd.bbox else coadd[box]
     try:
-        return part.provenance
+        return getattr(part, name)
     except AttributeError:
         return None
 
 
-def _deferred_provenance(url: str, box: Box) -> Any:
+def _deferred_from_source(url: str, box: Box, name: str) -> Any:
+    """``coadd.<name>`` of the archive at ``url`` restricted to ``box``, read on first use."""
     from .deferred import Deferred
 
-    return Deferred(functools.partial(_provenance_of, url, box))
+    return Deferred(functools.partial(_from_source, url, box, name))

@@ -101,3 +101,14 @@ def test_bbox_from_sky_circle_covers_the_circle(path: Path) -> None:
     far = coadd.projection.pixel_to_sky(x=100.0, y=100.0)
     with pytest.raises(ccd.BoundsError):
         coadd.bbox_from_sky_circle(far, 1.0 * u.arcsec)
+
+
+def test_xarray_round_trip_rereads_tables_from_the_source(path: Path) -> None:
+    coadd = ccd.open_coadd(path)
+    assert coadd.source_url == str(path)
+    part = coadd.to_xarray().isel(y=slice(0, 100), x=slice(0, 200)).cellcoadd.to_coadd()
+    assert part.source_url == str(path)
+    expected = coadd.absolute[1200:1300, 1650:1850]
+    assert len(part.provenance.contributions) == len(expected.provenance.contributions)
+    assert sorted(part.aperture_corrections) == sorted(coadd.aperture_corrections)
+    assert part.backgrounds.names == coadd.backgrounds.names

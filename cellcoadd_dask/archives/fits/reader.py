@@ -202,6 +202,7 @@ def coadd_from_model(
         backgrounds=backgrounds,
         metadata=model.metadata,
         extra=model.extra,
+        source_url=url,
     )
 
 
