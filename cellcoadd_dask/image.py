@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import ValidationError
 from .geom import Box, SlicedByBox
+from .lazy import PlaneOrigin
 
 __all__ = ["Image"]
 
@@ -27,6 +28,9 @@ class Image(SlicedByBox):
         Pixel unit (astropy unit or string), or ``None``.
     base
         The array and bbox this image was cut from, if any (set by slicing).
+    origin
+        Where the pixels are read from, when they come from an archive: cut-outs then read
+        through their own window of the stored array.
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class Image(SlicedByBox):
         bbox: Box | None = None,
         unit: u.UnitBase | str | None = None,
         base: tuple[da.Array, Box] | None = None,
+        origin: PlaneOrigin | None = None,
     ) -> None:
         if not isinstance(array, da.Array):
             array = da.asarray(array)
@@ -51,6 +56,7 @@ class Image(SlicedByBox):
         # The array this one was cut from: sub-images slice it directly, so that dask hands
         # the source one region (it fuses a single level of slicing into the read).
         self._base = base if base is not None else (array, bbox)
+        self._origin = origin
 
     @property
     def dtype(self) -> np.dtype:
@@ -63,10 +69,11 @@ class Image(SlicedByBox):
         if not isinstance(box, Box):
             raise TypeError(f"Images are sliced with a Box (absolute coordinates), not {box!r}.")
         box.slice_within(self.bbox)
+        if self._origin is not None:
+            return Image(self._origin.cut(box), bbox=box, unit=self.unit, origin=self._origin)
         base, base_bbox = self._base
         sy, sx = box.slice_within(base_bbox)
         return Image(base[sy, sx], bbox=box, unit=self.unit, base=self._base)
-
 
     def compute(self, **kwargs: Any) -> np.ndarray:
         """Read and return the pixels as a numpy array (keyword arguments go to ``dask.compute``)."""
@@ -74,7 +81,7 @@ class Image(SlicedByBox):
 
     def copy(self) -> Image:
         """A copy (the dask graph is shared; nothing is computed)."""
-        return Image(self.array.copy(), bbox=self.bbox, unit=self.unit, base=self._base)
+        return Image(self.array.copy(), bbox=self.bbox, unit=self.unit, base=self._base, origin=self._origin)
 
     def __repr__(self) -> str:
         unit = f", unit={self.unit}" if self.unit is not None else ""

@@ -22,7 +22,16 @@ from .cells import CellGrid
 from .errors import BoundsError
 from .geom import Box
 
-__all__ = ["ArraySource", "Chunks", "cell_chunks", "normalize_key", "plane_array"]
+__all__ = [
+    "ArraySource",
+    "Chunks",
+    "PlaneOrigin",
+    "WindowSource",
+    "apply_rest",
+    "cell_chunks",
+    "normalize_key",
+    "plane_array",
+]
 
 Chunks = str | int | tuple[int, int]
 """``"auto"`` (whole cells, up to about 48 MiB per chunk), ``"cell"`` or a number of cells per chunk side."""
@@ -92,6 +101,16 @@ def normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], 
         region.append(slice(lo, hi))
         rest.append(idx - lo)
     return tuple(region), tuple(rest)
+
+
+def apply_rest(out: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
+    """Apply the ``rest`` of :func:`normalize_key` to the array read for its region (outer indexing)."""
+    # Axis by axis from the last, so that integer indices dropping an axis keep the others' numbers.
+    for axis in range(len(rest) - 1, -1, -1):
+        r = rest[axis]
+        if not (isinstance(r, slice) and r == slice(None)):
+            out = out[(slice(None),) * axis + (r,)] if isinstance(r, slice) else np.take(out, r, axis=axis)
+    return out
 
 
 def _cells_per_chunk(chunks: Chunks, grid: CellGrid, itemsize: int, extra: int) -> tuple[int, int]:
@@ -177,3 +196,89 @@ def plane_array(
         inline_array=False,
         meta=np.empty((0,) * len(source.shape), dtype=source.dtype),
     )
+
+
+def _sub_chunks(chunks: tuple[int, ...], start: int, stop: int) -> tuple[int, ...]:
+    """The chunk sizes of ``[start, stop)`` cut out of an axis chunked as ``chunks``."""
+    edges = [0, *itertools.accumulate(chunks)]
+    inner = [e for e in edges if start < e < stop]
+    bounds = [start, *inner, stop]
+    return tuple(b - a for a, b in itertools.pairwise(bounds))
+
+
+class WindowSource:
+    """A source over a window of another source's array (leading axes offset by ``start``).
+
+    Cut-outs read through their own window, so a cut-out is a fresh ``from_array`` and
+    any single slice of it reaches the underlying source as exactly that region.
+    """
+
+    def __init__(self, source: ArraySource, start: tuple[int, ...], shape: tuple[int, ...]) -> None:
+        self.source = source
+        self.start = tuple(start)
+        self.shape = tuple(shape)
+        self.dtype = source.dtype
+        self.ndim = len(self.shape)
+
+    def __dask_tokenize__(self) -> Any:
+        return ("window", tokenize(self.source), self.start, self.shape)
+
+    def __repr__(self) -> str:
+        return f"WindowSource({self.source!r}, start={self.start}, shape={self.shape})"
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region, rest = normalize_key(key, self.shape)
+        shifted = tuple(
+            slice(
+                s.start + (self.start[k] if k < len(self.start) else 0),
+                s.stop + (self.start[k] if k < len(self.start) else 0),
+            )
+            for k, s in enumerate(region)
+        )
+        return apply_rest(self.source[shifted], rest)
+
+
+class PlaneOrigin:
+    """Where a lazily read plane comes from, so that cut-outs can read through their own window.
+
+    Parameters
+    ----------
+    source
+        The source of the whole stored array.
+    bbox
+        Absolute bbox of that array (its first two axes are y, x).
+    array
+        The dask array over the whole ``source`` (its chunks give the cut-outs' chunks).
+    name
+        Name stem of the dask arrays.
+    """
+
+    def __init__(self, source: ArraySource, bbox: Box, array: da.Array, name: str) -> None:
+        self.source = source
+        self.bbox = bbox
+        self.array = array
+        self.name = name
+
+    def derive(self, combine: Any, dtype: np.dtype | type, label: str) -> PlaneOrigin:
+        """The origin of a 2-d plane computed from the same stored arrays by ``combine``.
+
+        The source must offer ``derive(combine, shape, dtype)`` (see
+        :meth:`~cellcoadd_dask.archives.fits.source.FitsArraySource.derive`).
+        """
+        shape = tuple(self.bbox.shape)
+        source = self.source.derive(combine, shape, np.dtype(dtype))  # type: ignore[attr-defined]
+        name = f"{self.name}-{label}"
+        return PlaneOrigin(source, self.bbox, plane_array(source, name=name, chunks=self.array.chunks[:2]), name)
+
+    def cut(self, box: Box) -> da.Array:
+        """A dask array over ``box`` (inside :attr:`bbox`) reading through a window of the source."""
+        sy, sx = box.slice_within(self.bbox)
+        if (sy.start, sx.start) == (0, 0) and tuple(box.shape) == tuple(self.bbox.shape):
+            return self.array
+        chunks = (
+            _sub_chunks(self.array.chunks[0], sy.start, sy.stop),
+            _sub_chunks(self.array.chunks[1], sx.start, sx.stop),
+            *self.array.chunks[2:],
+        )
+        window = WindowSource(self.source, (sy.start, sx.start), (*box.shape, *self.source.shape[2:]))
+        return plane_array(window, name=self.name, chunks=chunks)

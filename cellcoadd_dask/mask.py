@@ -18,10 +18,10 @@ import numpy as np
 
 from .errors import ValidationError
 from .geom import Box, SlicedByBox
+from .lazy import PlaneOrigin
 
 __all__ = [
     "DISK_PLANES_PER_ARRAY",
-    "DerivedPlanes",
     "Mask",
     "MaskPlane",
     "MaskSchema",
@@ -223,30 +223,6 @@ def packed_to_memory(packed: np.ndarray, schema: MaskSchema) -> np.ndarray:
     return out
 
 
-class DerivedPlanes:
-    """How to build other per-pixel views of a stored mask lazily (one plane, packed bits).
-
-    Holds the source the mask array was built from (it must offer
-    ``derive(combine, shape, dtype)``), the absolute bbox of that source's array and its
-    (y, x) chunks, so derived arrays read only the tiles a later slice touches.
-    """
-
-    def __init__(self, source: Any, bbox: Box, chunks: tuple[tuple[int, ...], tuple[int, ...]], name: str) -> None:
-        self.source = source
-        self.bbox = bbox
-        self.chunks = chunks
-        self.name = name
-
-    def array(self, combine: Any, dtype: np.dtype | type, label: str, within: Box) -> da.Array:
-        """The derived 2-d array over ``within`` (which lies inside :attr:`bbox`)."""
-        from .lazy import plane_array
-
-        derived = self.source.derive(combine, tuple(self.bbox.shape), np.dtype(dtype))
-        full = plane_array(derived, name=f"{self.name}-{label}", chunks=self.chunks)
-        sy, sx = within.slice_within(self.bbox)
-        return full[sy, sx]
-
-
 class Mask(SlicedByBox):
     """A lazy bit mask over an absolute bbox.
 
@@ -266,8 +242,8 @@ class Mask(SlicedByBox):
         *,
         schema: MaskSchema,
         bbox: Box,
-        derived: DerivedPlanes | None = None,
         base: tuple[da.Array, Box] | None = None,
+        origin: PlaneOrigin | None = None,
     ) -> None:
         if not isinstance(array, da.Array):
             array = da.asarray(array)
@@ -278,24 +254,22 @@ class Mask(SlicedByBox):
         self.array = array
         self.schema = schema
         self.bbox = bbox
-        self._derived = derived
         self._base = base if base is not None else (array, bbox)
+        self._origin = origin
 
     def get(self, name: str) -> da.Array:
         """Lazy boolean array of one plane (a later slice still reads only the tiles it needs)."""
         element, bit = self.schema.bit(name)
-        if self._derived is not None:
-            return self._derived.array(
-                functools.partial(combine_bit_plane, self.schema, name), bool, f"plane-{name}", self.bbox
-            )
+        if self._origin is not None:
+            combine = functools.partial(combine_bit_plane, self.schema, name)
+            return self._origin.derive(combine, bool, f"plane-{name}").cut(self.bbox)
         return (self.array[:, :, element] & bit) != 0
 
     def packed(self) -> da.Array:
         """Lazy 2-d array with schema plane ``n`` (placeholders counted) at bit ``n``."""
-        if self._derived is not None:
-            return self._derived.array(
-                functools.partial(combine_packed, self.schema), packed_dtype(self.schema), "packed", self.bbox
-            )
+        if self._origin is not None:
+            combine = functools.partial(combine_packed, self.schema)
+            return self._origin.derive(combine, packed_dtype(self.schema), "packed").cut(self.bbox)
         dtype = packed_dtype(self.schema)
         out = da.zeros(self.array.shape[:2], dtype=dtype, chunks=self.array.chunks[:2])
         for name in self.schema.names:
@@ -308,10 +282,11 @@ class Mask(SlicedByBox):
         if not isinstance(box, Box):
             raise TypeError(f"Masks are sliced with a Box (absolute coordinates), not {box!r}.")
         box.slice_within(self.bbox)
+        if self._origin is not None:
+            return Mask(self._origin.cut(box), schema=self.schema, bbox=box, origin=self._origin)
         base, base_bbox = self._base
         sy, sx = box.slice_within(base_bbox)
-        return Mask(base[sy, sx, :], schema=self.schema, bbox=box, derived=self._derived, base=self._base)
-
+        return Mask(base[sy, sx, :], schema=self.schema, bbox=box, base=self._base)
 
     def __repr__(self) -> str:
         return f"Mask({self.bbox}, planes={self.schema.names})"

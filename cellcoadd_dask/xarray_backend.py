@@ -25,9 +25,8 @@ from .coadd import CellCoadd
 from .errors import ArchiveFormatError, BoundsError, CellCoaddError
 from .geom import Box, Interval
 from .image import Image
-from .lazy import normalize_key, plane_array
+from .lazy import PlaneOrigin, apply_rest, normalize_key, plane_array
 from .mask import (
-    DerivedPlanes,
     Mask,
     MaskPlane,
     MaskSchema,
@@ -71,7 +70,7 @@ class _PlaneStack:
         out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
         for n, part in enumerate(da.compute(*parts, scheduler="sync")):
             out[n] = part
-        return _outer(out, rest)
+        return apply_rest(out, rest)
 
 
 class _PackedMaskSource:
@@ -103,16 +102,7 @@ class _PackedMaskSource:
         region, rest = normalize_key(key, self.shape)
         packed = np.asarray(self.packed[region[0], region[1]].compute(scheduler="sync"))
         disk = memory_to_disk(packed_to_memory(packed, self.schema), self.schema)
-        return _outer(np.asarray(self.combine(disk, region)), rest)
-
-
-def _outer(out: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
-    # Outer (orthogonal) indexing, axis by axis from the last so axis numbers stay valid.
-    for axis in range(len(rest) - 1, -1, -1):
-        r = rest[axis]
-        if not (isinstance(r, slice) and r == slice(None)):
-            out = out[(slice(None),) * axis + (r,)] if isinstance(r, slice) else np.take(out, r, axis=axis)
-    return out
+        return apply_rest(np.asarray(self.combine(disk, region)), rest)
 
 
 def _mask_from_packed(packed: da.Array, schema: MaskSchema, bbox: Box) -> Mask:
@@ -121,8 +111,7 @@ def _mask_from_packed(packed: da.Array, schema: MaskSchema, bbox: Box) -> Mask:
     shape = (*packed.shape, schema.mask_size)
     source = _PackedMaskSource(packed, schema, shape, schema.dtype, functools.partial(combine_disk_arrays, schema))
     array = plane_array(source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
-    derived = DerivedPlanes(source, bbox, (yx_chunks[0], yx_chunks[1]), "mask")
-    return Mask(array, schema=schema, bbox=bbox, derived=derived)
+    return Mask(array, schema=schema, bbox=bbox, origin=PlaneOrigin(source, bbox, array, "mask"))
 
 
 def _stack_planes(planes: Sequence[da.Array], name: str) -> da.Array:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import astropy.units as u
+import dask
 import numpy as np
 import pytest
 from lsst.images import Box as LsstBox
@@ -112,3 +113,40 @@ def test_xarray_round_trip_rereads_tables_from_the_source(path: Path) -> None:
     assert len(part.provenance.contributions) == len(expected.provenance.contributions)
     assert sorted(part.aperture_corrections) == sorted(coadd.aperture_corrections)
     assert part.backgrounds.names == coadd.backgrounds.names
+
+
+def _tile_ranges(path: Path, extname: str) -> list[tuple[int, int]]:
+    from oracle import hdu_bytes
+
+    return [t for t in hdu_bytes(path, extname).tiles if t is not None]
+
+
+def test_cutouts_read_only_their_own_tiles_even_computed_together(path: Path) -> None:
+    coadd = ccd.open_coadd(path)  # one chunk holds the whole plane
+    coadd.image.array[:1, :1].compute()  # load the header and tile table first
+    tiles = _tile_ranges(path, "IMAGE")
+    first = coadd.absolute[1200:1210, 1650:1660]  # cell (1, 1): tile 0
+    last = coadd.absolute[1600:1610, 2000:2010]  # cell (3, 3): tile 8
+    with fetch_stats() as stats:
+        a, b = dask.compute(first.image.array, last.image.array)
+    assert sorted((s, e) for _, s, e in stats.ranges) == [tiles[0], tiles[8]]
+    oracle = LsstCellCoadd.read(str(path))
+    assert np.array_equal(a, oracle.image.array[:10, :10])
+    assert np.array_equal(b, oracle.image.array[400:410, 350:360])
+
+
+def test_a_slice_of_a_cutout_reads_only_the_tiles_it_touches(path: Path) -> None:
+    coadd = ccd.open_coadd(path, bbox=ccd.Box.factory[1300:1500, 1700:1900])  # 4 cells
+    coadd.image.array[:1, :1].compute()
+    coadd.mask.array[:1, :1].compute()
+    tiles = _tile_ranges(path, "IMAGE")
+    with fetch_stats() as stats:
+        pixels = coadd.image.array[150:160, 150:160].compute()  # inside cell (2, 2): tile 4
+    assert [(s, e) for _, s, e in stats.ranges] == [tiles[4]]
+    oracle = LsstCellCoadd.read(str(path))
+    assert np.array_equal(pixels, oracle.image.array[250:260, 200:210])
+    mask_tiles = _tile_ranges(path, "MASK")
+    with fetch_stats() as stats:
+        detected = coadd.mask.get("DETECTED")[150:160, 150:160].compute()
+    assert [(s, e) for _, s, e in stats.ranges] == [mask_tiles[4]]
+    assert np.array_equal(detected, oracle.mask.get("DETECTED")[250:260, 200:210])

@@ -23,8 +23,8 @@ from ...errors import ArchiveFormatError, BoundsError, ValidationError
 from ...fetch import fetch_ranges, normalize_url
 from ...geom import Box
 from ...image import Image
-from ...lazy import Chunks, cell_chunks, plane_array
-from ...mask import DerivedPlanes, Mask, MaskPlane, MaskSchema, combine_disk_arrays
+from ...lazy import Chunks, PlaneOrigin, cell_chunks, plane_array
+from ...mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
 from ...model import ArrayModel, CellCoaddModel, ImageModel, parse_cell_coadd, parse_fits_source
 from ...psf import CellPointSpreadFunction
 from .cards import parse_header
@@ -128,7 +128,8 @@ class _PlaneBuilder:
             storage_options=self.storage_options,
         )
         chunks = cell_chunks(plane.bbox, self.grid, self.chunks, plane.array.dtype.itemsize)
-        return Image(plane_array(source, name=name, chunks=chunks), bbox=plane.bbox, unit=plane.unit)
+        array = plane_array(source, name=name, chunks=chunks)
+        return Image(array, bbox=plane.bbox, unit=plane.unit, origin=PlaneOrigin(source, plane.bbox, array, name))
 
     def mask(self) -> Mask:
         m = self.model.mask
@@ -145,7 +146,7 @@ class _PlaneBuilder:
         )
         yx_chunks = cell_chunks(m.bbox, self.grid, self.chunks, 4 * len(refs))
         array = plane_array(source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
-        return Mask(array, schema=schema, bbox=m.bbox, derived=DerivedPlanes(source, m.bbox, yx_chunks, "mask"))
+        return Mask(array, schema=schema, bbox=m.bbox, origin=PlaneOrigin(source, m.bbox, array, "mask"))
 
     def psf(self) -> CellPointSpreadFunction:
         p = self.model.psf

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import ArchiveFormatError
 from ...fetch import fetch_ranges
-from ...lazy import normalize_key
+from ...lazy import apply_rest, normalize_key
 from .cards import parse_header
 from .layout import HduEntry
 from .tile_tables import compressed_layout_from_header, load_rows, plain_layout
@@ -239,12 +239,4 @@ class FitsArraySource:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         region, rest = normalize_key(key, self.shape)
-        out = self.read(region)
-        if all(isinstance(r, slice) and r == slice(None) for r in rest):
-            return out
-        # Outer (orthogonal) indexing, axis by axis from the last so axis numbers stay valid.
-        for axis in range(len(rest) - 1, -1, -1):
-            r = rest[axis]
-            if not (isinstance(r, slice) and r == slice(None)):
-                out = out[(slice(None),) * axis + (r,)] if isinstance(r, slice) else np.take(out, r, axis=axis)
-        return out
+        return apply_rest(self.read(region), rest)
