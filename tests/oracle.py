@@ -11,6 +11,7 @@ coordinates, half-open boxes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import dask
 import numpy as np
+import pytest
 
 import cellcoadd_dask as ccd
 
@@ -70,7 +72,8 @@ def assert_identical(actual: Any, expected: Any, what: str) -> None:
         nan_a, nan_e = np.isnan(actual), np.isnan(expected)
         assert np.array_equal(nan_a, nan_e), (
             f"{what}: NaN at {np.count_nonzero(nan_a)} pixels, expected {np.count_nonzero(nan_e)} "
-            f"(first difference at {np.argwhere(nan_a != nan_e)[:1].tolist()})")
+            f"(first difference at {np.argwhere(nan_a != nan_e)[:1].tolist()})"
+        )
         bits = np.dtype(f"u{actual.dtype.itemsize}")
         a = np.ascontiguousarray(actual).view(bits)[~nan_a]
         e = np.ascontiguousarray(expected).view(bits)[~nan_e]
@@ -82,8 +85,7 @@ def assert_identical(actual: Any, expected: Any, what: str) -> None:
 
 def coadd_planes(coadd: ccd.CellCoadd) -> dict[str, Any]:
     """Every pixel plane of one of our coadds as a lazy array, keyed like the tree's paths."""
-    planes: dict[str, Any] = {"image": coadd.image.array, "variance": coadd.variance.array,
-                              "mask": coadd.mask.array}
+    planes: dict[str, Any] = {"image": coadd.image.array, "variance": coadd.variance.array, "mask": coadd.mask.array}
     for name, plane in coadd.mask_fractions.items():
         planes[f"mask_fractions/{name}"] = plane.array
     for n, plane in enumerate(coadd.noise_realizations):
@@ -137,6 +139,58 @@ def assert_psf_match(ours: ccd.CellCoadd, ref: Any, what: str) -> None:
         assert_identical(np.asarray(kernel.array), expected.array, f"{what}: PSF kernel of cell {(i, j)}")
 
 
+@functools.cache
+def lsst_read(path: str, box: tuple[tuple[int, int], tuple[int, int]] | None = None) -> Any:
+    """lsst-images' read of a FITS or JSON archive (whole, or ``bbox=`` a box given as intervals), cached."""
+    from lsst.images import Box
+    from lsst.images.cells import CellCoadd
+    from lsst.images.serialization import read_archive
+
+    if box is None:
+        return read_archive(path, CellCoadd)
+    (y0, y1), (x0, x1) = box
+    return read_archive(path, CellCoadd, bbox=Box.factory[y0:y1, x0:x1], provenance=False)
+
+
+def assert_provenance_match(ours: ccd.CellCoadd, ref: Any, what: str) -> None:
+    """Provenance tables equal lsst-images' (or both coadds have none)."""
+    try:
+        expected = ref.provenance
+    except AttributeError:
+        expected = None
+    if expected is None:
+        with pytest.raises(AttributeError):
+            _ = ours.provenance
+        return
+    assert_table_match(ours.provenance.inputs, expected.inputs, f"{what} inputs")
+    assert_table_match(ours.provenance.contributions, expected.contributions, f"{what} contributions")
+
+
+def assert_aperture_corrections_match(ours: ccd.CellCoadd, ref: Any) -> None:
+    """Per-cell aperture corrections equal lsst-images', cell by cell, with the same bounds."""
+    from lsst.images.cells import CellIJ
+
+    expected = ref.aperture_corrections
+    got = ours.aperture_corrections
+    assert sorted(got) == sorted(expected)
+    for name, field in expected.items():
+        assert bounds_of(got[name].bounds) == bounds_of(field.bounds), name
+        for i, j in cells_with_data(field.bounds):
+            value = got[name].value_in_cell(ccd.CellIJ(i=i, j=j))
+            assert_identical(
+                np.float64(value), np.float64(field.value_in_cell(CellIJ(i=i, j=j))), f"{name} in cell {(i, j)}"
+            )
+
+
+def assert_sky_match(ours: ccd.CellCoadd, ref: Any, *, y: np.ndarray, x: np.ndarray) -> None:
+    """Sky coordinates of absolute pixels equal lsst-images' within 1e-9 deg."""
+    got = ours.projection.pixel_to_sky(x=x, y=y)
+    expected = ref.sky_projection.pixel_to_sky(x=x, y=y)
+    d_ra = (got.ra.deg - expected.ra.deg + 180.0) % 360.0 - 180.0
+    assert np.all(np.abs(d_ra) < 1e-9), d_ra
+    assert np.all(np.abs(got.dec.deg - expected.dec.deg) < 1e-9), got.dec.deg - expected.dec.deg
+
+
 def assert_table_match(ours: Any, ref: Any, what: str) -> None:
     """astropy tables with the same column names (in order), units and values (object columns by
     their elements; polygons by their vertices)."""
@@ -147,10 +201,16 @@ def assert_table_match(ours: Any, ref: Any, what: str) -> None:
         assert a.unit == e.unit, f"{what}.{name}: unit {a.unit} != {e.unit}"
         if e.dtype.kind == "O" and len(e) and hasattr(e[0], "x_vertices"):
             for row, (pa, pe) in enumerate(zip(a, e, strict=True)):
-                assert_identical(np.asarray(pa.x_vertices, float), np.asarray(pe.x_vertices, float),
-                                 f"{what}.{name}[{row}].x_vertices")
-                assert_identical(np.asarray(pa.y_vertices, float), np.asarray(pe.y_vertices, float),
-                                 f"{what}.{name}[{row}].y_vertices")
+                assert_identical(
+                    np.asarray(pa.x_vertices, float),
+                    np.asarray(pe.x_vertices, float),
+                    f"{what}.{name}[{row}].x_vertices",
+                )
+                assert_identical(
+                    np.asarray(pa.y_vertices, float),
+                    np.asarray(pe.y_vertices, float),
+                    f"{what}.{name}[{row}].y_vertices",
+                )
         elif e.dtype.kind == "O":
             assert [str(v) for v in a] == [str(v) for v in e], f"{what}.{name}: values differ"
         else:
@@ -229,13 +289,18 @@ def fits_layout(path: Path | str) -> list[HduBytes]:
                 naxis1, naxis2 = int(hdu.header["NAXIS1"]), int(hdu.header["NAXIS2"])
                 heap = header[1] + int(hdu.header.get("THEAP", naxis1 * naxis2))
                 descriptors = np.asarray(hdu.data)["COMPRESSED_DATA"]
-                tiles = tuple(None if count == 0 else (heap + int(offset), heap + int(offset) + int(count))
-                              for count, offset in descriptors)
+                tiles = tuple(
+                    None if count == 0 else (heap + int(offset), heap + int(offset) + int(count))
+                    for count, offset in descriptors
+                )
                 ndim = int(hdu.header["ZNAXIS"])
                 shape = tuple(int(hdu.header[f"ZNAXIS{n}"]) for n in range(ndim, 0, -1))
                 tile_shape = tuple(int(hdu.header.get(f"ZTILE{n}", 1)) for n in range(ndim, 0, -1))
-                out.append(HduBytes(name, extver, header, (header[1], header[1] + naxis1 * naxis2), tiles,
-                                    tile_shape, shape, naxis1))
+                out.append(
+                    HduBytes(
+                        name, extver, header, (header[1], header[1] + naxis1 * naxis2), tiles, tile_shape, shape, naxis1
+                    )
+                )
             else:
                 size = int(info["datSpan"])
                 row_bytes = int(hdu.header["NAXIS1"]) if hdu.header.get("XTENSION") == "BINTABLE" else 0
@@ -270,13 +335,13 @@ def check_expected_values(coadd: ccd.CellCoadd, expected: Mapping[str, Any], wha
     """Compare a coadd with one file's entry of ``expected_values.json``."""
     assert intervals(coadd.bbox) == (tuple(expected["bbox"]["y"]), tuple(expected["bbox"]["x"])), what
     assert intervals(coadd.grid.bbox) == (tuple(expected["grid_bbox"]["y"]), tuple(expected["grid_bbox"]["x"]))
-    assert (coadd.grid.cell_shape.y, coadd.grid.cell_shape.x) == (expected["cell_shape"]["y"],
-                                                                  expected["cell_shape"]["x"])
-    assert intervals(coadd.bounds.bbox) == (tuple(expected["bounds_bbox"]["y"]),
-                                            tuple(expected["bounds_bbox"]["x"]))
+    assert (coadd.grid.cell_shape.y, coadd.grid.cell_shape.x) == (
+        expected["cell_shape"]["y"],
+        expected["cell_shape"]["x"],
+    )
+    assert intervals(coadd.bounds.bbox) == (tuple(expected["bounds_bbox"]["y"]), tuple(expected["bounds_bbox"]["x"]))
     assert cells_of(coadd.bounds.missing) == {(c["i"], c["j"]) for c in expected["missing_cells"]}
-    assert [(c.i, c.j) for c in coadd.bounds.cell_indices()] == [(c["i"], c["j"]) for c in
-                                                                 expected["cells_with_data"]]
+    assert [(c.i, c.j) for c in coadd.bounds.cell_indices()] == [(c["i"], c["j"]) for c in expected["cells_with_data"]]
     import astropy.units as u
 
     assert coadd.unit == u.Unit(expected["unit"])
@@ -306,7 +371,8 @@ def check_expected_values(coadd: ccd.CellCoadd, expected: Mapping[str, Any], wha
         assert len(coadd.provenance.contributions) == expected["provenance"]["n_contributions"]
 
     planes, counts = dask.compute(
-        coadd_planes(coadd), {name: coadd.mask.get(name).sum() for name in expected["mask_plane_counts"]})
+        coadd_planes(coadd), {name: coadd.mask.get(name).sum() for name in expected["mask_plane_counts"]}
+    )
     for key, total in expected["finite_sums_float64"].items():
         values = planes[key].astype(np.float64)
         finite = np.isfinite(values)
@@ -378,10 +444,20 @@ def make_full_patch(seed: int = 11) -> Any:
     tract_bbox = Box.factory[0 : 6 * size, 0 : 6 * size]
     frame = TractFrame(skymap="full_patch_v1", tract=1234, bbox=tract_bbox)
     scale = (0.2 * u.arcsec).to_value(u.deg)
-    wcs = astropy.wcs.WCS({
-        "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": 3 * size + 0.5, "CRPIX2": 3 * size + 0.5,
-        "CRVAL1": 60.0, "CRVAL2": -30.0, "CD1_1": -scale, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": scale,
-    })
+    wcs = astropy.wcs.WCS(
+        {
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CRPIX1": 3 * size + 0.5,
+            "CRPIX2": 3 * size + 0.5,
+            "CRVAL1": 60.0,
+            "CRVAL2": -30.0,
+            "CD1_1": -scale,
+            "CD1_2": 0.0,
+            "CD2_1": 0.0,
+            "CD2_2": scale,
+        }
+    )
     projection = SkyProjection.from_fits_wcs(wcs, frame, x0=0, y0=0)
     grid = CellGrid(bbox=bbox, cell_shape=YX(y=c, x=c))
     missing = CellIJ(i=FULL_PATCH_MISSING[0], j=FULL_PATCH_MISSING[1])
@@ -389,8 +465,12 @@ def make_full_patch(seed: int = 11) -> Any:
 
     image = (np.round(rng.normal(0.0, 4.0, size=(size, size)) * 16.0) / 16.0).astype(np.float32)
     variance = np.full((size, size), 16.0, dtype=np.float32)
-    schema = MaskSchema([MaskPlane("NO_DATA", "No data was available for this pixel."),
-                         MaskPlane("DETECTED", "Pixel was part of a detected source.")])
+    schema = MaskSchema(
+        [
+            MaskPlane("NO_DATA", "No data was available for this pixel."),
+            MaskPlane("DETECTED", "Pixel was part of a detected source."),
+        ]
+    )
     mask = Mask(0, schema=schema, bbox=bbox)
     hole = grid.bbox_of(missing)
     image[hole.slice_within(bbox)] = 0.0

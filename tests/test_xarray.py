@@ -11,7 +11,6 @@ Coordinates are absolute (tract) pixel indices, ``(y, x)`` order, half-open boxe
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from oracle import (
     fits_layout,
     hdu_bytes,
     intervals,
+    lsst_read,
 )
 
 import cellcoadd_dask as ccd
@@ -46,18 +46,6 @@ FILES = (
 )
 VIEWS = ("to_xarray", "engine_dask", "engine_lazy")
 PLANES_2D = ("image", "mask", "variance")
-
-
-@functools.cache
-def lsst_read(path: str, box: tuple[tuple[int, int], tuple[int, int]] | None = None) -> Any:
-    """lsst-images' read of a file (whole, or ``bbox=`` a box given as intervals), cached."""
-    from lsst.images import Box
-    from lsst.images.cells import CellCoadd
-
-    if box is None:
-        return CellCoadd.read(path)
-    (y0, y1), (x0, x1) = box
-    return CellCoadd.read(path, bbox=Box.factory[y0:y1, x0:x1], provenance=False)
 
 
 def open_view(view: str, path: Path, **kwargs: Any) -> xr.Dataset:
