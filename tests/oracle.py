@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 import cellcoadd_dask as ccd
+from cellcoadd_dask.archives.fits.tables import split_column_source
 
 # ----------------------------------------------------------------------------- geometry
 
@@ -501,3 +503,30 @@ def write_full_patch(path: Path) -> Path:
     """Write `make_full_patch` to ``path`` with lsst-images' default (lossless) options."""
     make_full_patch().write(str(path))
     return path
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    return array.astype(array.dtype.newbyteorder("="))
+
+
+def tree_and_columns(path: Path) -> tuple[dict[str, Any], Any]:
+    """The JSON tree of a file and a get_column callback reading columns with astropy."""
+    if path.suffix == ".json":
+        with path.open() as stream:
+            tree = json.load(stream)
+
+        def no_columns(source: str) -> np.ndarray:
+            raise AssertionError(f"inline table asked for {source}")
+
+        return tree, no_columns
+    from astropy.io import fits
+
+    with fits.open(path) as hdus:
+        tree = json.loads(bytes(hdus["JSON"].data["JSON"][0]).decode())
+        columns = {
+            (f"fits:{hdu.name}", number): _native(np.asarray(hdu.data[column]))
+            for hdu in hdus
+            if isinstance(hdu, fits.BinTableHDU) and hdu.name not in ("JSON", "INDEX")
+            for number, column in enumerate(hdu.data.names, start=1)
+        }
+    return tree, lambda source: columns[split_column_source(source)]

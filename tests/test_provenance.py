@@ -11,33 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 from astropy.io import fits
+from oracle import tree_and_columns
 
-from cellcoadd_dask.archives.fits.tables import split_column_source
 from cellcoadd_dask.backgrounds import BackgroundMap
 from cellcoadd_dask.cells import CellIJ
 from cellcoadd_dask.errors import ArchiveFormatError
 from cellcoadd_dask.provenance import CoaddProvenance
-
-
-def tree_and_columns(path: Path) -> tuple[dict[str, Any], Any]:
-    """The JSON tree of a file and a get_column callback reading columns with astropy."""
-    if path.suffix == ".json":
-        with path.open() as stream:
-            tree = json.load(stream)
-
-        def no_columns(source: str) -> np.ndarray:
-            raise AssertionError(f"inline table asked for {source}")
-
-        return tree, no_columns
-    with fits.open(path) as hdus:
-        tree = json.loads(bytes(hdus["JSON"].data["JSON"][0]).decode())
-        columns = {}
-        for hdu in hdus:
-            if isinstance(hdu, fits.BinTableHDU) and hdu.name not in ("JSON", "INDEX"):
-                for number, column in enumerate(hdu.data.names, start=1):
-                    values = np.asarray(hdu.data[column])
-                    columns[(f"fits:{hdu.name}", number)] = values.astype(values.dtype.newbyteorder("="))
-    return tree, lambda source: columns[split_column_source(source)]
 
 
 def oracle(path: Path) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from astropy.io import fits
+from oracle import tree_and_columns
 from paths import REFERENCE_DIR, REFERENCE_FITS
 
 from cellcoadd_dask.aperture import ApertureCorrections
@@ -181,27 +182,6 @@ def test_column_sources_are_split_and_selected(small_table: tuple[dict[str, Any]
 
 
 # -- aperture corrections ------------------------------------------------------------------------
-
-
-def tree_and_columns(path: Path) -> tuple[dict[str, Any], Any]:
-    """The JSON tree of a file and a get_column callback reading columns with astropy."""
-    if path.suffix == ".json":
-        with path.open() as stream:
-            tree = json.load(stream)
-
-        def no_columns(source: str) -> np.ndarray:
-            raise AssertionError(f"inline table asked for {source}")
-
-        return tree, no_columns
-    with fits.open(path) as hdus:
-        tree = json.loads(bytes(hdus["JSON"].data["JSON"][0]).decode())
-        columns = {
-            (f"fits:{hdu.name}", number): native(np.asarray(hdu.data[column]))
-            for hdu in hdus
-            if isinstance(hdu, fits.BinTableHDU) and hdu.name not in ("JSON", "INDEX")
-            for number, column in enumerate(hdu.data.names, start=1)
-        }
-    return tree, lambda source: columns[split_column_source(source)]
 
 
 def lsst_cell(cell: CellIJ) -> Any:
