@@ -154,6 +154,14 @@ def lsst_read(path: str, box: tuple[tuple[int, int], tuple[int, int]] | None = N
     return read_archive(path, CellCoadd, bbox=Box.factory[y0:y1, x0:x1], provenance=False)
 
 
+def assert_patch_match(patch: ccd.PatchDefinition, expected: Any) -> None:
+    """A patch definition equals lsst-images' (id, index, inner bbox, cell grid)."""
+    assert patch.id == expected.id
+    assert (patch.index.y, patch.index.x) == (expected.index.y, expected.index.x)
+    assert intervals(patch.inner_bbox) == intervals(expected.inner_bbox)
+    assert grid_of(patch.cells) == grid_of(expected.cells)
+
+
 def assert_provenance_match(ours: ccd.CellCoadd, ref: Any, what: str) -> None:
     """Provenance tables equal lsst-images' (or both coadds have none)."""
     try:

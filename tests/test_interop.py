@@ -22,6 +22,7 @@ from oracle import (
     assert_aperture_corrections_match,
     assert_identical,
     assert_mask_schema_match,
+    assert_patch_match,
     assert_planes_match,
     assert_provenance_match,
     assert_psf_match,
@@ -102,11 +103,7 @@ def test_patch_equals_lsst_images(fits_path: Path) -> None:
         with pytest.raises(AttributeError):
             _ = ours.patch
         return
-    patch = ours.patch
-    assert patch.id == expected.id
-    assert (patch.index.y, patch.index.x) == (expected.index.y, expected.index.x)
-    assert intervals(patch.inner_bbox) == intervals(expected.inner_bbox)
-    assert grid_of(patch.cells) == grid_of(expected.cells)
+    assert_patch_match(ours.patch, expected)
 
 
 def test_provenance_tables_equal_lsst_images(fits_path: Path) -> None:

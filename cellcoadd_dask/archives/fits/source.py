@@ -212,12 +212,6 @@ class FitsArraySource:
             for (layout, a, _), blob in zip(wanted, blobs, strict=True):
                 load_rows(layout, a, blob)
 
-    def byte_ranges(self, region: tuple[slice, ...]) -> list[tuple[int, int]]:
-        """Every byte range a read of ``region`` (over the stored arrays' leading axes) fetches."""
-        layouts = self.layouts()
-        self._load_rows(layouts, region)
-        return [r for layout in layouts for r in layout.byte_ranges(region[: len(layout.shape)])]
-
     def read(self, region: tuple[slice, ...]) -> np.ndarray:
         """Read exactly ``region`` (unit-step slices, one per axis)."""
         if any(s.stop <= s.start for s in region):
