@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 __all__ = ["CellCoadd"]
 
 
+class _DefaultCompression:
+    """Marker for "the plane's default compression" (lossless ``GZIP_2``)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+_DEFAULT: Any = _DefaultCompression()
+
+
 def _subset_provenance(parent: Any, cells: frozenset[CellIJ]) -> Any:
     prov = resolve(parent)
     return None if prov is None else prov.subset(cells)
@@ -75,6 +85,9 @@ class CellCoadd(SlicedByBox):
         a write can pass them through.
     source_url
         The archive the coadd was read from, if any.
+    stored
+        What the reader kept of that archive (its tree and HDU index), so that writes pass
+        through unknown fields and the HDUs only they reference.
     """
 
     def __init__(
@@ -97,6 +110,7 @@ class CellCoadd(SlicedByBox):
         metadata: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         source_url: str | None = None,
+        stored: Any = None,
     ) -> None:
         if not isinstance(image, Image):
             raise TypeError(f"image must be a cellcoadd_dask.Image, not {type(image).__name__}.")
@@ -165,6 +179,7 @@ class CellCoadd(SlicedByBox):
         self._metadata = dict(metadata or {})
         self._extra = dict(extra or {})
         self._source_url = source_url
+        self._stored = stored
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -407,6 +422,7 @@ class CellCoadd(SlicedByBox):
             metadata=self._metadata,
             extra=self._extra,
             source_url=self._source_url,
+            stored=self._stored,
         )
 
     def copy(self) -> CellCoadd:
@@ -458,6 +474,80 @@ class CellCoadd(SlicedByBox):
             else:
                 getattr(out, attr)[key] = new
         return out
+
+    # ----------------------------------------------------------------- writing
+    def write_fits(
+        self,
+        url: str | PathLike[str],
+        *,
+        image_compression: Any = _DEFAULT,
+        mask_compression: Any = _DEFAULT,
+        variance_compression: Any = _DEFAULT,
+        mask_fractions_compression: Any = _DEFAULT,
+        psf_compression: Any = _DEFAULT,
+        compression_seed: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+    ) -> str:
+        """Write the coadd as an lsst-images ``cell_coadd`` FITS archive (streaming, parallel, atomic).
+
+        Pixels are read and compressed piece by piece (a few tile rows at a time) on dask's
+        workers, so memory stays bounded whatever the coadd's size, and only the tiles of this
+        coadd's box are read from its source.  The destination appears only once complete:
+        a temporary sibling renamed over it locally, one upload to an object store.
+
+        Parameters
+        ----------
+        url
+            Local path or fsspec URL.
+        image_compression
+            :class:`FitsCompressionOptions` of ``IMAGE`` and every noise realization; ``None``
+            stores them uncompressed.  Default: lossless ``GZIP_2`` with one tile per cell.
+        mask_compression, variance_compression, mask_fractions_compression, psf_compression
+            The same for the ``MASK`` HDUs, ``VARIANCE``, every mask fraction and the PSF.
+            lsst-images' own option objects are accepted too.
+        compression_seed
+            Dither seed (1..10000) for quantized planes whose options carry no seed; it is
+            incremented after each use in HDU order, as lsst-images does, so the same seed gives
+            the same pixels as lsst-images.
+        storage_options
+            Passed to fsspec.
+        overwrite
+            Whether an existing destination may be replaced (atomically).
+
+        Returns
+        -------
+        str
+            The destination URL.
+
+        Raises
+        ------
+        ValidationError
+            Before anything is written, for options that do not fit a plane (quantized
+            integers, ``RICE_1`` floats without quantization, tile shapes of the wrong rank),
+            a missing quantization seed, plane names that cannot be HDU names, or a tree that
+            does not match the ``cell_coadd`` 1.0.0 schema.
+
+        Notes
+        -----
+        Planes read from an archive where they were quantized, and written again with
+        quantization, are copied as stored rather than quantized a second time, so re-writing
+        lossy data never drifts.
+        """
+        from .archives.fits.writer import write_fits
+
+        return write_fits(
+            self,
+            url,
+            image_compression=image_compression,
+            mask_compression=mask_compression,
+            variance_compression=variance_compression,
+            mask_fractions_compression=mask_fractions_compression,
+            psf_compression=psf_compression,
+            compression_seed=compression_seed,
+            storage_options=storage_options,
+            overwrite=overwrite,
+        )
 
     # ----------------------------------------------------------------- views
     def to_xarray(self) -> xr.Dataset:

@@ -25,9 +25,14 @@ class CellPointSpreadFunction:
         is the kernel of cell ``(i, j)``; usually a lazy dask array with one chunk per cell.
     bounds
         The cells the array covers.
+    origin
+        ``(source, (i0, j0))`` when ``array`` is ``source[i0:i0 + n_i, j0:j0 + n_j]`` of a lazily
+        indexed stored array (set by archive readers, so writers can read it in their own pieces).
     """
 
-    def __init__(self, array: Any, bounds: CellGridBounds) -> None:
+    def __init__(
+        self, array: Any, bounds: CellGridBounds, *, origin: tuple[Any, tuple[int, int]] | None = None
+    ) -> None:
         if not isinstance(array, da.Array):
             array = da.asarray(array)
         size = bounds.subgrid_size
@@ -38,6 +43,7 @@ class CellPointSpreadFunction:
             raise ValidationError(f"PSF kernel sizes must be odd, got {(ky, kx)}.")
         self.array = array
         self.bounds = bounds
+        self.origin = origin
 
     @property
     def kernel_bbox(self) -> Box:
@@ -74,7 +80,11 @@ class CellPointSpreadFunction:
         sub = self.bounds[box]
         a = sub.subgrid_start - self.bounds.subgrid_start
         b = sub.subgrid_stop - self.bounds.subgrid_start
-        return CellPointSpreadFunction(self.array[a.i : b.i, a.j : b.j], sub)
+        origin = None
+        if self.origin is not None:
+            source, (i0, j0) = self.origin
+            origin = (source, (i0 + a.i, j0 + a.j))
+        return CellPointSpreadFunction(self.array[a.i : b.i, a.j : b.j], sub, origin=origin)
 
     def __repr__(self) -> str:
         return f"CellPointSpreadFunction({self.bounds}, kernel={self.kernel_bbox})"

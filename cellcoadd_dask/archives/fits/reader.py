@@ -27,6 +27,7 @@ from ...lazy import Chunks, PlaneOrigin, cell_chunks, plane_array
 from ...mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
 from ...model import ArrayModel, CellCoaddModel, ImageModel, parse_cell_coadd, parse_fits_source
 from ...psf import CellPointSpreadFunction
+from ...stored import StoredArchive
 from .cards import parse_header
 from .layout import FitsContainer, read_container
 from .source import FitsArraySource, HduRef
@@ -157,7 +158,8 @@ class _PlaneBuilder:
             self.container.url, [ref], shape=p.array.shape, dtype=p.array.datatype, storage_options=self.storage_options
         )
         chunks = ((1,) * n_i, (1,) * n_j, (ky,), (kx,))
-        return CellPointSpreadFunction(plane_array(source, name="psf", chunks=chunks), p.bounds)
+        array = plane_array(source, name="psf", chunks=chunks)
+        return CellPointSpreadFunction(array, p.bounds, origin=(source, (0, 0)))
 
 
 def _load_provenance(tree: Mapping[str, Any], tables: FitsTableReader) -> Any:
@@ -181,6 +183,7 @@ def coadd_from_model(
     provenance: Any,
     aperture_corrections: Any,
     url: str,
+    stored: Any = None,
 ) -> CellCoadd:
     """Assemble a :class:`CellCoadd` from a parsed tree and its lazily read parts."""
     from ...backgrounds import BackgroundMap
@@ -204,6 +207,7 @@ def coadd_from_model(
         metadata=model.metadata,
         extra=model.extra,
         source_url=url,
+        stored=stored,
     )
 
 
@@ -262,6 +266,7 @@ def read_fits(
             provenance=provenance,
             aperture_corrections=aperture,
             url=url,
+            stored=StoredArchive(url, container.tree, dict(container.hdus), dict(storage_options or {})),
         )
     except ValidationError as exc:
         raise ArchiveFormatError(f"the JSON tree describes an invalid coadd: {exc}", url=url, hdu="JSON") from None

@@ -26,6 +26,7 @@ from ...lazy import Chunks, cell_chunks
 from ...mask import Mask, MaskPlane, MaskSchema, disk_to_memory
 from ...model import ArrayModel, parse_cell_coadd
 from ...psf import CellPointSpreadFunction
+from ...stored import StoredArchive
 from ..fits.reader import coadd_from_model
 
 __all__ = ["MAX_JSON_BYTES", "read_json"]
@@ -148,6 +149,7 @@ def read_json(
         else Deferred(functools.partial(_load_table_model, "aperture_corrections", model.aperture_corrections, url))
     )
     coadd = coadd_from_model(
-        model, images=images, mask=mask, psf=psf, provenance=provenance, aperture_corrections=aperture, url=url
+        model, images=images, mask=mask, psf=psf, provenance=provenance, aperture_corrections=aperture, url=url,
+        stored=StoredArchive(url, tree),
     )
     return coadd if bbox is None else coadd[bbox]
