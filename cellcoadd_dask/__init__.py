@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
 from .coadd import CellCoadd
+from .compression import (
+    FitsCompressionAlgorithm,
+    FitsCompressionOptions,
+    FitsDitherAlgorithm,
+    FitsQuantizationOptions,
+)
 from .errors import ArchiveFormatError, BoundsError, CellCoaddError, FetchError, ValidationError
 from .geom import YX, Box, Interval
 from .image import Image
@@ -25,6 +31,10 @@ __all__ = [
     "CellIJ",
     "CellPointSpreadFunction",
     "FetchError",
+    "FitsCompressionAlgorithm",
+    "FitsCompressionOptions",
+    "FitsDitherAlgorithm",
+    "FitsQuantizationOptions",
     "Image",
     "Interval",
     "Mask",

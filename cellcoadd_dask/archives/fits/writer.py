@@ -191,7 +191,8 @@ def _mask_planes(coadd: CellCoadd, options: FitsCompressionOptions | None, cell:
         prepare: Callable[[np.ndarray], np.ndarray] | None
         if origin is not None and len(getattr(origin.source, "refs", ())) == schema.n_disk_arrays:
             stored: Any = origin.source
-            source = stored.derive(functools.partial(pick_disk_array, k), shape, np.int32)
+            full = tuple(int(n) for n in origin.bbox.shape)
+            source = stored.derive(functools.partial(pick_disk_array, k), full, np.int32)
             start, _ = origin_window(origin, mask.bbox)
             pieces = functools.partial(pieces_from_source, source, start, shape, name=f"mask-{k}")
             prepare = None
