@@ -21,7 +21,7 @@ import click
 from .errors import CellCoaddError
 from .geom import Box, Interval
 
-__all__ = ["main", "parse_box", "parse_chunks", "parse_storage_options"]
+__all__ = ["main", "parse_box", "parse_chunks", "parse_compression", "parse_storage_options"]
 
 _BOX = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*,\s*(-?\d+)\s*:\s*(-?\d+)\s*$")
 
@@ -367,12 +367,103 @@ def plot(ctx: click.Context, url: str, output: Path, plane: str, box: Box | None
     click.echo(f"wrote {path}")
 
 
+_PLANES = ("image", "mask", "variance", "mask_fractions", "psf")
+
+
+def parse_compression(text: str) -> Any:
+    """Parse a compression spec: ``GZIP_1``, ``GZIP_2``, ``RICE_1``, ``NONE`` or ``LOSSY[:LEVEL]``.
+
+    ``LOSSY`` is ``RICE_1`` with ``SUBTRACTIVE_DITHER_2`` quantization at level 16 (or ``LEVEL``).
+    Raises ``ValueError`` for anything else.
+    """
+    from .compression import FitsCompressionAlgorithm, FitsCompressionOptions, FitsQuantizationOptions
+
+    name, _, level = text.strip().upper().partition(":")
+    if name == "NONE" and not level:
+        return None
+    if name == "LOSSY":
+        try:
+            value = float(level) if level else 16.0
+        except ValueError:
+            raise ValueError(f"bad quantization level in {text!r}") from None
+        return FitsCompressionOptions(
+            algorithm=FitsCompressionAlgorithm.RICE_1, quantization=FitsQuantizationOptions(level=value)
+        )
+    if name in FitsCompressionAlgorithm.__members__ and not level:
+        return FitsCompressionOptions(algorithm=FitsCompressionAlgorithm(name))
+    raise ValueError(f"expected GZIP_1, GZIP_2, RICE_1, NONE or LOSSY[:LEVEL], got {text!r}")
+
+
+def _compression_args(ctx: click.Context, lossy: bool, items: tuple[str, ...]) -> dict[str, Any]:
+    from .compression import FitsCompressionOptions
+
+    chosen: dict[str, Any] = {}
+    if lossy:
+        chosen = {"image": FitsCompressionOptions.LOSSY, "variance": FitsCompressionOptions.LOSSY}
+    for item in items:
+        plane, sep, spec = item.partition("=")
+        if not sep or plane not in _PLANES:
+            raise click.BadParameter(f"expected PLANE=SPEC with PLANE one of {', '.join(_PLANES)}, got {item!r}",
+                                     ctx=ctx, param_hint="--compress")
+        try:
+            chosen[plane] = parse_compression(spec)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param_hint="--compress") from None
+    return {f"{plane}_compression": value for plane, value in chosen.items()}
+
+
 @cli.command()
 @click.argument("src")
 @click.argument("dst")
-def convert(src: str, dst: str) -> None:
-    """Convert between archive formats (not supported yet: writers come later)."""
-    raise click.ClickException(f"convert {src} -> {dst}: writing coadds is not supported yet")
+@click.option("--box", type=_BoxType(), default=None,
+              help="Write only this absolute box y0:y1,x0:x1 (reads only the cells it touches).")
+@click.option("--lossy", is_flag=True,
+              help="Quantize image, noise realizations and variance (RICE_1, SUBTRACTIVE_DITHER_2, level 16).")
+@click.option("--compress", "compress", multiple=True, metavar="PLANE=SPEC",
+              help="Per-plane compression (repeatable): PLANE is image, mask, variance, mask_fractions or psf; "
+                   "SPEC is GZIP_1, GZIP_2, RICE_1, NONE or LOSSY[:LEVEL]. Default: lossless GZIP_2.")
+@click.option("--seed", "compression_seed", type=click.IntRange(1, 10000), default=None,
+              help="Dither seed of quantized planes (incremented per plane, as lsst-images does).")
+@click.option("--overwrite/--no-overwrite", default=True, show_default=True,
+              help="Replace an existing destination (atomically).")
+@_json
+@_progress_flag
+@_storage_option
+@click.option("--dst-storage-option", "dst_storage_option", multiple=True, metavar="KEY=VALUE",
+              help="fsspec storage option of the destination (default: those of the source).")
+@click.pass_context
+def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool, compress: tuple[str, ...],
+            compression_seed: int | None, overwrite: bool, as_json: bool, progress: bool | None,
+            storage_option: tuple[str, ...], dst_storage_option: tuple[str, ...]) -> None:
+    """Write SRC (FITS or JSON archive) as an lsst-images FITS archive DST, streaming and atomic."""
+    import time
+
+    from .fetch import fetch_stats
+    from .summary import box_json, fetched_json
+
+    if not dst.lower().split("?")[0].endswith((".fits", ".fits.fz", ".fit")):
+        raise click.ClickException(f"convert {src} -> {dst}: only FITS destinations (.fits) can be written")
+    kwargs = _compression_args(ctx, lossy, compress)
+    src_options = _options(ctx, storage_option)
+    try:
+        dst_options = parse_storage_options(dst_storage_option) or src_options
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param_hint="--dst-storage-option") from None
+    coadd, at_open = _open(src, storage_options=src_options, bbox=box)
+    if box is not None:
+        coadd = coadd[box]
+    shown = sys.stderr.isatty() if progress is None else progress
+    start = time.perf_counter()
+    with fetch_stats() as reading:
+        url = coadd.write_fits(dst, compression_seed=compression_seed, storage_options=dst_options,
+                               overwrite=overwrite, progress=shown, **kwargs)
+    elapsed = time.perf_counter() - start
+    if as_json:
+        _echo_json({"source": src, "destination": url, "bbox": box_json(coadd.bbox), "seconds": round(elapsed, 3),
+                    "fetched": {"open": fetched_json(at_open), "write": fetched_json(reading)}})
+    else:
+        click.echo(f"wrote {url}: {coadd.bbox} in {elapsed:.2f} s (read {at_open.requests + reading.requests} "
+                   f"requests, {at_open.nbytes + reading.nbytes:,} bytes)")
 
 
 @cli.command()

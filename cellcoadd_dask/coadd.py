@@ -488,6 +488,7 @@ class CellCoadd(SlicedByBox):
         compression_seed: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
         overwrite: bool = True,
+        progress: bool = False,
     ) -> str:
         """Write the coadd as an lsst-images ``cell_coadd`` FITS archive (streaming, parallel, atomic).
 
@@ -514,6 +515,8 @@ class CellCoadd(SlicedByBox):
             Passed to fsspec.
         overwrite
             Whether an existing destination may be replaced (atomically).
+        progress
+            Show a progress bar (tqdm, on stderr) while pixels are written.
 
         Returns
         -------
@@ -547,6 +550,7 @@ class CellCoadd(SlicedByBox):
             compression_seed=compression_seed,
             storage_options=storage_options,
             overwrite=overwrite,
+            progress=progress,
         )
 
     # ----------------------------------------------------------------- views

@@ -342,12 +342,61 @@ def test_plot_block_averages_large_planes(synthetic: Path, tmp_path: Path) -> No
 # ----------------------------------------------------------------- convert and errors
 
 
-def test_convert_is_not_supported_yet() -> None:
-    result = run("convert", "a.fits", "b.zarr")
-    assert result.exit_code != 0
-    assert result.stderr.strip().splitlines() == [
-        "Error: convert a.fits -> b.zarr: writing coadds is not supported yet"
+def test_convert_writes_what_lsst_images_reads(synthetic: Path, oracle: Any, tmp_path: Path) -> None:
+    from lsst.images.cells import CellCoadd
+
+    out = tmp_path / "converted.fits"
+    result = run("convert", synthetic, out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"wrote {out}:")
+    written = CellCoadd.read(str(out))
+    assert np.array_equal(written.image.array, oracle.image.array)
+    assert np.array_equal(written.mask.array, oracle.mask.array)
+    assert np.array_equal(written.variance.array, oracle.variance.array)
+
+
+def test_convert_box_lossy_json(synthetic: Path, oracle: Any, tmp_path: Path) -> None:
+    from astropy.io import fits
+    from lsst.images import Box
+    from lsst.images.cells import CellCoadd
+
+    out = tmp_path / "cut.fits"
+    report = run_json("convert", synthetic, out, "--box", "1200:1500,1650:1950", "--lossy", "--seed", "77",
+                      "--compress", "psf=NONE", "--no-progress")
+    assert report["destination"] == str(out)
+    assert report["bbox"] == {"y": [1200, 1500], "x": [1650, 1950]}
+    assert report["fetched"]["open"]["requests"] == 2
+    written = CellCoadd.read(str(out))
+    expected = oracle[Box.factory[1200:1500, 1650:1950]]
+    assert np.array_equal(written.mask.array, expected.mask.array)
+    # Lossy: close to the original (level 16 keeps errors far below the noise), not equal.
+    diff = np.abs(written.image.array - expected.image.array)
+    assert 0 < np.nanmax(diff) < 0.5 * np.nanstd(expected.image.array)
+    with fits.open(out, disable_image_compression=True) as hl:
+        assert hl["IMAGE"].header["ZDITHER0"] == 77 and hl["VARIANCE"].header["ZDITHER0"] == 78
+        assert hl["IMAGE"].header["ZCMPTYPE"] == "RICE_1"
+        assert hl["PSF"].header["XTENSION"] == "IMAGE"
+
+
+def test_convert_refuses_bad_requests(synthetic: Path, tmp_path: Path) -> None:
+    zarr = run("convert", synthetic, tmp_path / "b.zarr")
+    assert zarr.exit_code == 1
+    assert "only FITS destinations" in zarr.stderr
+    assert not (tmp_path / "b.zarr").exists()
+    quantized_mask = run("convert", synthetic, tmp_path / "m.fits", "--compress", "mask=LOSSY")
+    assert quantized_mask.exit_code == 1
+    assert quantized_mask.stderr.strip().splitlines() == [
+        "Error: MASK: quantization applies to float arrays only, not dtype int32"
     ]
+    assert not (tmp_path / "m.fits").exists()
+    bad_spec = run("convert", synthetic, tmp_path / "s.fits", "--compress", "image=ZSTD")
+    assert bad_spec.exit_code == 2 and "GZIP_1, GZIP_2, RICE_1, NONE or LOSSY" in bad_spec.stderr
+    existing = tmp_path / "exists.fits"
+    existing.write_bytes(b"previous")
+    kept = run("convert", synthetic, existing, "--no-overwrite")
+    assert kept.exit_code == 1 and "already exists" in kept.stderr
+    assert existing.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.fits"]
 
 
 def _bad_files(tmp_path: Path, synthetic: Path) -> dict[str, Path]:

@@ -81,6 +81,10 @@ class _Plane:
     def source(self) -> str:
         return f"fits:{self.extname}" + (f",{self.extver}" if self.extver > 1 else "")
 
+    def edges(self) -> list[int]:
+        """Piece edges along axis 0 (whole tile rows)."""
+        return piece_edges(self.shape[0], self.tile_shape[0], math.prod(self.shape[1:]) * self.dtype.itemsize)
+
 
 def _options(value: Any, what: str) -> FitsCompressionOptions | None:
     if value is DEFAULT:
@@ -337,15 +341,25 @@ def _copy_hdu(writer: FitsStreamWriter, url: str, storage_options: Any, entry: A
                             xtension=entry.xtension, compressed=entry.compressed)
 
 
-def _write_plane(writer: FitsStreamWriter, plane: _Plane) -> HduPosition:
+def _counted[T](items: Iterator[T], progress: Callable[[int], Any] | None) -> Iterator[T]:
+    for item in items:
+        yield item
+        if progress is not None:
+            progress(1)
+
+
+def _write_plane(writer: FitsStreamWriter, plane: _Plane, progress: Callable[[int], Any] | None) -> HduPosition:
     if plane.copy_from is not None:
         url, storage_options, entry = plane.copy_from
-        return _copy_hdu(writer, url, storage_options, entry)
-    row_bytes = math.prod(plane.shape[1:]) * plane.dtype.itemsize
+        position = _copy_hdu(writer, url, storage_options, entry)
+        if progress is not None:
+            progress(len(plane.edges()) - 1)
+        return position
+    edges = plane.edges()
     if plane.options is None:
-        edges = piece_edges(plane.shape[0], plane.tile_shape[0], row_bytes)
         pieces = plane.pieces(edges)
-        chunks = ordered_map((functools.partial(plain_piece, plane.dtype, plane.prepare), p) for p in pieces)
+        plain_jobs = ((functools.partial(plain_piece, plane.dtype, plane.prepare), p) for p in pieces)
+        chunks = _counted(ordered_map(plain_jobs), progress)
         return writer.write_plain_image(extname=plane.extname, extver=plane.extver, shape=plane.shape,
                                         dtype=plane.dtype, chunks=chunks, extra_cards=plane.cards)
     options = plane.options
@@ -354,11 +368,11 @@ def _write_plane(writer: FitsStreamWriter, plane: _Plane) -> HduPosition:
         quantization = FitsQuantizationOptions(level=quantization.level, dither=quantization.dither,
                                                seed=plane.zdither0 or None)
     encoder = TileEncoder(options.algorithm, plane.dtype, quantization, zdither0=plane.zdither0)
-    edges = piece_edges(plane.shape[0], plane.tile_shape[0], row_bytes)
     jobs = encode_jobs(plane.pieces(edges), edges, plane.shape, plane.tile_shape, encoder, plane.prepare)
     return writer.write_compressed_image(
         extname=plane.extname, extver=plane.extver, shape=plane.shape, dtype=plane.dtype,
-        tile_shape=plane.tile_shape, encoder=encoder, tiles=ordered_map(jobs), extra_cards=plane.cards,
+        tile_shape=plane.tile_shape, encoder=encoder, tiles=_counted(ordered_map(jobs), progress),
+        extra_cards=plane.cards,
     )
 
 
@@ -436,6 +450,11 @@ class WritePlan:
     passthrough: list[Any]
     tree: dict[str, Any]
 
+    @property
+    def n_pieces(self) -> int:
+        """Pieces the pixel planes are read and written in (the unit of progress)."""
+        return sum(len(plane.edges()) - 1 for plane in self.planes)
+
 
 def plan_write(
     coadd: CellCoadd,
@@ -501,15 +520,18 @@ def plan_write(
     return WritePlan(planes, tables, passthrough, tree)
 
 
-def write_plan(plan: WritePlan, stream: IO[bytes]) -> None:
-    """Stream the HDUs of ``plan`` into ``stream`` (opened ``w+b``, empty)."""
+def write_plan(plan: WritePlan, stream: IO[bytes], progress: Callable[[int], Any] | None = None) -> None:
+    """Stream the HDUs of ``plan`` into ``stream`` (opened ``w+b``, empty).
+
+    ``progress``, if given, is called with the number of pieces done as they are written.
+    """
     import json
 
     writer = FitsStreamWriter(stream)
     date = utc_now()
     primary = writer.write_hdu(_primary({}, date), b"", extname="", xtension="IMAGE")
     for plane in plan.planes:
-        _write_plane(writer, plane)
+        _write_plane(writer, plane, progress)
     for extname, table in plan.tables:
         header, data = table_hdu(table, extname)
         writer.write_hdu(header, data, extname=extname, xtension="BINTABLE")
@@ -541,6 +563,7 @@ def write_fits(
     compression_seed: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = True,
+    progress: bool = False,
 ) -> str:
     """Write ``coadd`` as an lsst-images FITS archive (see :meth:`CellCoadd.write_fits`).
 
@@ -560,5 +583,13 @@ def write_fits(
     )
     url = normalize_url(url)
     with atomic_output(url, storage_options=storage_options, overwrite=overwrite) as stream:
-        write_plan(plan, stream)
+        if not progress:
+            write_plan(plan, stream)
+        else:
+            import sys
+
+            from tqdm import tqdm
+
+            with tqdm(total=plan.n_pieces, unit="piece", desc="writing", file=sys.stderr) as bar:
+                write_plan(plan, stream, bar.update)
     return url
