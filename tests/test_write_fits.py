@@ -255,6 +255,30 @@ def test_lossy_rewrite_does_not_drift(reference_dir: Path, tmp_path: Path) -> No
     assert not np.array_equal(lsst_planes(lsst_read(str(requantized)))["image"], lsst_planes(original)["image"])
 
 
+def test_reordered_quantized_planes_are_not_copied_under_wrong_names(reference_dir: Path, tmp_path: Path) -> None:
+    """Only a plane stored under the very name it is written as is copied as stored."""
+    c = ccd.open_coadd(reference_dir / "synthetic_3x3_lossy.fits")
+    assert len(c.noise_realizations) == 2
+    swapped = ccd.CellCoadd(
+        c.image, mask=c.mask, variance=c.variance, mask_fractions=c.mask_fractions,
+        noise_realizations=list(reversed(c.noise_realizations)), projection=c.projection, band=c.band,
+        psf=c.psf, patch=c.patch, provenance=c._provenance, aperture_corrections=c._aperture_corrections,
+        backgrounds=c.backgrounds, metadata=c.metadata, stored=c._stored,
+    )
+    out = tmp_path / "swapped.fits"
+    lossy = ccd.FitsCompressionOptions.LOSSY
+    swapped.write_fits(out, image_compression=lossy, compression_seed=3)
+    written = lsst_read(str(out))
+    original = lsst_read(str(reference_dir / "synthetic_3x3_lossy.fits"))
+    # The image is copied as stored; the swapped noise realizations are quantized again.
+    assert_identical(written.image.array, original.image.array, "image")
+    for n in (0, 1):
+        got = written.noise_realizations[n].array
+        expected = original.noise_realizations[1 - n].array
+        other = original.noise_realizations[n].array
+        assert np.nanmax(np.abs(got - expected)) < 0.1 * np.nanmax(np.abs(got - other)), n
+
+
 def test_compression_options_of_lsst_images_are_accepted(reference_dir: Path, tmp_path: Path) -> None:
     from lsst.images.fits import FitsCompressionAlgorithm, FitsCompressionOptions
 

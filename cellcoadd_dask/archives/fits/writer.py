@@ -177,7 +177,10 @@ def _image_plane(
     else:
         pieces = functools.partial(pieces_from_array, image.array)
     plane = _Plane(key, extname, 1, shape, np.dtype(image.dtype), tile, options, pieces, cards=cards)
-    plane.copy_from = _quantized_copy(image, options, image.bbox)
+    copy_from = _quantized_copy(image, options, image.bbox)
+    # Copied headers keep their EXTNAME: only a plane stored under the same name is copied.
+    if copy_from is not None and (copy_from[2].extname, copy_from[2].extver) == (extname, 1):
+        plane.copy_from = copy_from
     return plane
 
 
