@@ -44,6 +44,7 @@ from .planes import (
     pieces_from_source,
     plain_piece,
 )
+from .source import FitsArraySource
 from .table_hdus import aperture_table, column_models, table_hdu
 from .tree_out import build_tree, merge_unknown
 
@@ -146,7 +147,6 @@ def _mask_cards(schema: Any, k: int) -> list[Card]:
 
 def _quantized_copy(image: Image, options: FitsCompressionOptions | None, bbox: Any) -> Any:
     """The stored HDU to copy as is when a quantized plane is re-written lossy, unchanged."""
-    from .source import FitsArraySource
     from .tiles import TiledArray
 
     origin = image._origin
@@ -196,10 +196,16 @@ def _mask_planes(coadd: CellCoadd, options: FitsCompressionOptions | None, cell:
         cards = [*celestial, *_offset_wcs(mask.bbox), *_mask_cards(schema, k)]
         pieces: Callable[[Sequence[int]], list[da.Array]]
         prepare: Callable[[np.ndarray], np.ndarray] | None
-        if origin is not None and len(getattr(origin.source, "refs", ())) == schema.n_disk_arrays:
+        if isinstance(origin.source if origin is not None else None, FitsArraySource) and len(
+            origin.source.refs  # type: ignore[union-attr]
+        ) == schema.n_disk_arrays:
+            assert origin is not None
             stored: Any = origin.source
             full = tuple(int(n) for n in origin.bbox.shape)
-            source = stored.derive(functools.partial(pick_disk_array, k), full, np.int32)
+            # A source over this one HDU only: piece k reads the tiles of MASK,k and nothing else.
+            source = FitsArraySource(stored.url, [stored.refs[k]], shape=full, dtype=np.dtype(np.int32),
+                                     combine=functools.partial(pick_disk_array, 0),
+                                     storage_options=stored.storage_options)
             start, _ = origin_window(origin, mask.bbox)
             pieces = functools.partial(pieces_from_source, source, start, shape, name=f"mask-{k}")
             prepare = None
