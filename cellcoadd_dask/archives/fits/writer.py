@@ -14,6 +14,7 @@ The output appears atomically (:func:`~cellcoadd_dask.atomic.atomic_output`).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import secrets
@@ -350,39 +351,73 @@ def _copy_hdu(writer: FitsStreamWriter, url: str, storage_options: Any, entry: A
                             xtension=entry.xtension, compressed=entry.compressed)
 
 
-def _counted[T](items: Iterator[T], progress: Callable[[int], Any] | None) -> Iterator[T]:
-    for item in items:
+def _counted[T](items: Iterator[T], n: int, progress: Callable[[int], Any] | None) -> Iterator[T]:
+    """The next ``n`` items of a shared iterator, reporting each to ``progress``."""
+    for item in itertools.islice(items, n):
         yield item
         if progress is not None:
             progress(1)
 
 
-def _write_plane(writer: FitsStreamWriter, plane: _Plane, progress: Callable[[int], Any] | None) -> HduPosition:
-    if plane.copy_from is not None:
-        url, storage_options, entry = plane.copy_from
-        position = _copy_hdu(writer, url, storage_options, entry)
-        if progress is not None:
-            progress(len(plane.edges()) - 1)
-        return position
-    edges = plane.edges()
-    if plane.options is None:
-        pieces = plane.pieces(edges)
-        plain_jobs = ((functools.partial(plain_piece, plane.dtype, plane.prepare), p) for p in pieces)
-        chunks = _counted(ordered_map(plain_jobs), progress)
-        return writer.write_plain_image(extname=plane.extname, extver=plane.extver, shape=plane.shape,
-                                        dtype=plane.dtype, chunks=chunks, extra_cards=plane.cards)
-    options = plane.options
-    quantization = options.quantization if plane.dtype.kind == "f" else None
+def _encoder(plane: _Plane) -> TileEncoder:
+    assert plane.options is not None
+    quantization = plane.options.quantization if plane.dtype.kind == "f" else None
     if quantization is not None and quantization.seed != plane.zdither0:
         quantization = FitsQuantizationOptions(level=quantization.level, dither=quantization.dither,
                                                seed=plane.zdither0 or None)
-    encoder = TileEncoder(options.algorithm, plane.dtype, quantization, zdither0=plane.zdither0)
-    jobs = encode_jobs(plane.pieces(edges), edges, plane.shape, plane.tile_shape, encoder, plane.prepare)
-    return writer.write_compressed_image(
-        extname=plane.extname, extver=plane.extver, shape=plane.shape, dtype=plane.dtype,
-        tile_shape=plane.tile_shape, encoder=encoder, tiles=_counted(ordered_map(jobs), progress),
-        extra_cards=plane.cards,
-    )
+    return TileEncoder(plane.options.algorithm, plane.dtype, quantization, zdither0=plane.zdither0)
+
+
+def _plane_jobs(plane: _Plane, encoder: TileEncoder | None) -> list[tuple[Callable[[np.ndarray], Any], da.Array]]:
+    """The pieces of a plane to compute, each with the function that turns it into what is written."""
+    edges = plane.edges()
+    pieces = plane.pieces(edges)
+    if encoder is None:
+        return [(functools.partial(plain_piece, plane.dtype, plane.prepare), p) for p in pieces]
+    return list(encode_jobs(pieces, edges, plane.shape, plane.tile_shape, encoder, plane.prepare))
+
+
+def _write_planes(writer: FitsStreamWriter, planes: Sequence[_Plane], progress: Callable[[int], Any] | None) -> None:
+    """Write every pixel plane, computing the pieces of all planes in one ordered pipeline.
+
+    One pipeline for the whole file keeps every worker busy across plane boundaries: the
+    first pieces of the next plane are computed while the last ones of this plane are written.
+    """
+    encoders = {
+        id(plane): None if plane.options is None or plane.copy_from is not None else _encoder(plane)
+        for plane in planes
+    }
+
+    def jobs() -> Iterator[tuple[Callable[[np.ndarray], Any], da.Array]]:
+        for plane in planes:
+            if plane.copy_from is None:
+                yield from _plane_jobs(plane, encoders[id(plane)])
+
+    results = ordered_map(jobs())
+    try:
+        for plane in planes:
+            n = len(plane.edges()) - 1
+            if plane.copy_from is not None:
+                url, storage_options, entry = plane.copy_from
+                _copy_hdu(writer, url, storage_options, entry)
+                if progress is not None:
+                    progress(n)
+                continue
+            encoder = encoders[id(plane)]
+            if encoder is None:
+                writer.write_plain_image(extname=plane.extname, extver=plane.extver, shape=plane.shape,
+                                         dtype=plane.dtype, chunks=_counted(results, n, progress),
+                                         extra_cards=plane.cards)
+                continue
+            writer.write_compressed_image(
+                extname=plane.extname, extver=plane.extver, shape=plane.shape, dtype=plane.dtype,
+                tile_shape=plane.tile_shape, encoder=encoder, tiles=_counted(results, n, progress),
+                extra_cards=plane.cards,
+            )
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 def _json_hdu(text: bytes) -> tuple[bytes, bytes]:
@@ -539,8 +574,7 @@ def write_plan(plan: WritePlan, stream: IO[bytes], progress: Callable[[int], Any
     writer = FitsStreamWriter(stream)
     date = utc_now()
     primary = writer.write_hdu(_primary({}, date), b"", extname="", xtension="IMAGE")
-    for plane in plan.planes:
-        _write_plane(writer, plane, progress)
+    _write_planes(writer, plan.planes, progress)
     for extname, table in plan.tables:
         header, data = table_hdu(table, extname)
         writer.write_hdu(header, data, extname=extname, xtension="BINTABLE")
