@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
-from .errors import CellCoaddError, FetchError
-from .fetch import filesystem, normalize_url
+from .errors import CellCoaddError, FetchError, shown_url
+from .fetch import filesystem, normalize_url, redact
 
 __all__ = ["ArchiveExistsError", "atomic_output", "is_local"]
 
@@ -112,9 +112,10 @@ def atomic_output(
         try:
             fs.put_file(spool, path)
         except OSError as exc:
-            raise FetchError(
-                f"{url}: upload failed ({type(exc).__name__}: {exc}); the destination is unchanged."
-            ) from exc
+            raise FetchError(redact(
+                f"{shown_url(url)}: upload failed ({type(exc).__name__}: {exc}); the destination is unchanged.",
+                storage_options,
+            )) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(spool)

@@ -190,11 +190,12 @@ class CellCoadd(SlicedByBox):
         bbox: Box | None = None,
         chunks: Chunks = "auto",
         storage_options: Mapping[str, Any] | None = None,
+        preload: bool | None = None,
     ) -> CellCoadd:
-        """Open an lsst-images FITS archive lazily (reads metadata only)."""
+        """Open an lsst-images FITS archive lazily (reads metadata only; see :func:`open_coadd`)."""
         from .archives.fits.reader import read_fits
 
-        return read_fits(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
+        return read_fits(url, bbox=bbox, chunks=chunks, storage_options=storage_options, preload=preload)
 
     @classmethod
     def read_json(
@@ -474,6 +475,33 @@ class CellCoadd(SlicedByBox):
             else:
                 getattr(out, attr)[key] = new
         return out
+
+    # ----------------------------------------------------------------- metadata
+    def load_metadata(self) -> CellCoadd:
+        """Read every plane's header and tile table now, in at most two batched requests per file.
+
+        After this the planes' sources hold the byte range and decode parameters of every
+        tile, so the tasks of a graph (on any worker) fetch tiles and nothing else.  Opening
+        does this by itself when a ``dask.distributed`` client is active (``preload=None``).
+
+        Returns
+        -------
+        CellCoadd
+            ``self``.
+        """
+        from .archives.fits.source import FitsArraySource, preload
+
+        sources = []
+        planes: list[Any] = [self._image, self._variance, self._mask, *self._mask_fractions.values(),
+                             *self._noise_realizations]
+        for plane in planes:
+            origin = getattr(plane, "_origin", None)
+            if origin is not None and isinstance(origin.source, FitsArraySource):
+                sources.append(origin.source)
+        if self._psf.origin is not None and isinstance(self._psf.origin[0], FitsArraySource):
+            sources.append(self._psf.origin[0])
+        preload(sources)
+        return self
 
     # ----------------------------------------------------------------- writing
     def write_fits(

@@ -16,6 +16,17 @@ __all__ = [
 ]
 
 
+def shown_url(url: object) -> str:
+    """``url`` as it may appear in messages: no password, no query string (presigned URLs sign there)."""
+    import re
+
+    text = str(url)
+    text = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", text)
+    if "?" in text:
+        text = text.split("?", 1)[0] + "?***"
+    return text
+
+
 class CellCoaddError(Exception):
     """Base class of every error raised on purpose by ``cellcoadd_dask``."""
 
@@ -48,7 +59,7 @@ class ArchiveFormatError(CellCoaddError, ValueError):
         self.byte_range = byte_range
         where = []
         if url is not None:
-            where.append(str(url))
+            where.append(shown_url(url))
         if hdu is not None:
             where.append(f"HDU {hdu}")
         if byte_range is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
@@ -17,9 +19,23 @@ from typing import Any, Literal, overload
 import fsspec
 from fsspec.core import url_to_fs
 
-from .errors import ArchiveFormatError, FetchError
+from .errors import ArchiveFormatError, CellCoaddError, FetchError, shown_url
+from .fetch_backends import ObjectChangedError, ObjectPin
 
-__all__ = ["ByteRange", "FetchStats", "fetch_ranges", "fetch_stats", "filesystem", "merge_ranges", "normalize_url"]
+__all__ = [
+    "ByteRange",
+    "FetchPolicy",
+    "FetchStats",
+    "ObjectChangedError",
+    "ObjectPin",
+    "fetch_head",
+    "fetch_ranges",
+    "fetch_stats",
+    "filesystem",
+    "merge_ranges",
+    "normalize_url",
+    "redact",
+]
 
 ByteRange = tuple[int, int]
 """A half-open byte range ``(start, stop)`` from the start of a file."""
@@ -34,11 +50,14 @@ class FetchStats:
     calls
         Number of batched fetches.
     ranges
-        Every merged range requested, as ``(url, start, stop)``.
+        Every merged range fetched, as ``(url, start, stop)``.
+    failures
+        Requests that failed transiently and were retried.
     """
 
     calls: int = 0
     ranges: list[tuple[str, int, int]] = field(default_factory=list)
+    failures: int = 0
 
     @property
     def requests(self) -> int:
@@ -68,12 +87,19 @@ def fetch_stats() -> Iterator[FetchStats]:
             _observers.remove(stats)
 
 
-def _record(url: str, merged: Sequence[ByteRange]) -> None:
+def _record(url: str, merged: Sequence[ByteRange], *, call: bool = False) -> None:
     if _observers:
         with _observers_lock:
             for stats in _observers:
-                stats.calls += 1
+                stats.calls += int(call)
                 stats.ranges.extend((url, a, b) for a, b in merged)
+
+
+def _record_failure(url: str, n: int) -> None:
+    if _observers and n:
+        with _observers_lock:
+            for stats in _observers:
+                stats.failures += n
 
 
 def normalize_url(url: str | os.PathLike[str]) -> str:
@@ -92,7 +118,7 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     try:
         return url_to_fs(url, **dict(storage_options or {}))
     except (ImportError, ValueError) as exc:
-        raise FetchError(f"{url}: cannot open a filesystem for this URL ({exc}).") from exc
+        raise FetchError(f"{shown_url(url)}: cannot open a filesystem for this URL ({exc}).") from exc
 
 
 def merge_ranges(ranges: Sequence[ByteRange], max_gap: int = 0) -> tuple[list[ByteRange], list[tuple[int, int, int]]]:
@@ -118,14 +144,86 @@ def merge_ranges(ranges: Sequence[ByteRange], max_gap: int = 0) -> tuple[list[By
     return [(a, b) for a, b in merged], placement
 
 
+@dataclass(frozen=True)
+class FetchPolicy:
+    """How :func:`fetch_ranges` retries, times out, batches and coalesces.
+
+    Read from dask's configuration (``cellcoadd.fetch.<name>``) at each call, so
+    ``dask.config.set({"cellcoadd.fetch.timeout": 5})`` changes it.
+
+    Attributes
+    ----------
+    retries
+        Attempts after the first for ranges that failed transiently (timeouts, dropped
+        connections, HTTP 5xx and 429, S3 SlowDown).
+    backoff
+        First wait between attempts in seconds; doubled each time (with jitter) up to
+        ``max_backoff``.
+    max_backoff
+        Longest wait between attempts.
+    timeout
+        Seconds one request may take (connecting, waiting and reading the body).
+    concurrency
+        Most requests in flight at once per call.
+    coalesce_gap
+        Ranges of one call separated by at most this many bytes are fetched as one request
+        (the bytes between them are read and dropped).  The default, 0, merges only ranges
+        that touch: the tiles of a row of cells sit back to back in the heap, so a row is one
+        request, and no byte of an unwanted tile is ever read.  A positive gap trades bytes
+        for requests (on a high-latency link, a gap of a few tiles can be worth it).
+    """
+
+    retries: int = 4
+    backoff: float = 0.1
+    max_backoff: float = 2.0
+    timeout: float = 30.0
+    concurrency: int = 16
+    coalesce_gap: int = 0
+
+    @classmethod
+    def current(cls) -> FetchPolicy:
+        """The policy set in dask's configuration (defaults above)."""
+        import dask
+
+        values = {}
+        for name in ("retries", "backoff", "max_backoff", "timeout", "concurrency", "coalesce_gap"):
+            value = dask.config.get(f"cellcoadd.fetch.{name}", None)
+            if value is not None:
+                values[name] = type(getattr(cls, name))(value)
+        return cls(**values)
+
+
+def redact(text: str, storage_options: Mapping[str, Any] | None) -> str:
+    """``text`` with every secret-looking value of ``storage_options`` replaced by ``***``."""
+    for value in _secrets(storage_options):
+        text = text.replace(value, "***")
+    return text
+
+
+_SECRET_KEYS = ("key", "secret", "token", "password", "passwd", "credential", "auth", "session", "signature")
+
+
+def _secrets(options: Any, parent_secret: bool = False) -> Iterator[str]:
+    if isinstance(options, Mapping):
+        for k, v in options.items():
+            secret = parent_secret or any(word in str(k).lower() for word in _SECRET_KEYS)
+            yield from _secrets(v, secret)
+    elif isinstance(options, list | tuple):
+        for v in options:
+            yield from _secrets(v, parent_secret)
+    elif isinstance(options, str) and parent_secret and len(options) >= 4:
+        yield options
+
+
 @overload
 def fetch_ranges(
     url: str,
     ranges: Sequence[ByteRange],
     *,
     storage_options: Mapping[str, Any] | None = ...,
-    max_gap: int = ...,
+    max_gap: int | None = ...,
     copy: Literal[True] = ...,
+    pin: ObjectPin | None = ...,
 ) -> list[bytes]: ...
 
 
@@ -135,8 +233,9 @@ def fetch_ranges(
     ranges: Sequence[ByteRange],
     *,
     storage_options: Mapping[str, Any] | None = ...,
-    max_gap: int = ...,
+    max_gap: int | None = ...,
     copy: Literal[False],
+    pin: ObjectPin | None = ...,
 ) -> list[memoryview]: ...
 
 
@@ -145,58 +244,145 @@ def fetch_ranges(
     ranges: Sequence[ByteRange],
     *,
     storage_options: Mapping[str, Any] | None = None,
-    max_gap: int = 0,
+    max_gap: int | None = None,
     copy: bool = True,
+    pin: ObjectPin | None = None,
 ) -> list[bytes] | list[memoryview]:
-    """Fetch byte ranges of one file in a single batched call, results in the caller's order.
+    """Fetch byte ranges of one object, results in the caller's order.
 
-    Adjacent ranges are merged into one request.  With ``copy=True`` each result is
-    copied out of the merged buffer so a small range does not keep a big buffer alive;
-    ``copy=False`` returns read-only memoryviews into it instead (no copy), which is
-    what a reader that decodes every range at once wants.
+    Nearby ranges are merged (gap below ``max_gap``, default the policy's
+    ``coalesce_gap``) and every merged range is one request; requests run concurrently
+    (bounded), each is length-checked, and ranges that fail transiently are retried with
+    exponential backoff (:class:`FetchPolicy`).  With ``copy=True`` each result is copied
+    out of its merged buffer; ``copy=False`` returns read-only memoryviews into it.
+
+    Parameters
+    ----------
+    url
+        Local path or fsspec URL.
+    ranges
+        Half-open ``(start, stop)`` byte ranges.
+    storage_options
+        Passed to fsspec (never shown in errors).
+    max_gap
+        Coalescing threshold in bytes.
+    copy
+        Copy results out of merged buffers.
+    pin
+        The object's identity when it was opened: bytes of a changed object are refused.
 
     Raises
     ------
     ArchiveFormatError
-        If a range comes back short: the file ends before it (truncated file).
+        If a range lies beyond the end of the object (truncated file).
+    ObjectChangedError
+        If the object changed since ``pin`` was taken.
     FetchError
-        If the file cannot be read, or a range comes back longer than asked (a server
-        that ignores ``Range``).
+        If the object cannot be read (missing, permission denied, server ignoring
+        ``Range``), or transient failures persist after the last retry.
     """
+    return _fetch(url, ranges, storage_options=storage_options, max_gap=max_gap, copy=copy, pin=pin)[0]
+
+
+def fetch_head(
+    url: str, ranges: Sequence[ByteRange], *, storage_options: Mapping[str, Any] | None = None
+) -> tuple[list[bytes], ObjectPin]:
+    """Like :func:`fetch_ranges`, also returning what the responses told of the object (size, ETag).
+
+    Used for the first read of an object, to pin it without a ``HEAD`` request.
+    """
+    return _fetch(url, ranges, storage_options=storage_options, max_gap=None, copy=True, pin=None)
+
+
+def _fetch(
+    url: str,
+    ranges: Sequence[ByteRange],
+    *,
+    storage_options: Mapping[str, Any] | None,
+    max_gap: int | None,
+    copy: bool,
+    pin: ObjectPin | None,
+) -> tuple[Any, ObjectPin]:
+    from .fetch_backends import PartialResult, Transient, fetch_with_backend
+
     if not ranges:
-        return []
+        return [], pin or ObjectPin()
     for start, stop in ranges:
         if start < 0 or stop < start:
-            raise FetchError(f"{url}: invalid byte range [{start}, {stop}).")
-    merged, placement = merge_ranges(ranges, max_gap)
-    fs, path = filesystem(url, storage_options)
-    _record(url, merged)
-    try:
-        blobs = fs.cat_ranges([path] * len(merged), [a for a, _ in merged], [b for _, b in merged], on_error="return")
-    except Exception as exc:
-        raise FetchError(f"{url}: reading {len(merged)} byte range(s) failed: {exc!r}") from exc
-    for (start, stop), blob in zip(merged, blobs, strict=True):
-        if isinstance(blob, BaseException):
-            if isinstance(blob, FileNotFoundError):
-                raise FetchError(f"{url}: no such file.") from blob
-            raise FetchError(f"{url}: reading bytes [{start}, {stop}) failed: {blob!r}") from blob
-        if len(blob) < stop - start:
-            raise ArchiveFormatError(
-                f"file ends inside the byte range asked for ({len(blob)} of {stop - start} bytes): truncated",
-                url=url,
-                byte_range=(start, stop),
-            )
-        if len(blob) != stop - start:
-            raise FetchError(
-                f"{url}: asked for bytes [{start}, {stop}) ({stop - start} bytes) and got {len(blob)} "
-                "(file truncated, or the server ignores Range requests)."
-            )
-    if len(merged) == len(ranges):
-        out: list[bytes] = [b""] * len(ranges)
-        for k, (m, _, _) in enumerate(placement):
-            out[k] = blobs[m]
-        return out
-    views = [memoryview(b) for b in blobs]
+            raise FetchError(f"{shown_url(url)}: invalid byte range [{start}, {stop}).")
+    policy = FetchPolicy.current()
+    _record(url, [], call=True)
+    merged, placement = merge_ranges(ranges, policy.coalesce_gap if max_gap is None else max_gap)
+    blobs: list[bytes | None] = [None] * len(merged)
+    todo = list(range(len(merged)))
+    seen = pin or ObjectPin()
+    last: BaseException | None = None
+    for attempt in range(policy.retries + 1):
+        if attempt:
+            delay = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+            time.sleep(delay * (0.5 + random.random()))
+        wanted = [merged[k] for k in todo]
+        try:
+            result: PartialResult = fetch_with_backend(url, wanted, storage_options=storage_options, pin=seen,
+                                                       timeout=policy.timeout, concurrency=policy.concurrency)
+        except Transient as exc:
+            last = exc
+            _record_failure(url, len(wanted))
+            continue
+        except CellCoaddError as exc:
+            raise _redacted(exc, storage_options) from None
+        except (FileNotFoundError, PermissionError) as exc:
+            raise FetchError(redact(f"{shown_url(url)}: {_what(exc)}", storage_options)) from None
+        seen = seen.merge(result.pin)
+        failed = []
+        for k, blob, error in zip(todo, result.blobs, result.errors, strict=True):
+            if blob is not None:
+                blobs[k] = blob
+                _record(url, [merged[k]])
+                continue
+            if isinstance(error, Transient):
+                failed.append(k)
+                last = error
+                continue
+            if isinstance(error, CellCoaddError):
+                raise _redacted(error, storage_options) from None
+            if isinstance(error, FileNotFoundError | PermissionError):
+                raise FetchError(redact(f"{shown_url(url)}: {_what(error)}", storage_options)) from None
+            message = f"{shown_url(url)}: reading bytes {merged[k]} failed: {error!r}"
+            raise FetchError(redact(message, storage_options)) from None
+        _record_failure(url, len(failed))
+        todo = failed
+        if not todo:
+            break
+    if todo:
+        start, stop = merged[todo[0]]
+        raise FetchError(redact(
+            f"{shown_url(url)}: reading {len(todo)} byte range(s) (first [{start}, {stop})) failed after "
+            f"{policy.retries + 1} attempts: {last}", storage_options))
+    full = [b for b in blobs if b is not None]
+    if len(merged) == len(ranges) and all(n == len(full[m]) and off == 0 for m, off, n in placement):
+        return [full[m] for m, _, _ in placement], seen
+    views = [memoryview(b) for b in full]
     if not copy:
-        return [views[m][off : off + n] for m, off, n in placement]
-    return [bytes(views[m][off : off + n]) for m, off, n in placement]
+        return [views[m][off : off + n] for m, off, n in placement], seen
+    return [bytes(views[m][off : off + n]) for m, off, n in placement], seen
+
+
+def _what(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file."
+    if isinstance(exc, PermissionError):
+        return f"access denied (check the credentials in storage_options): {exc}"
+    return str(exc)
+
+
+def _redacted(exc: CellCoaddError, storage_options: Mapping[str, Any] | None) -> CellCoaddError:
+    if not list(_secrets(storage_options)):
+        return exc
+    text = str(exc)
+    clean = redact(text, storage_options)
+    if clean == text:
+        return exc
+    if isinstance(exc, ArchiveFormatError):
+        return ArchiveFormatError(redact(exc.args[0] if exc.args else text, storage_options))
+    return type(exc)(clean)

@@ -20,7 +20,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
-from .errors import ValidationError
+from .errors import ValidationError, shown_url
 
 __all__ = ["SCHEMA_ID", "SCHEMA_NAME", "SCHEMA_VERSION", "load_schema", "validate_tree"]
 
@@ -166,5 +166,5 @@ def validate_tree(tree: Mapping[str, Any], *, url: str | None = None) -> None:
         return
     path, detail = _describe(error)
     where = path or "the top level"
-    prefix = f"{url}: " if url is not None else ""
+    prefix = f"{shown_url(url)}: " if url is not None else ""
     raise ValidationError(f"{prefix}JSON tree does not match {SCHEMA_NAME} {SCHEMA_VERSION} at {where}: {detail}")

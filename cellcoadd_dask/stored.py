@@ -27,12 +27,15 @@ class StoredArchive:
         ``(EXTNAME, EXTVER)`` -> INDEX entry (FITS archives; empty for JSON archives).
     storage_options
         fsspec options the archive was opened with.
+    pin
+        The archive's identity when it was opened (size, ETag or modification time).
     """
 
     url: str
     tree: Mapping[str, Any]
     hdus: Mapping[tuple[str, int], Any] = dataclasses.field(default_factory=dict)
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pin: Any = None
 
     def __repr__(self) -> str:
         return f"StoredArchive({self.url!r}, {len(self.hdus)} HDUs)"

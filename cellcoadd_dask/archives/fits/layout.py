@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ArchiveFormatError, FetchError
-from ...fetch import fetch_ranges
+from ...fetch import ObjectPin, fetch_head, fetch_ranges
 from .cards import BLOCK, Header, header_size, parse_header
 from .tables import read_bintable
 
@@ -67,6 +67,7 @@ class FitsContainer:
     hdus: Mapping[tuple[str, int], HduEntry]
     file_size: int
     schema_version: str
+    pin: ObjectPin | None = None
 
     def hdu(self, extname: str, extver: int = 1) -> HduEntry:
         """The INDEX entry of an HDU, or :class:`ArchiveFormatError` naming it."""
@@ -86,12 +87,16 @@ def _card_int(header: Header, key: str, url: str, *, minimum: int = 0) -> int:
     return value
 
 
-def _read_primary(url: str, storage_options: Mapping[str, Any] | None) -> Header:
+def _read_primary(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Header, ObjectPin]:
     buffer = b""
+    pin: ObjectPin | None = None
     while True:
         start = len(buffer)
         try:
-            (block,) = fetch_ranges(url, [(start, start + BLOCK)], storage_options=storage_options)
+            if pin is None:
+                (block,), pin = fetch_head(url, [(start, start + BLOCK)], storage_options=storage_options)
+            else:
+                (block,) = fetch_ranges(url, [(start, start + BLOCK)], storage_options=storage_options, pin=pin)
         except ArchiveFormatError:
             raise ArchiveFormatError(
                 "file too short for a FITS primary header (truncated or not FITS)", url=url, hdu="PRIMARY"
@@ -100,7 +105,7 @@ def _read_primary(url: str, storage_options: Mapping[str, Any] | None) -> Header
         if not buffer.startswith(b"SIMPLE  =                    T"):
             raise ArchiveFormatError("not a FITS file (no SIMPLE = T card)", url=url, hdu="PRIMARY", byte_range=(0, 80))
         if header_size(buffer) is not None:
-            return parse_header(buffer, url=url, hdu="PRIMARY")
+            return parse_header(buffer, url=url, hdu="PRIMARY"), pin
         if len(buffer) >= MAX_PRIMARY_BYTES:
             raise ArchiveFormatError(
                 "primary header has no END card", url=url, hdu="PRIMARY", byte_range=(0, len(buffer))
@@ -225,7 +230,7 @@ def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -
         When the file is not an lsst-images ``cell_coadd`` FITS archive, is truncated,
         or any address is inconsistent.
     """
-    primary = _read_primary(url, storage_options)
+    primary, pin = _read_primary(url, storage_options)
     version = _check_primary(primary, url)
     jaddr = _card_int(primary, "JSONADDR", url, minimum=primary.size)
     jsize = _card_int(primary, "JSONSIZE", url, minimum=BLOCK)
@@ -244,7 +249,7 @@ def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -
         )
     file_size = iaddr + isize
     try:
-        (tail,) = fetch_ranges(url, [(jaddr, file_size)], storage_options=storage_options)
+        (tail,) = fetch_ranges(url, [(jaddr, file_size)], storage_options=storage_options, pin=pin)
     except ArchiveFormatError as exc:
         raise ArchiveFormatError(
             "the JSON and INDEX HDUs are not where the primary header says (truncated file or wrong addresses)",
@@ -256,4 +261,6 @@ def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -
         raise
     tree = _json_tree(tail[:jsize], url, jaddr, jsize)
     hdus = _index(tail[jsize:], url, iaddr, file_size, primary.size)
-    return FitsContainer(url=url, primary=primary, tree=tree, hdus=hdus, file_size=file_size, schema_version=version)
+    return FitsContainer(
+        url=url, primary=primary, tree=tree, hdus=hdus, file_size=file_size, schema_version=version, pin=pin
+    )

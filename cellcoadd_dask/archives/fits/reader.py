@@ -46,11 +46,12 @@ class FitsTableReader:
         self.url = container.url
         self.hdus = dict(container.hdus)
         self.storage_options = dict(storage_options or {})
+        self.pin = container.pin
         self._tables: dict[str, dict[str, np.ndarray]] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "hdus": self.hdus, "storage_options": self.storage_options}
+        return {"url": self.url, "hdus": self.hdus, "storage_options": self.storage_options, "pin": self.pin}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -68,7 +69,8 @@ class FitsTableReader:
                 if entry.compressed or entry.xtension != "BINTABLE":
                     raise ArchiveFormatError("a table source points at an image HDU", url=self.url, hdu=entry.label)
                 (blob,) = fetch_ranges(
-                    self.url, [(entry.hdraddr, entry.dataddr + entry.datsize)], storage_options=self.storage_options
+                    self.url, [(entry.hdraddr, entry.dataddr + entry.datsize)], storage_options=self.storage_options,
+                    pin=self.pin,
                 )
                 header = parse_header(blob, 0, url=self.url, hdu=entry.label)
                 if header.size != entry.dataddr - entry.hdraddr:
@@ -127,6 +129,7 @@ class _PlaneBuilder:
             shape=plane.array.shape,
             dtype=plane.array.datatype,
             storage_options=self.storage_options,
+            pin=self.container.pin,
         )
         chunks = cell_chunks(plane.bbox, self.grid, self.chunks, plane.array.dtype.itemsize)
         array = plane_array(source, name=name, chunks=chunks)
@@ -144,6 +147,7 @@ class _PlaneBuilder:
             dtype=schema.dtype,
             combine=functools.partial(combine_disk_arrays, schema),
             storage_options=self.storage_options,
+            pin=self.container.pin,
         )
         yx_chunks = cell_chunks(m.bbox, self.grid, self.chunks, 4 * len(refs))
         array = plane_array(source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
@@ -155,7 +159,8 @@ class _PlaneBuilder:
         # Header only: a kernel's descriptor rows are read with its first use.
         ref = _hdu_ref(self.container, p.array, 0)
         source = FitsArraySource(
-            self.container.url, [ref], shape=p.array.shape, dtype=p.array.datatype, storage_options=self.storage_options
+            self.container.url, [ref], shape=p.array.shape, dtype=p.array.datatype,
+            storage_options=self.storage_options, pin=self.container.pin,
         )
         chunks = ((1,) * n_i, (1,) * n_j, (ky,), (kx,))
         array = plane_array(source, name="psf", chunks=chunks)
@@ -217,6 +222,7 @@ def read_fits(
     bbox: Box | None = None,
     chunks: Chunks = "auto",
     storage_options: Mapping[str, Any] | None = None,
+    preload: bool | None = None,
 ) -> CellCoadd:
     """Open an lsst-images ``cell_coadd`` FITS archive lazily.
 
@@ -230,6 +236,10 @@ def read_fits(
         ``"auto"``, ``"cell"`` or cells per chunk side; chunk edges fall on cell edges.
     storage_options
         Passed to fsspec.
+    preload
+        Also read every plane's header and tile table now (one more batched request), so
+        that graphs carry all metadata and workers fetch only tiles.  ``None`` (default):
+        when a ``dask.distributed`` client is active.
 
     Raises
     ------
@@ -266,8 +276,25 @@ def read_fits(
             provenance=provenance,
             aperture_corrections=aperture,
             url=url,
-            stored=StoredArchive(url, container.tree, dict(container.hdus), dict(storage_options or {})),
+            stored=StoredArchive(url, container.tree, dict(container.hdus), dict(storage_options or {}),
+                                 pin=container.pin),
         )
     except ValidationError as exc:
         raise ArchiveFormatError(f"the JSON tree describes an invalid coadd: {exc}", url=url, hdu="JSON") from None
+    if preload is None:
+        preload = _distributed_client_active()
+    if preload:
+        coadd.load_metadata()
     return coadd if bbox is None else coadd[bbox]
+
+
+def _distributed_client_active() -> bool:
+    try:
+        from distributed import default_client
+    except ImportError:
+        return False
+    try:
+        default_client()
+    except ValueError:
+        return False
+    return True

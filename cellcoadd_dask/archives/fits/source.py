@@ -9,6 +9,8 @@ decodes them.  What is loaded is cached on the instance, so a worker reads it on
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,14 +19,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import ArchiveFormatError
-from ...fetch import fetch_ranges
+from ...fetch import ObjectPin, fetch_ranges
 from ...lazy import apply_rest, normalize_key
 from .cards import parse_header
 from .layout import HduEntry
 from .tile_tables import compressed_layout_from_header, load_rows, plain_layout
 from .tiles import StoredArray, TiledArray
 
-__all__ = ["FitsArraySource", "HduRef", "load_layouts"]
+__all__ = ["FitsArraySource", "HduRef", "load_layouts", "preload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,7 @@ class HduRef:
 
 
 def load_layouts(
-    url: str, refs: Sequence[HduRef], storage_options: Mapping[str, Any] | None = None
+    url: str, refs: Sequence[HduRef], storage_options: Mapping[str, Any] | None = None, pin: ObjectPin | None = None
 ) -> list[StoredArray]:
     """Read the headers of ``refs`` (and the descriptor rows that fit the guess) in one batch.
 
@@ -56,7 +58,7 @@ def load_layouts(
         e = ref.entry
         stop = e.dataddr + (min(ref.table_guess, e.datsize) if e.compressed else 0)
         first.append((e.hdraddr, stop))
-    blobs = fetch_ranges(url, first, storage_options=storage_options)
+    blobs = fetch_ranges(url, first, storage_options=storage_options, pin=pin)
     layouts: list[StoredArray] = []
     for ref, blob in zip(refs, blobs, strict=True):
         e = ref.entry
@@ -139,6 +141,8 @@ class FitsArraySource:
         array, cast to ``dtype``.
     storage_options
         Passed to fsspec.
+    pin
+        The object's identity when it was opened (reads of a changed object fail).
     """
 
     def __init__(
@@ -150,8 +154,10 @@ class FitsArraySource:
         dtype: np.dtype | str,
         combine: Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray] | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        pin: ObjectPin | None = None,
     ) -> None:
         self.url = url
+        self.pin = pin
         self.refs = tuple(refs)
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
@@ -173,6 +179,7 @@ class FitsArraySource:
             self.shape,
             str(self.dtype),
             tokenize(self.combine),
+            self.pin,
         )
 
     def derive(
@@ -183,7 +190,8 @@ class FitsArraySource:
     ) -> FitsArraySource:
         """A source over the same HDUs with another combiner (sharing loaded tile tables)."""
         out = FitsArraySource(
-            self.url, self.refs, shape=shape, dtype=dtype, combine=combine, storage_options=self.storage_options
+            self.url, self.refs, shape=shape, dtype=dtype, combine=combine, storage_options=self.storage_options,
+            pin=self.pin,
         )
         out._cache = self._cache
         return out
@@ -194,7 +202,7 @@ class FitsArraySource:
         if cache.layouts is None:
             with cache.lock:
                 if cache.layouts is None:
-                    cache.layouts = load_layouts(self.url, self.refs, self.storage_options)
+                    cache.layouts = load_layouts(self.url, self.refs, self.storage_options, self.pin)
         return cache.layouts
 
     def _load_rows(self, layouts: list[StoredArray], region: tuple[slice, ...]) -> None:
@@ -206,7 +214,8 @@ class FitsArraySource:
         if not wanted:
             return
         blobs = fetch_ranges(
-            self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options
+            self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options,
+            pin=self.pin,
         )
         with self._cache.lock:
             for (layout, a, _), blob in zip(wanted, blobs, strict=True):
@@ -220,7 +229,8 @@ class FitsArraySource:
         self._load_rows(layouts, region)
         per_layout = [layout.byte_ranges(region[: len(layout.shape)]) for layout in layouts]
         blobs = fetch_ranges(
-            self.url, [r for rs in per_layout for r in rs], storage_options=self.storage_options, copy=False
+            self.url, [r for rs in per_layout for r in rs], storage_options=self.storage_options, copy=False,
+            pin=self.pin,
         )
         arrays = []
         k = 0
@@ -234,3 +244,49 @@ class FitsArraySource:
     def __getitem__(self, key: Any) -> np.ndarray:
         region, rest = normalize_key(key, self.shape)
         return apply_rest(self.read(region), rest)
+
+
+def preload(sources: Sequence[FitsArraySource]) -> None:
+    """Load the headers and every tile-descriptor row of ``sources`` in at most two batched reads.
+
+    Afterwards the sources hold all the metadata their reads need (byte ranges and decode
+    parameters of every tile), so a pickled source (a task of a distributed graph) never
+    reads a header or a table row again.  Sources of one file share one request batch.
+    """
+    by_url: dict[str, list[FitsArraySource]] = {}
+    for source in sources:
+        if source._cache.layouts is None:
+            by_url.setdefault(source.url, []).append(source)
+    for url, group in by_url.items():
+        unique = list({id(s._cache): s for s in group}.values())
+        # Quantized tables have 32-byte rows (4 columns), lossless ones 8: ask for enough for
+        # either, so the whole table usually comes with the header in this one batch.
+        # PSF-like arrays (no guess at open) have one row tile per kernel row: 8 bytes each.
+        refs = [
+            dataclasses.replace(ref, table_guess=4 * ref.table_guess or 8 * math.prod(ref.shape[:-1]))
+            for s in unique
+            for ref in s.refs
+        ]
+        layouts = load_layouts(url, refs, unique[0].storage_options, unique[0].pin)
+        k = 0
+        for source in unique:
+            with source._cache.lock:
+                if source._cache.layouts is None:
+                    source._cache.layouts = layouts[k : k + len(source.refs)]
+            k += len(source.refs)
+    wanted: dict[str, list[tuple[FitsArraySource, TiledArray, int, int]]] = {}
+    for source in {id(s._cache): s for s in sources}.values():
+        for layout in source.layouts():
+            if isinstance(layout, TiledArray) and layout.loaded is not None:
+                full = tuple(slice(0, n) for n in layout.shape)
+                wanted.setdefault(source.url, []).extend(
+                    (source, layout, a, b) for a, b in layout.missing_rows(full)
+                )
+    for url, rows in wanted.items():
+        if not rows:
+            continue
+        blobs = fetch_ranges(url, [layout.row_range(a, b) for _, layout, a, b in rows],
+                             storage_options=rows[0][0].storage_options, pin=rows[0][0].pin)
+        for (source, layout, a, _), blob in zip(rows, blobs, strict=True):
+            with source._cache.lock:
+                load_rows(layout, a, blob)

@@ -161,7 +161,7 @@ def _quantized_copy(image: Image, options: FitsCompressionOptions | None, bbox: 
     layout = source.layouts()[0]
     if not isinstance(layout, TiledArray) or layout.codec.quantize is None:
         return None
-    return (source.url, source.storage_options, source.refs[0].entry)
+    return (source.url, source.storage_options, source.refs[0].entry, source.pin)
 
 
 def _image_plane(
@@ -206,7 +206,7 @@ def _mask_planes(coadd: CellCoadd, options: FitsCompressionOptions | None, cell:
             # A source over this one HDU only: piece k reads the tiles of MASK,k and nothing else.
             source = FitsArraySource(stored.url, [stored.refs[k]], shape=full, dtype=np.dtype(np.int32),
                                      combine=functools.partial(pick_disk_array, 0),
-                                     storage_options=stored.storage_options)
+                                     storage_options=stored.storage_options, pin=stored.pin)
             start, _ = origin_window(origin, mask.bbox)
             pieces = functools.partial(pieces_from_source, source, start, shape, name=f"mask-{k}")
             prepare = None
@@ -321,7 +321,7 @@ def _passthrough(coadd: CellCoadd, written: set[tuple[str, int]], referenced: se
     for key, entry in stored.hdus.items():
         if key in written or key[0] in ("", "JSON", "INDEX") or key not in referenced:
             continue
-        out.append((stored.url, stored.storage_options, entry))
+        out.append((stored.url, stored.storage_options, entry, stored.pin))
     return out
 
 
@@ -344,8 +344,9 @@ def _source_key(source: str) -> tuple[str, int] | None:
     return m.group(1), int(m.group(2) or 1)
 
 
-def _copy_hdu(writer: FitsStreamWriter, url: str, storage_options: Any, entry: Any) -> HduPosition:
-    (blob,) = fetch_ranges(url, [(entry.hdraddr, entry.dataddr + entry.datsize)], storage_options=storage_options)
+def _copy_hdu(writer: FitsStreamWriter, url: str, storage_options: Any, entry: Any, pin: Any) -> HduPosition:
+    (blob,) = fetch_ranges(url, [(entry.hdraddr, entry.dataddr + entry.datsize)], storage_options=storage_options,
+                           pin=pin)
     header, data = blob[: entry.dataddr - entry.hdraddr], blob[entry.dataddr - entry.hdraddr :]
     return writer.write_hdu(bytes(header), bytes(data), extname=entry.extname, extver=entry.extver,
                             xtension=entry.xtension, compressed=entry.compressed)
@@ -398,8 +399,7 @@ def _write_planes(writer: FitsStreamWriter, planes: Sequence[_Plane], progress: 
         for plane in planes:
             n = len(plane.edges()) - 1
             if plane.copy_from is not None:
-                url, storage_options, entry = plane.copy_from
-                _copy_hdu(writer, url, storage_options, entry)
+                _copy_hdu(writer, *plane.copy_from)
                 if progress is not None:
                     progress(n)
                 continue
@@ -553,7 +553,7 @@ def plan_write(
     written = {(p.extname, p.extver) for p in planes} | {(name, 1) for name, _ in tables}
     referenced = {key for s in _sources(tree) if (key := _source_key(s)) is not None}
     passthrough = _passthrough(coadd, written, referenced)
-    available = written | {(e.extname, e.extver) for _, _, e in passthrough} | {("JSON", 1)}
+    available = written | {(e.extname, e.extver) for _, _, e, _ in passthrough} | {("JSON", 1)}
     missing = sorted(referenced - available)
     if missing:
         raise ValidationError(
@@ -578,8 +578,8 @@ def write_plan(plan: WritePlan, stream: IO[bytes], progress: Callable[[int], Any
     for extname, table in plan.tables:
         header, data = table_hdu(table, extname)
         writer.write_hdu(header, data, extname=extname, xtension="BINTABLE")
-    for url, storage_options, entry in plan.passthrough:
-        _copy_hdu(writer, url, storage_options, entry)
+    for url, storage_options, entry, pin in plan.passthrough:
+        _copy_hdu(writer, url, storage_options, entry, pin)
     text = json.dumps(plan.tree, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode("utf-8")
     json_header, json_data = _json_hdu(text)
     json_position = writer.write_hdu(json_header, json_data, extname="JSON", xtension="BINTABLE")

@@ -18,8 +18,8 @@ import numpy as np
 
 from ...coadd import CellCoadd
 from ...deferred import Deferred
-from ...errors import ArchiveFormatError, BoundsError, FetchError
-from ...fetch import filesystem, normalize_url
+from ...errors import ArchiveFormatError, BoundsError, FetchError, shown_url
+from ...fetch import filesystem, normalize_url, redact
 from ...geom import Box
 from ...image import Image
 from ...lazy import Chunks, cell_chunks
@@ -59,9 +59,9 @@ def _read_text(url: str, storage_options: Mapping[str, Any] | None) -> Any:
             raise ArchiveFormatError(f"JSON archive of {size} bytes is larger than {MAX_JSON_BYTES}", url=url)
         raw = fs.cat_file(path)
     except FileNotFoundError:
-        raise FetchError(f"{url}: no such file.") from None
+        raise FetchError(f"{shown_url(url)}: no such file.") from None
     except OSError as exc:
-        raise FetchError(f"{url}: reading failed: {exc!r}") from exc
+        raise FetchError(redact(f"{shown_url(url)}: reading failed: {exc!r}", storage_options)) from None
     if raw[:2] == b"\x1f\x8b":
         try:
             d = zlib.decompressobj(wbits=31)
