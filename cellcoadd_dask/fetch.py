@@ -75,16 +75,51 @@ _observers_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def fetch_stats() -> Iterator[FetchStats]:
-    """Count the requests and bytes fetched by this process inside the ``with`` block."""
+def fetch_stats(client: Any = None) -> Iterator[FetchStats]:
+    """Count the requests and bytes fetched inside the ``with`` block.
+
+    Parameters
+    ----------
+    client
+        A ``dask.distributed`` client: also count what its workers fetch during the block
+        (summed into the yielded object when the block ends).  Without one, this process only.
+    """
     stats = FetchStats()
     with _observers_lock:
         _observers.append(stats)
+    token = None
+    if client is not None:
+        import uuid
+
+        token = uuid.uuid4().hex
+        client.run(_start_remote, token)
     try:
         yield stats
     finally:
         with _observers_lock:
             _observers.remove(stats)
+        if client is not None:
+            for calls, ranges, failures in client.run(_stop_remote, token).values():
+                stats.calls += calls
+                stats.ranges.extend(ranges)
+                stats.failures += failures
+
+
+_remote: dict[str, FetchStats] = {}
+
+
+def _start_remote(token: str) -> None:
+    stats = FetchStats()
+    with _observers_lock:
+        _observers.append(stats)
+        _remote[token] = stats
+
+
+def _stop_remote(token: str) -> tuple[int, list[tuple[str, int, int]], int]:
+    with _observers_lock:
+        stats = _remote.pop(token)
+        _observers.remove(stats)
+    return stats.calls, stats.ranges, stats.failures
 
 
 def _record(url: str, merged: Sequence[ByteRange], *, call: bool = False) -> None:
