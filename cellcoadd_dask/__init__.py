@@ -11,6 +11,7 @@ from .compression import (
     FitsQuantizationOptions,
 )
 from .errors import ArchiveFormatError, BoundsError, CellCoaddError, FetchError, ValidationError
+from .fetch import FetchStats, ObjectChangedError, fetch_stats
 from .geom import YX, Box, Interval
 from .image import Image
 from .mask import Mask, MaskPlane, MaskSchema
@@ -31,6 +32,7 @@ __all__ = [
     "CellIJ",
     "CellPointSpreadFunction",
     "FetchError",
+    "FetchStats",
     "FitsCompressionAlgorithm",
     "FitsCompressionOptions",
     "FitsDitherAlgorithm",
@@ -40,8 +42,10 @@ __all__ = [
     "Mask",
     "MaskPlane",
     "MaskSchema",
+    "ObjectChangedError",
     "PatchDefinition",
     "ValidationError",
     "__version__",
+    "fetch_stats",
     "open_coadd",
 ]
