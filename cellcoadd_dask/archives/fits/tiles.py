@@ -143,7 +143,17 @@ class TiledArray:
         """Runs ``[first, stop)`` of descriptor rows that a read of ``region`` needs and lacks."""
         if self.loaded is None:
             return []
-        numbers = sorted(n for n, _ in self._tiles(_check_region(region, self.shape)) if not self.loaded[n])
+        bounds = _check_region(region, self.shape)
+        if all(a == 0 and b == n for (a, b), n in zip(bounds, self.shape, strict=True)):
+            # The whole array: every row not loaded yet, as runs (vectorized; PSF tables have ~20,000 rows).
+            missing = np.flatnonzero(~self.loaded)
+            if missing.size == 0:
+                return []
+            breaks = np.flatnonzero(np.diff(missing) != 1)
+            starts = np.concatenate([missing[:1], missing[breaks + 1]])
+            stops = np.concatenate([missing[breaks], missing[-1:]]) + 1
+            return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+        numbers = sorted(n for n, _ in self._tiles(bounds) if not self.loaded[n])
         runs: list[list[int]] = []
         for n in numbers:
             if runs and n == runs[-1][1]:
