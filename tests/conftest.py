@@ -96,3 +96,26 @@ def dask_client(dask_cluster: Any) -> Iterator[Any]:
     with Client(dask_cluster) as client:
         client.wait_for_workers(2, timeout=60)
         yield client
+
+
+from faultproxy import HttpFaultProxy, S3FaultProxy  # noqa: E402
+
+
+@pytest.fixture
+def http_proxy(http_server: HttpServer) -> Iterator[HttpFaultProxy]:
+    """A fault-injecting, request-counting proxy in front of the session nginx, for one test.
+
+    Publish files with ``http_proxy.publish(path)`` to get URLs that go through it.
+    """
+    with HttpFaultProxy(http_server) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def s3_proxy(s3_server: S3Server) -> Iterator[S3FaultProxy]:
+    """A fault-injecting, request-counting proxy in front of the session S3 server, for one test.
+
+    ``s3_proxy.storage_options`` make s3fs talk to the server through it.
+    """
+    with S3FaultProxy(s3_server) as proxy:
+        yield proxy
