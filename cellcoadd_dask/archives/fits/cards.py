@@ -19,6 +19,7 @@ MAX_HEADER_BYTES = 2880 * 1000
 
 CardValue = str | int | float | bool | None
 
+_STRING = re.compile(r"'((?:[^']|'')*)'")
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$")
 
@@ -48,21 +49,10 @@ def _parse_value(text: str) -> tuple[CardValue, bool]:
     """Parse the value field of a card; return (value, is_string)."""
     text = text.strip()
     if text.startswith("'"):
-        out = []
-        k = 1
-        while k < len(text):
-            c = text[k]
-            if c == "'":
-                if k + 1 < len(text) and text[k + 1] == "'":
-                    out.append("'")
-                    k += 2
-                    continue
-                break
-            out.append(c)
-            k += 1
-        else:
+        m = _STRING.match(text)
+        if m is None:
             raise ValueError("unterminated string")
-        return "".join(out).rstrip(), True
+        return m.group(1).replace("''", "'").rstrip(), True
     value = text.split("/", 1)[0].strip()
     if value == "":
         return None, False
