@@ -203,3 +203,20 @@ def test_a_range_past_the_end_is_a_truncation_error(reference_dir: Path, s3_serv
     with pytest.raises(ccd.ArchiveFormatError) as info:
         fetch_ranges(url, [(size - 10, size + 10)], storage_options=s3_server.storage_options)
     assert "truncated" in str(info.value)
+
+
+def test_json_archives_over_http_and_s3_without_head(reference_dir: Path, http_server: HttpServer,
+                                                     s3_server: Any) -> None:
+    name = "synthetic_3x3_cutout.json"
+    expected = lsst_read(str(reference_dir / name)).image.array
+    url = http_server.publish(reference_dir / name)
+    mark = http_server.mark()
+    coadd = ccd.open_coadd(url)
+    log = http_server.requests_since(mark, name=url)
+    assert [r.method for r in log] == ["GET", "GET"], log  # the size from the first byte's Content-Range
+    np.testing.assert_array_equal(coadd.image.array.compute(), expected)
+    s3_url = s3_server.upload(reference_dir / name)
+    with fetch_stats() as stats:
+        coadd = ccd.open_coadd(s3_url, storage_options=s3_server.storage_options)
+    assert stats.requests == 2
+    np.testing.assert_array_equal(coadd.image.array.compute(), expected)

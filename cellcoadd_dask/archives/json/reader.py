@@ -19,7 +19,7 @@ import numpy as np
 from ...coadd import CellCoadd
 from ...deferred import Deferred
 from ...errors import ArchiveFormatError, BoundsError, FetchError, shown_url
-from ...fetch import filesystem, normalize_url, redact
+from ...fetch import fetch_head, fetch_ranges, filesystem, normalize_url, redact
 from ...geom import Box
 from ...image import Image
 from ...lazy import Chunks, cell_chunks
@@ -52,16 +52,25 @@ def _inline(array: ArrayModel, url: str, path: str) -> np.ndarray:
 
 
 def _read_text(url: str, storage_options: Mapping[str, Any] | None) -> Any:
-    fs, path = filesystem(url, storage_options)
-    try:
-        size = fs.size(path)
-        if size is not None and size > MAX_JSON_BYTES:
+    # The first byte tells the size (Content-Range, or the file's size) without a HEAD request;
+    # both reads go through the fetch layer (retries, pinning, checked lengths).
+    (_,), pin = fetch_head(url, [(0, 1)], storage_options=storage_options)
+    size = pin.size
+    if size is not None:
+        if size > MAX_JSON_BYTES:
             raise ArchiveFormatError(f"JSON archive of {size} bytes is larger than {MAX_JSON_BYTES}", url=url)
-        raw = fs.cat_file(path)
-    except FileNotFoundError:
-        raise FetchError(f"{shown_url(url)}: no such file.") from None
-    except OSError as exc:
-        raise FetchError(redact(f"{shown_url(url)}: reading failed: {exc!r}", storage_options)) from None
+        (raw,) = fetch_ranges(url, [(0, size)], storage_options=storage_options, pin=pin)
+    else:
+        fs, path = filesystem(url, storage_options)
+        try:
+            size = fs.size(path)
+            if size is not None and size > MAX_JSON_BYTES:
+                raise ArchiveFormatError(f"JSON archive of {size} bytes is larger than {MAX_JSON_BYTES}", url=url)
+            raw = fs.cat_file(path)
+        except FileNotFoundError:
+            raise FetchError(f"{shown_url(url)}: no such file.") from None
+        except OSError as exc:
+            raise FetchError(redact(f"{shown_url(url)}: reading failed: {exc!r}", storage_options)) from None
     if raw[:2] == b"\x1f\x8b":
         try:
             d = zlib.decompressobj(wbits=31)
