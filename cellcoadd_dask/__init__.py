@@ -17,6 +17,7 @@ from .image import Image
 from .mask import Mask, MaskPlane, MaskSchema
 from .open import open_coadd
 from .psf import CellPointSpreadFunction
+from .tract import open_tract
 
 __version__ = "0.1.0"
 
@@ -48,4 +49,5 @@ __all__ = [
     "__version__",
     "fetch_stats",
     "open_coadd",
+    "open_tract",
 ]

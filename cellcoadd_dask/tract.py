@@ -1,0 +1,436 @@
+"""``open_tract``: the patches of one tract as one lazy :class:`xarray.Dataset` on the tract pixel grid.
+
+Each patch contributes the pixels of its inner (non-overlapping) box that its file covers;
+the inner boxes of a skymap tile the tract, so the Dataset spans the bounding box of the
+inner boxes given, and whatever no patch covers holds fill values with ``NO_DATA`` set.
+
+Every plane of the Dataset is one dask array, chunked on cell edges, over a small source
+that hands each region asked for to the patches it overlaps.  A slice of the Dataset thus
+reaches each patch's own lazy array as exactly the part it needs, and reads only the tiles
+it touches, however large the chunks are.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from os import PathLike
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from .cells import CellGrid
+from .coadd import CellCoadd
+from .errors import ValidationError, shown_url
+from .fetch import normalize_url
+from .geom import Box, Interval
+from .lazy import Chunks, apply_rest, cell_chunks, normalize_key, plane_array
+from .mask import MaskSchema, packed_dtype
+from .xarray_backend import _stack_planes, coadd_to_dataset
+
+__all__ = ["OPEN_THREADS", "open_tract"]
+
+OPEN_THREADS = 16
+"""Number of files opened at once."""
+
+NO_DATA = "NO_DATA"
+"""The mask plane set wherever no patch provides pixels."""
+
+
+@dataclass(frozen=True)
+class _Patch:
+    """One opened file: its URL, the coadd, and the part of its inner box it covers."""
+
+    url: str
+    coadd: CellCoadd
+    covered: Box | None
+
+    @property
+    def inner(self) -> Box:
+        return self.coadd.patch.inner_bbox
+
+
+class _TractSource:
+    """Lazily indexed plane over the tract box, assembled from per-patch lazy arrays.
+
+    Parameters
+    ----------
+    bbox
+        Absolute box of the tract plane (its first two axes are y, x).
+    blocks
+        ``(box, array)`` pairs: ``array`` is a patch's lazy plane over ``box`` (absolute).
+    fill
+        Value (broadcast over trailing axes) where no block provides pixels.
+    trailing
+        Sizes of the axes after y, x.
+    """
+
+    def __init__(
+        self, bbox: Box, blocks: Sequence[tuple[Box, da.Array]], fill: np.ndarray, trailing: tuple[int, ...]
+    ) -> None:
+        self.bbox = bbox
+        self.blocks = tuple(blocks)
+        self.fill = np.asarray(fill)
+        self.dtype = self.fill.dtype
+        self.shape = (*bbox.shape, *trailing)
+        self.ndim = len(self.shape)
+
+    def __dask_tokenize__(self) -> Any:
+        return (
+            "cellcoadd-tract-plane",
+            str(self.bbox),
+            tuple((str(box), array.name) for box, array in self.blocks),
+            self.fill.dtype.str,
+            self.fill.tobytes(),
+            self.shape,
+        )
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region, rest = normalize_key(key, self.shape)
+        sy, sx = region[:2]
+        trail = region[2:]
+        y0, x0 = self.bbox.y.start, self.bbox.x.start
+        want = Box(Interval(y0 + sy.start, y0 + sy.stop), Interval(x0 + sx.start, x0 + sx.stop))
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        out[...] = self.fill[trail] if self.fill.ndim else self.fill
+        targets: list[tuple[slice, slice]] = []
+        parts: list[da.Array] = []
+        for box, array in self.blocks:
+            overlap = box.intersection(want)
+            if overlap is None:
+                continue
+            targets.append(overlap.slice_within(want))
+            parts.append(array[(*overlap.slice_within(box), *trail)])
+        for (ty, tx), values in zip(targets, da.compute(*parts, scheduler="sync"), strict=True):
+            out[ty, tx] = values
+        return apply_rest(out, rest)
+
+
+def _as_url_list(urls: str | PathLike[str] | Iterable[str | PathLike[str]]) -> list[str]:
+    if isinstance(urls, (str, PathLike)):
+        urls = [urls]
+    out = [normalize_url(u) for u in urls]
+    if not out:
+        raise ValidationError("open_tract needs at least one URL.")
+    seen: dict[str, int] = {}
+    for n, url in enumerate(out):
+        if url in seen:
+            raise ValidationError(
+                f"urls[{seen[url]}] and urls[{n}] are the same file ({shown_url(url)}): each patch is given once."
+            )
+        seen[url] = n
+    return out
+
+
+def _open_all(urls: Sequence[str], storage_options: Mapping[str, Any] | None, chunks: Chunks) -> list[CellCoadd]:
+    from .open import open_coadd
+
+    def one(url: str) -> CellCoadd:
+        return open_coadd(url, chunks=chunks, storage_options=storage_options)
+
+    with ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(urls))) as pool:
+        futures = [pool.submit(one, url) for url in urls]
+        # The first failure in the order given is raised (the others are dropped).
+        return [f.result() for f in futures]
+
+
+def _schema_key(schema: MaskSchema) -> tuple[Any, ...]:
+    return (tuple(None if p is None else p.name for p in schema), str(schema.dtype))
+
+
+_FIELDS: tuple[tuple[str, Callable[[CellCoadd], Any]], ...] = (
+    ("skymap", lambda c: c.skymap),
+    ("tract", lambda c: c.tract),
+    ("band", lambda c: c.band),
+    ("units", lambda c: (str(c.unit), str(c.variance.unit))),
+    ("dtypes", lambda c: (str(c.image.dtype), str(c.variance.dtype))),
+    ("cell shape", lambda c: tuple(c.grid.cell_shape)),
+    ("mask schema", lambda c: _schema_key(c.mask.schema)),
+    ("mask fractions", lambda c: (tuple(c.mask_fractions), tuple(str(v.dtype) for v in c.mask_fractions.values()))),
+    ("noise realizations", lambda c: (len(c.noise_realizations), tuple(str(v.dtype) for v in c.noise_realizations))),
+)
+
+
+def _check_patches(urls: Sequence[str], coadds: Sequence[CellCoadd]) -> list[_Patch]:
+    for url, coadd in zip(urls, coadds, strict=True):
+        if coadd._patch is None:
+            raise ValidationError(f"{shown_url(url)}: field 'patch': the coadd has no patch definition.")
+    first_url, first = urls[0], coadds[0]
+    for name, get in _FIELDS:
+        expected = get(first)
+        for url, coadd in zip(urls[1:], coadds[1:], strict=True):
+            if get(coadd) != expected:
+                raise ValidationError(
+                    f"{shown_url(url)}: field {name!r} is {get(coadd)!r}, but {shown_url(first_url)} has {expected!r}; "
+                    "every patch of a tract must agree."
+                )
+    cy, cx = first.grid.cell_shape
+    origin = first.patch.cells.bbox.start
+    by_index: dict[tuple[int, int], str] = {}
+    for url, coadd in zip(urls, coadds, strict=True):
+        patch = coadd.patch
+        start = patch.cells.bbox.start
+        if (start.y - origin.y) % cy or (start.x - origin.x) % cx:
+            raise ValidationError(
+                f"{shown_url(url)}: field 'patch.cells': its cell grid starts at {start}, off the cell edges of "
+                f"{shown_url(first_url)}'s grid."
+            )
+        index = (patch.index.y, patch.index.x)
+        if index in by_index:
+            raise ValidationError(
+                f"{shown_url(by_index[index])} and {shown_url(url)} are both patch index {index} "
+                f"(field 'patch.index'): give one file per patch."
+            )
+        by_index[index] = url
+    return [
+        _Patch(url, coadd, coadd.patch.inner_bbox.intersection(coadd.bbox))
+        for url, coadd in zip(urls, coadds, strict=True)
+    ]
+
+
+def _axis_intervals(spans: Iterable[tuple[Interval, str]], axis: str) -> list[Interval]:
+    """Distinct inner intervals along one axis, sorted, with the gaps between them as intervals of their own."""
+    distinct: dict[tuple[int, int], str] = {}
+    for iv, url in spans:
+        distinct.setdefault((iv.start, iv.stop), url)
+    ordered = sorted(distinct)
+    out: list[Interval] = []
+    for (a0, a1), (b0, b1) in itertools.pairwise(ordered):
+        if b0 < a1:
+            raise ValidationError(
+                f"{shown_url(distinct[(b0, b1)])}: field 'patch.inner_bbox': its {axis} range [{b0}, {b1}) overlaps "
+                f"[{a0}, {a1}) of {shown_url(distinct[(a0, a1)])}; inner boxes of a tract do not overlap."
+            )
+    for n, (a0, a1) in enumerate(ordered):
+        out.append(Interval(a0, a1))
+        if n + 1 < len(ordered) and ordered[n + 1][0] > a1:
+            out.append(Interval(a1, ordered[n + 1][0]))
+    return out
+
+
+def _axis_chunks(intervals: Sequence[Interval], chunk: Callable[[Interval], tuple[int, ...]]) -> tuple[int, ...]:
+    return tuple(c for iv in intervals for c in chunk(iv))
+
+
+class _Layout:
+    """The tract box and its chunks on cell edges (patch edges are always chunk edges)."""
+
+    def __init__(self, patches: Sequence[_Patch], chunks: Chunks) -> None:
+        for a, b in itertools.combinations(patches, 2):
+            if a.inner.intersection(b.inner) is not None:
+                raise ValidationError(
+                    f"{shown_url(b.url)}: field 'patch.inner_bbox' {b.inner} overlaps {a.inner} of {shown_url(a.url)}."
+                )
+        self.ys = _axis_intervals(((p.inner.y, p.url) for p in patches), "y")
+        self.xs = _axis_intervals(((p.inner.x, p.url) for p in patches), "x")
+        self.bbox = Box(Interval(self.ys[0].start, self.ys[-1].stop), Interval(self.xs[0].start, self.xs[-1].stop))
+        first = patches[0].coadd
+        # One grid for the whole tract: the first patch's cells, extended over the tract box.
+        self.grid = CellGrid(first.patch.cells.snap(self.bbox), first.grid.cell_shape)
+        self.chunks = chunks
+
+    def yx_chunks(self, itemsize: int, extra: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Chunks along (y, x): per inner interval, cell multiples from the interval's start."""
+
+        def along(axis: int) -> Callable[[Interval], tuple[int, ...]]:
+            def chunk(iv: Interval) -> tuple[int, ...]:
+                other = self.bbox.x if axis == 0 else self.bbox.y
+                box = Box(iv, other) if axis == 0 else Box(other, iv)
+                grid = CellGrid(box, self.grid.cell_shape)
+                return cell_chunks(box, grid, self.chunks, itemsize, extra)[axis]
+
+            return chunk
+
+        return _axis_chunks(self.ys, along(0)), _axis_chunks(self.xs, along(1))
+
+
+def _plane(
+    layout: _Layout,
+    patches: Sequence[_Patch],
+    get: Callable[[CellCoadd], da.Array],
+    fill: np.ndarray,
+    trailing: tuple[int, ...],
+    name: str,
+) -> da.Array:
+    blocks = [(p.covered, get(p.coadd[p.covered])) for p in patches if p.covered is not None]
+    source = _TractSource(layout.bbox, blocks, fill, trailing)
+    extra = int(np.prod(trailing)) if trailing else 1
+    yx = layout.yx_chunks(source.dtype.itemsize, extra)
+    chunks = (*yx, *((n,) for n in trailing))
+    return plane_array(source, name=f"tract-{name}", chunks=chunks, token=source.__dask_tokenize__())
+
+
+def _fraction_of(name: str) -> Callable[[CellCoadd], da.Array]:
+    return lambda coadd: coadd.mask_fractions[name].array
+
+
+def _noise_of(k: int) -> Callable[[CellCoadd], da.Array]:
+    return lambda coadd: coadd.noise_realizations[k].array
+
+
+def _mask_fill(schema: MaskSchema, packed: bool) -> np.ndarray:
+    """The mask value of pixels no patch provides: ``NO_DATA`` only (0 without such a plane)."""
+    if packed:
+        dtype = packed_dtype(schema)
+        if NO_DATA not in schema.names:
+            return np.zeros((), dtype=dtype)
+        return np.array(1 << schema.index(NO_DATA), dtype=dtype)
+    value = np.zeros(schema.mask_size, dtype=schema.dtype)
+    if NO_DATA in schema.names:
+        element, bit = schema.bit(NO_DATA)
+        value[element] = bit
+    return value
+
+
+def open_tract(
+    urls: str | PathLike[str] | Iterable[str | PathLike[str]],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Chunks = "auto",
+) -> xr.Dataset:
+    """Open the patch files of one tract as one lazy Dataset on the tract pixel grid.
+
+    Files are opened in parallel (metadata only); nothing else is read until the Dataset
+    is computed, and a selection reads only the tiles of the patches it touches.
+
+    Parameters
+    ----------
+    urls
+        Local paths or fsspec URLs of the patch files (one per patch; a single path is
+        accepted too).
+    storage_options
+        Passed to fsspec for every file (never stored in the Dataset).
+    chunks
+        ``"auto"``, ``"cell"`` or ``(ny, nx)`` cells per chunk (see :func:`open_coadd`).
+        Chunk edges are cell edges, and every edge of a patch's inner box is a chunk edge.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables ``image``, ``mask``, ``variance`` on ``(y, x)`` (the mask packed as by
+        :meth:`CellCoadd.to_xarray`, with the same ``flag_masks``/``flag_meanings``);
+        ``mask_fractions`` on ``(fraction, y, x)`` and ``noise_realizations`` on
+        ``(realization, y, x)`` when the patches have them.  Coordinates ``y``, ``x`` are
+        absolute (tract) pixel indices (int64) over the bounding box of the patches' inner
+        boxes.  Each patch provides its inner box as far as its file covers it (cells a
+        file lists as missing keep the values stored for them); everywhere else the image
+        and noise are NaN, the variance +inf, the mask fractions 0 and the mask has only
+        ``NO_DATA`` set (nothing when the schema has no such plane).  Attributes: ``skymap``,
+        ``tract``, ``band``, ``bbox``, ``cell_shape``, ``cell_grid``, ``sky_projection``,
+        and per patch (in order of patch index) ``patches`` (ids), ``patch_indices`` and
+        ``urls``.
+
+    Raises
+    ------
+    ValidationError
+        When no URL is given, a file is given twice, two files are the same patch index
+        or their inner boxes overlap, a file has no patch definition, or the patches
+        disagree on skymap, tract, band, units, dtypes, cell shape or grid, mask schema,
+        mask-fraction names or number of noise realizations (the message names the file
+        and the field).
+
+    Notes
+    -----
+    The accessor's ``bbox``, ``wcs``, ``pixel_to_sky``, ``sky_to_pixel``, ``sel_sky`` and
+    ``mask_plane`` work on the tract Dataset (every patch of a tract shares one sky
+    projection, that of the tract frame).  Per-cell data (PSF, aperture corrections,
+    provenance) belongs to each patch's own cell grid and is not part of the tract
+    Dataset, so ``ds.cellcoadd.to_coadd()`` does not apply: open the patch for those.
+    """
+    url_list = _as_url_list(urls)
+    coadds = _open_all(url_list, storage_options, chunks)
+    patches = _check_patches(url_list, coadds)
+    patches.sort(key=lambda p: (p.coadd.patch.index.y, p.coadd.patch.index.x))
+    layout = _Layout(patches, chunks)
+    first = patches[0].coadd
+    template = coadd_to_dataset(first[patches[0].covered] if patches[0].covered is not None else first)
+    schema = first.mask.schema
+    try:
+        packed_dtype(schema)
+        packed = True
+    except ValueError:
+        packed = False
+
+    def nan(dtype: Any) -> np.ndarray:
+        return np.array(np.nan, dtype=dtype)
+
+    bbox = layout.bbox
+    coords: dict[str, Any] = {
+        "y": ("y", np.arange(bbox.y.start, bbox.y.stop, dtype=np.int64)),
+        "x": ("x", np.arange(bbox.x.start, bbox.x.stop, dtype=np.int64)),
+    }
+    mask_fill = _mask_fill(schema, packed)
+    data_vars: dict[str, Any] = {
+        "image": xr.Variable(
+            ("y", "x"),
+            _plane(layout, patches, lambda c: c.image.array, nan(first.image.dtype), (), "image"),
+            template["image"].attrs,
+        ),
+        "mask": xr.Variable(
+            template["mask"].dims,
+            _plane(
+                layout,
+                patches,
+                (lambda c: c.mask.packed()) if packed else (lambda c: c.mask.array),
+                mask_fill,
+                () if packed else (schema.mask_size,),
+                "mask",
+            ),
+            template["mask"].attrs,
+        ),
+        "variance": xr.Variable(
+            ("y", "x"),
+            _plane(layout, patches, lambda c: c.variance.array, np.array(np.inf, first.variance.dtype), (), "variance"),
+            template["variance"].attrs,
+        ),
+    }
+    if first.mask_fractions:
+        names = list(first.mask_fractions)
+        planes = [
+            _plane(
+                layout,
+                patches,
+                _fraction_of(n),
+                np.zeros((), first.mask_fractions[n].dtype),
+                (),
+                f"mask_fraction-{n}",
+            )
+            for n in names
+        ]
+        data_vars["mask_fractions"] = xr.Variable(("fraction", "y", "x"), _stack_planes(planes, "tract-mask_fractions"))
+        coords["fraction"] = ("fraction", np.array(names, dtype=object))
+    if first.noise_realizations:
+        planes = [
+            _plane(
+                layout,
+                patches,
+                _noise_of(k),
+                nan(first.noise_realizations[k].dtype),
+                (),
+                f"noise_realization-{k}",
+            )
+            for k in range(len(first.noise_realizations))
+        ]
+        data_vars["noise_realizations"] = xr.Variable(
+            ("realization", "y", "x"), _stack_planes(planes, "tract-noise_realizations")
+        )
+        coords["realization"] = ("realization", np.arange(len(first.noise_realizations)))
+    attrs: dict[str, Any] = {
+        "title": "cell-based coadd tract",
+        "band": first.band if first.band is not None else "",
+        "skymap": first.skymap,
+        "tract": first.tract,
+        "bbox": str(bbox),
+        "cell_shape": [first.grid.cell_shape.y, first.grid.cell_shape.x],
+        "cell_grid": json.dumps(layout.grid.to_json()),
+        "sky_projection": template.attrs["sky_projection"],
+        "patches": [p.coadd.patch.id for p in patches],
+        "patch_indices": json.dumps([[p.coadd.patch.index.y, p.coadd.patch.index.x] for p in patches]),
+        "urls": [p.url for p in patches],
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -1,0 +1,325 @@
+"""``open_tract``: the patch files of a tract as one lazy Dataset on the tract grid.
+
+A small tract is written with lsst-images: 2x2 patches whose inner boxes are 3x3 cells of
+20 px, each with a one-cell border that overlaps its neighbours, sharing one tract frame.
+Patch (0, 0) is written over its whole outer grid (so the tract must cut it to its inner
+box) with one missing cell; (0, 1) over its inner box; (1, 0) over only part of its inner
+box; (1, 1) is not written.  Values are compared with lsst-images' own read of each file,
+byte ranges with astropy's view of each file.
+
+Coordinates are absolute (tract) pixel indices, ``(y, x)`` order, half-open boxes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+from oracle import assert_identical, fits_layout, hdu_bytes, lsst_read
+
+import cellcoadd_dask as ccd
+from cellcoadd_dask.fetch import FetchStats, fetch_stats
+
+CELL = 20
+INNER_CELLS = 3
+PLANES = ("NO_DATA", "DETECTED", "SATURATED")
+# (patch y, patch x) -> covered grid cells ((i0, i1), (j0, j1)) of the patch's 5x5-cell grid.
+COVERAGE = {
+    (0, 0): ((0, 5), (0, 5)),  # the whole outer grid, borders included
+    (0, 1): ((1, 4), (1, 4)),  # exactly the inner box
+    (1, 0): ((0, 4), (1, 3)),  # top border and inner rows, only the first two inner columns
+}
+MISSING_CELL = {(0, 0): (2, 2)}
+TRACT = ((0, 120), (0, 120))
+
+
+def _inner(index: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    size = INNER_CELLS * CELL
+    return ((index[0] * size, (index[0] + 1) * size), (index[1] * size, (index[1] + 1) * size))
+
+
+def make_patch(index: tuple[int, int], *, seed: int, band: str = "i", cell: int = CELL, fractions: int = 1) -> Any:
+    """An lsst-images coadd of one patch of the test tract (covering ``COVERAGE[index]`` cells)."""
+    import astropy.units as u
+    import astropy.wcs
+    from lsst.images import YX, Box, Image, Mask, MaskPlane, MaskSchema, SkyProjection, TractFrame
+    from lsst.images.cells import (
+        CellCoadd,
+        CellGrid,
+        CellGridBounds,
+        CellIJ,
+        CellPointSpreadFunction,
+        PatchDefinition,
+    )
+
+    rng = np.random.default_rng(seed)
+    (iy0, iy1), (ix0, ix1) = _inner(index)
+    tract_bbox = Box.factory[-CELL : 120 + CELL, -CELL : 120 + CELL]
+    frame = TractFrame(skymap="tiny_tract_v1", tract=7, bbox=tract_bbox)
+    scale = (0.2 * u.arcsec).to_value(u.deg)
+    wcs = astropy.wcs.WCS(
+        {
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CRPIX1": 80.5,
+            "CRPIX2": 80.5,
+            "CRVAL1": 150.0,
+            "CRVAL2": 2.0,
+            "CD1_1": -scale,
+            "CD1_2": 0.0,
+            "CD2_1": 0.0,
+            "CD2_2": scale,
+        }
+    )
+    projection = SkyProjection.from_fits_wcs(wcs, frame, x0=tract_bbox.x.start, y0=tract_bbox.y.start)
+    grid_bbox = Box.factory[iy0 - CELL : iy1 + CELL, ix0 - CELL : ix1 + CELL]
+    grid = CellGrid(bbox=grid_bbox, cell_shape=YX(y=cell, x=cell))
+    (i0, i1), (j0, j1) = COVERAGE.get(index, ((1, 4), (1, 4)))
+    y0, x0 = grid_bbox.y.start, grid_bbox.x.start
+    bbox = Box.factory[y0 + i0 * cell : y0 + i1 * cell, x0 + j0 * cell : x0 + j1 * cell]
+    missing = frozenset(CellIJ(i=i, j=j) for i, j in ([MISSING_CELL[index]] if index in MISSING_CELL else []))
+    bounds = CellGridBounds(grid=grid, bbox=bbox, missing=missing)
+
+    shape = (bbox.y.size, bbox.x.size)
+    image = np.round(rng.normal(100.0, 4.0, size=shape) * 64) / 64
+    variance = np.round((16.0 + 0.05 * np.abs(image)) * 64) / 64
+    frac = [np.round(rng.uniform(0.0, 1.0, size=shape) * 256) / 256 for _ in range(fractions)]
+    noise = np.round(rng.normal(0.0, 4.0, size=shape) * 64) / 64
+    schema = MaskSchema([MaskPlane(name, f"Test plane {name}.") for name in PLANES])
+    mask = Mask(0, schema=schema, bbox=bbox)
+    for name in PLANES[1:]:
+        mask.set(name, rng.random(shape) < 0.1)
+    n_i, n_j = i1 - i0, j1 - j0
+    psf = np.full((n_i, n_j, 5, 5), 1 / 25.0)
+    for c in missing:
+        local = grid.bbox_of(c).slice_within(bbox)
+        image[local] = 0.0
+        variance[local] = np.inf
+        for plane in (*frac, noise):
+            plane[local] = 0.0
+        sub = mask[grid.bbox_of(c)]
+        sub.clear()
+        sub.set("NO_DATA")
+        psf[c.i - i0, c.j - j0] = np.nan
+    patch = PatchDefinition(
+        id=index[0] * 2 + index[1],
+        index=YX(y=index[0], x=index[1]),
+        inner_bbox=Box.factory[iy0:iy1, ix0:ix1],
+        cells=grid,
+    )
+    return CellCoadd(
+        Image(image.astype(np.float32), bbox=bbox, unit=u.nJy),
+        mask=mask,
+        variance=Image(variance.astype(np.float32), bbox=bbox, unit=u.nJy**2),
+        mask_fractions={f"frac{n}": Image(f.astype(np.float32), bbox=bbox) for n, f in enumerate(frac)},
+        noise_realizations=[Image(noise.astype(np.float32), bbox=bbox)],
+        sky_projection=projection,
+        band=band,
+        psf=CellPointSpreadFunction(psf, bounds),
+        patch=patch,
+    )
+
+
+@pytest.fixture(scope="module")
+def tract_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, int], Path]:
+    """The written patches of the test tract, by patch index ((1, 1) is missing)."""
+    directory = tmp_path_factory.mktemp("tract")
+    paths = {}
+    for seed, index in enumerate(sorted(COVERAGE), start=3):
+        paths[index] = directory / f"patch_{index[0]}_{index[1]}.fits"
+        make_patch(index, seed=seed).write(str(paths[index]))
+    return paths
+
+
+def _write(path: Path, coadd: Any) -> str:
+    coadd.write(str(path))
+    return str(path)
+
+
+def _box(intervals: tuple[tuple[int, int], ...]) -> Any:
+    from lsst.images import Box
+
+    (y0, y1), (x0, x1) = intervals
+    return Box.factory[y0:y1, x0:x1]
+
+
+def _overlap(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...] | None:
+    out = tuple((max(p[0], q[0]), min(p[1], q[1])) for p, q in zip(a, b, strict=True))
+    return None if any(lo >= hi for lo, hi in out) else out
+
+
+def _region(ds: xr.Dataset, intervals: tuple[tuple[int, int], ...]) -> xr.Dataset:
+    (y0, y1), (x0, x1) = intervals
+    return ds.sel(y=slice(y0, y1 - 1), x=slice(x0, x1 - 1))
+
+
+# ----------------------------------------------------------------------------- layout and values
+
+
+def test_dims_coords_and_attrs_cover_the_inner_boxes(tract_files: dict[tuple[int, int], Path]) -> None:
+    ds = ccd.open_tract([str(p) for p in tract_files.values()])
+    (y0, y1), (x0, x1) = TRACT
+    np.testing.assert_array_equal(ds["y"].values, np.arange(y0, y1, dtype=np.int64))
+    np.testing.assert_array_equal(ds["x"].values, np.arange(x0, x1, dtype=np.int64))
+    assert ds["y"].dtype == np.int64 and ds["x"].dtype == np.int64
+    assert ds["image"].dims == ("y", "x") and ds["mask"].dims == ("y", "x")
+    assert ds["mask_fractions"].dims == ("fraction", "y", "x")
+    assert list(ds["fraction"].values) == ["frac0"]
+    assert ds.sizes["realization"] == 1
+    ref = lsst_read(str(tract_files[(0, 0)]))
+    assert (ds.attrs["skymap"], ds.attrs["tract"], ds.attrs["band"]) == ("tiny_tract_v1", 7, "i")
+    assert ds.attrs["cell_shape"] == [CELL, CELL]
+    assert ds.attrs["patches"] == [0, 1, 2]
+    assert ds.attrs["urls"] == [str(tract_files[k]) for k in sorted(tract_files)]
+    assert ds["mask"].attrs["flag_meanings"].split() == list(ref.mask.schema.names)
+    assert ds["image"].attrs["units"] == "nJy"
+    # Chunks fall on cell edges.
+    for axis, start in ((0, y0), (1, x0)):
+        edges = start + np.cumsum(ds["image"].data.chunks[axis])
+        assert np.all((edges - start) % CELL == 0)
+    # The tract frame's projection gives the sky positions of tract pixels, as lsst-images does.
+    ys, xs = np.array([0.0, 70.0, 119.0]), np.array([5.0, 64.0, 110.0])
+    ours = ds.cellcoadd.pixel_to_sky(y=ys, x=xs)
+    expected = ref.sky_projection.pixel_to_sky(x=xs, y=ys)
+    assert np.allclose(ours.ra.deg, expected.ra.deg, rtol=0, atol=1e-12)
+    assert np.allclose(ours.dec.deg, expected.dec.deg, rtol=0, atol=1e-12)
+    # The WCS is that of the Dataset's array grid, which starts at tract pixel (0, 0).
+    local = ds.cellcoadd.wcs.pixel_to_world(xs - x0, ys - y0)
+    assert np.allclose(local.ra.deg, expected.ra.deg, rtol=0, atol=1e-12)
+    assert np.allclose(local.dec.deg, expected.dec.deg, rtol=0, atol=1e-12)
+
+
+def test_each_patch_region_equals_lsst_images(tract_files: dict[tuple[int, int], Path]) -> None:
+    ds = ccd.open_tract([str(p) for p in tract_files.values()], chunks="cell")
+    for index, path in tract_files.items():
+        whole = lsst_read(str(path))
+        b = whole.bbox
+        covered = _overlap(_inner(index), ((b.y.start, b.y.stop), (b.x.start, b.x.stop)))
+        assert covered is not None
+        ref = whole[_box(covered)]
+        part = _region(ds, covered).compute()
+        what = f"patch {index}"
+        assert_identical(part["image"].values, ref.image.array, f"{what}: image")
+        assert_identical(part["variance"].values, ref.variance.array, f"{what}: variance")
+        assert_identical(part["mask_fractions"].values[0], ref.mask_fractions["frac0"].array, f"{what}: frac0")
+        assert_identical(part["noise_realizations"].values[0], ref.noise_realizations[0].array, f"{what}: noise")
+        for name in PLANES:
+            assert_identical(part.cellcoadd.mask_plane(name).values, ref.mask.get(name), f"{what}: mask {name}")
+
+
+def _assert_fill(part: xr.Dataset, what: str) -> None:
+    assert part.sizes["y"] > 0 and part.sizes["x"] > 0
+    assert np.all(np.isnan(part["image"].values)), what
+    assert np.all(np.isposinf(part["variance"].values)), what
+    assert np.all(np.isnan(part["noise_realizations"].values)), what
+    assert np.all(part["mask_fractions"].values == 0.0), what
+    assert np.all(part["mask"].values == 1), what  # NO_DATA is schema bit 0
+    assert part.cellcoadd.mask_plane("NO_DATA").values.all(), what
+    for name in PLANES[1:]:
+        assert not part.cellcoadd.mask_plane(name).values.any(), f"{what}: {name}"
+
+
+def test_missing_patch_and_uncovered_cells_hold_the_fill(tract_files: dict[tuple[int, int], Path]) -> None:
+    ds = ccd.open_tract([str(p) for p in tract_files.values()])
+    _assert_fill(_region(ds, _inner((1, 1))).compute(), "missing patch (1, 1)")
+    # Patch (1, 0) covers only the first two of its three inner cell columns.
+    (y0, y1), (_, x1) = _inner((1, 0))
+    _assert_fill(_region(ds, ((y0, y1), (x1 - CELL, x1))).compute(), "uncovered column of patch (1, 0)")
+    # The whole tract in one compute: data where covered, fill elsewhere.
+    image = ds["image"].values
+    assert np.isnan(image).sum() == 60 * 60 + 60 * 20
+
+
+# ----------------------------------------------------------------------------- what is read
+
+
+def _tile_bytes(path: Path) -> list[tuple[int, int]]:
+    return [t for hdu in fits_layout(path) for t in hdu.tiles if t is not None]
+
+
+def test_opening_reads_metadata_only(tract_files: dict[tuple[int, int], Path]) -> None:
+    urls = [str(p) for p in tract_files.values()]
+    with fetch_stats() as stats:
+        ds = ccd.open_tract(urls)
+        ds.cellcoadd.wcs  # noqa: B018 (the accessor reads nothing either)
+    assert {url for url, _, _ in stats.ranges} == set(urls)
+    assert stats.calls <= 2 * len(urls)
+    for url in urls:
+        tiles = _tile_bytes(Path(url))
+        for u_, a, b in stats.ranges:
+            if u_ == url:
+                assert not [t for t in tiles if a < t[1] and t[0] < b], f"{url}: tile bytes read at open"
+
+
+def _byte_mask(stats: FetchStats, url: str, size: int) -> np.ndarray:
+    mask = np.zeros(size, dtype=bool)
+    for u_, a, b in stats.ranges:
+        if u_ == url:
+            mask[a:b] = True
+    return mask
+
+
+@pytest.mark.parametrize("chunks", ["auto", "cell"])
+def test_one_cell_slice_reads_only_that_cells_tile(tract_files: dict[tuple[int, int], Path], chunks: str) -> None:
+    urls = [str(p) for p in tract_files.values()]
+    ds = ccd.open_tract(urls, chunks=chunks)
+    # Patch (0, 1): file bbox = inner box [0:60, 60:120]; its middle cell is [20:40, 80:100].
+    path = tract_files[(0, 1)]
+    hdu = hdu_bytes(path, "IMAGE")
+    tile = hdu.tile_of((25, 25))
+    assert hdu.tile_of((22, 21)) == tile and hdu.tile_of((38, 38)) == tile
+    ref = lsst_read(str(path)).image.array[22:39, 21:39]
+    with fetch_stats() as stats:
+        values = ds["image"].sel(y=slice(22, 38), x=slice(81, 98)).values
+    assert_identical(values, ref, "one-cell slice")
+    assert {u_ for u_, _, _ in stats.ranges} == {str(path)}
+    size = path.stat().st_size
+    fetched = _byte_mask(stats, str(path), size)
+    allowed = np.zeros(size, dtype=bool)
+    allowed[hdu.header[0] : hdu.table[1]] = True
+    start, stop = hdu.tiles[tile]  # type: ignore[misc]
+    allowed[start:stop] = True
+    assert fetched[start:stop].all(), "the cell's tile was not read"
+    assert not (fetched & ~allowed).any(), "bytes outside the cell's tile and the IMAGE metadata were read"
+
+
+# ----------------------------------------------------------------------------- inconsistent inputs
+
+
+def test_mismatched_band_names_the_file(tract_files: dict[tuple[int, int], Path], tmp_path: Path) -> None:
+    odd = _write(tmp_path / "r_band.fits", make_patch((1, 1), seed=9, band="r"))
+    with pytest.raises(ccd.ValidationError, match=r"r_band\.fits.*'band'"):
+        ccd.open_tract([*map(str, tract_files.values()), odd])
+
+
+def test_mismatched_cell_shape_names_the_file(tract_files: dict[tuple[int, int], Path], tmp_path: Path) -> None:
+    odd = _write(tmp_path / "small_cells.fits", make_patch((1, 1), seed=9, cell=10))
+    with pytest.raises(ccd.ValidationError, match=r"small_cells\.fits.*'cell shape'"):
+        ccd.open_tract([*map(str, tract_files.values()), odd])
+
+
+def test_mismatched_fractions_name_the_file(tract_files: dict[tuple[int, int], Path], tmp_path: Path) -> None:
+    odd = _write(tmp_path / "two_fractions.fits", make_patch((1, 1), seed=9, fractions=2))
+    with pytest.raises(ccd.ValidationError, match=r"two_fractions\.fits.*'mask fractions'"):
+        ccd.open_tract([*map(str, tract_files.values()), odd])
+
+
+def test_two_files_of_one_patch_name_both(tract_files: dict[tuple[int, int], Path], tmp_path: Path) -> None:
+    twin = _write(tmp_path / "twin.fits", make_patch((0, 1), seed=11))
+    with pytest.raises(ccd.ValidationError) as info:
+        ccd.open_tract([*map(str, tract_files.values()), twin])
+    assert str(tract_files[(0, 1)]) in str(info.value) and "twin.fits" in str(info.value)
+
+
+def test_same_file_twice_is_refused(tract_files: dict[tuple[int, int], Path]) -> None:
+    path = str(tract_files[(0, 0)])
+    with pytest.raises(ccd.ValidationError, match="same file"):
+        ccd.open_tract([path, str(tract_files[(0, 1)]), path])
+
+
+def test_no_urls_is_refused() -> None:
+    with pytest.raises(ccd.ValidationError):
+        ccd.open_tract([])
