@@ -7,7 +7,9 @@ inner boxes given, and whatever no patch covers holds fill values with ``NO_DATA
 Every plane of the Dataset is one dask array, chunked on cell edges, over a small source
 that hands each region asked for to the patches it overlaps.  A slice of the Dataset thus
 reaches each patch's own lazy array as exactly the part it needs, and reads only the tiles
-it touches, however large the chunks are.
+it touches, however large the chunks are.  (Concatenating the patches' arrays with
+``dask.array.block`` would hide each source behind a task per chunk: a small slice would
+then read whole chunks, i.e. whole patches with ``chunks="auto"``.)
 """
 
 from __future__ import annotations

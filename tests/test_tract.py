@@ -262,19 +262,42 @@ def _byte_mask(stats: FetchStats, url: str, size: int) -> np.ndarray:
     return mask
 
 
+READS: dict[str, tuple[str, Any]] = {
+    "image": ("IMAGE", lambda part: part["image"].values),
+    "mask": ("MASK", lambda part: part.cellcoadd.mask_plane("DETECTED").values),
+    "variance": ("VARIANCE", lambda part: part["variance"].values),
+    "mask_fractions": ("MASK_FRACTIONS/FRAC0", lambda part: part["mask_fractions"].isel(fraction=0).values),
+    "noise_realizations": ("NOISE_REALIZATIONS/0", lambda part: part["noise_realizations"].isel(realization=0).values),
+}
+
+
+def _lsst_plane(ref: Any, name: str) -> np.ndarray:
+    if name == "mask":
+        return np.asarray(ref.mask.get("DETECTED"))
+    if name == "mask_fractions":
+        return np.asarray(ref.mask_fractions["frac0"].array)
+    if name == "noise_realizations":
+        return np.asarray(ref.noise_realizations[0].array)
+    return np.asarray(getattr(ref, name).array)
+
+
+@pytest.mark.parametrize("name", sorted(READS))
 @pytest.mark.parametrize("chunks", ["auto", "cell"])
-def test_one_cell_slice_reads_only_that_cells_tile(tract_files: dict[tuple[int, int], Path], chunks: str) -> None:
+def test_one_cell_slice_reads_only_that_cells_tile(
+    tract_files: dict[tuple[int, int], Path], chunks: str, name: str
+) -> None:
     urls = [str(p) for p in tract_files.values()]
     ds = ccd.open_tract(urls, chunks=chunks)
     # Patch (0, 1): file bbox = inner box [0:60, 60:120]; its middle cell is [20:40, 80:100].
     path = tract_files[(0, 1)]
-    hdu = hdu_bytes(path, "IMAGE")
+    extname, select = READS[name]
+    hdu = hdu_bytes(path, extname)
     tile = hdu.tile_of((25, 25))
     assert hdu.tile_of((22, 21)) == tile and hdu.tile_of((38, 38)) == tile
-    ref = lsst_read(str(path)).image.array[22:39, 21:39]
+    ref = _lsst_plane(lsst_read(str(path)), name)[22:39, 21:39]
     with fetch_stats() as stats:
-        values = ds["image"].sel(y=slice(22, 38), x=slice(81, 98)).values
-    assert_identical(values, ref, "one-cell slice")
+        values = select(ds.sel(y=slice(22, 38), x=slice(81, 98)))
+    assert_identical(values, ref, f"one-cell slice of {name}")
     assert {u_ for u_, _, _ in stats.ranges} == {str(path)}
     size = path.stat().st_size
     fetched = _byte_mask(stats, str(path), size)
@@ -282,8 +305,8 @@ def test_one_cell_slice_reads_only_that_cells_tile(tract_files: dict[tuple[int, 
     allowed[hdu.header[0] : hdu.table[1]] = True
     start, stop = hdu.tiles[tile]  # type: ignore[misc]
     allowed[start:stop] = True
-    assert fetched[start:stop].all(), "the cell's tile was not read"
-    assert not (fetched & ~allowed).any(), "bytes outside the cell's tile and the IMAGE metadata were read"
+    assert fetched[start:stop].all(), f"{extname}: the cell's tile was not read"
+    assert not (fetched & ~allowed).any(), f"{extname}: bytes outside the cell's tile and the HDU's metadata were read"
 
 
 # ----------------------------------------------------------------------------- inconsistent inputs
