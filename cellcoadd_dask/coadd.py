@@ -18,7 +18,7 @@ import numpy as np
 
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
 from .deferred import Deferred, resolve
-from .errors import ArchiveFormatError, BoundsError, ValidationError
+from .errors import BoundsError, ValidationError
 from .geom import Box, Interval, SlicedByBox
 from .image import Image
 from .mask import Mask, MaskSchema
@@ -220,8 +220,10 @@ class CellCoadd(SlicedByBox):
         chunks: Chunks = "auto",
         storage_options: Mapping[str, Any] | None = None,
     ) -> CellCoadd:
-        """Open a Zarr archive (not supported by this version: raises :class:`ArchiveFormatError`)."""
-        raise ArchiveFormatError("Zarr archives are not supported by this version of cellcoadd_dask", url=str(url))
+        """Open a Zarr archive written by :meth:`write_zarr` lazily (reads its tree only; see :func:`open_coadd`)."""
+        from .archives.zarr.reader import read_zarr
+
+        return read_zarr(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
 
     # ----------------------------------------------------------------- planes
     @property
@@ -580,6 +582,48 @@ class CellCoadd(SlicedByBox):
             overwrite=overwrite,
             progress=progress,
         )
+
+    def write_zarr(
+        self,
+        url: str | PathLike[str],
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+    ) -> str:
+        """Write the coadd as a Zarr v3 archive (streaming, parallel, lossless).
+
+        The group's ``cellcoadd`` attribute holds the ``cell_coadd`` 1.0.0 tree with
+        ``zarr:<path>`` sources; planes are arrays chunked by cell, the mask is stored as the
+        int32 arrays of FITS archives, tables as one array per column (layout: see
+        :mod:`cellcoadd_dask.archives.zarr.writer`).  A local archive appears atomically (a
+        temporary sibling directory renamed into place); on other stores the tree is written
+        last, after every array.
+
+        Parameters
+        ----------
+        url
+            Local path or fsspec URL of the group (conventionally ending in ``.zarr``).
+        storage_options
+            Passed to fsspec.
+        overwrite
+            Whether an existing archive may be replaced.
+
+        Returns
+        -------
+        str
+            The destination URL.
+
+        Raises
+        ------
+        ValidationError
+            Before anything is written, for plane or table names that cannot be stored or a
+            tree that does not match the ``cell_coadd`` 1.0.0 schema.
+        ArchiveExistsError
+            If the destination exists and ``overwrite`` is false.
+        """
+        from .archives.zarr.writer import write_zarr
+
+        return write_zarr(self, url, storage_options=storage_options, overwrite=overwrite)
 
     # ----------------------------------------------------------------- views
     def to_xarray(self) -> xr.Dataset:

@@ -1,0 +1,382 @@
+"""Open a Zarr v3 archive (layout: :mod:`cellcoadd_dask.archives.zarr.writer`) as a lazy coadd.
+
+Opening reads the group's ``cellcoadd`` attribute (the JSON tree) and the node values of
+referenced background fields, nothing else.  Every plane becomes a dask array over a
+:class:`ZarrArraySource` chunked on cell edges; a read opens the arrays it needs (their
+metadata) and fetches only the chunks the requested region touches.  Tables are read the
+first time they are asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+from ...coadd import CellCoadd
+from ...deferred import Deferred
+from ...errors import ArchiveFormatError, BoundsError, ValidationError
+from ...fetch import normalize_url
+from ...geom import Box
+from ...image import Image
+from ...lazy import Chunks, PlaneOrigin, apply_rest, cell_chunks, normalize_key, plane_array
+from ...mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
+from ...model import ArrayModel, CellCoaddModel, parse_cell_coadd
+from ...psf import CellPointSpreadFunction
+from ...stored import StoredArchive
+from ..fits.reader import coadd_from_model
+
+__all__ = [
+    "CONTAINER_VERSION",
+    "TREE_ATTRIBUTE",
+    "ZarrArraySource",
+    "ZarrTableReader",
+    "parse_zarr_source",
+    "read_stored_array",
+    "read_zarr",
+    "zarr_store",
+]
+
+CONTAINER_VERSION = 1
+"""Version of the Zarr container layout this package writes and reads (not the tree's schema version)."""
+TREE_ATTRIBUTE = "cellcoadd"
+"""Group attribute holding ``{"container_version": ..., "tree": ...}``."""
+
+_SOURCE = re.compile(r"zarr:([A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*)")
+
+Combine = Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray]
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None, *, read_only: bool = True) -> Any:
+    """The Zarr store of ``url``: a ``LocalStore`` for local paths, else an ``FsspecStore``.
+
+    Parameters
+    ----------
+    url
+        Normalized local path or fsspec URL.
+    storage_options
+        Passed to fsspec (remote URLs only).
+    read_only
+        Open the store read-only.
+    """
+    import zarr
+
+    if _is_local(url):
+        path = url[len("file://") :] if url.startswith("file://") else url
+        return zarr.storage.LocalStore(path, read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=read_only)
+
+
+def parse_zarr_source(source: str, *, url: str | None = None) -> str:
+    """The array path of a ``zarr:<path>`` source string.
+
+    Raises
+    ------
+    ArchiveFormatError
+        If ``source`` is not a ``zarr:`` source with a plain relative path.
+    """
+    m = _SOURCE.fullmatch(source) if isinstance(source, str) else None
+    if m is None or any(part in (".", "..") for part in m.group(1).split("/")):
+        raise ArchiveFormatError(f"bad 'source' string for a Zarr archive: {source!r}", url=url, hdu="JSON")
+    return m.group(1)
+
+
+def _open_array(url: str, storage_options: Mapping[str, Any] | None, path: str) -> Any:
+    import zarr
+
+    try:
+        return zarr.open_array(zarr_store(url, storage_options), path=path, mode="r")
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError) as exc:
+        raise ArchiveFormatError(f"array {path!r} is missing or unreadable ({exc})", url=url) from None
+
+
+def read_stored_array(url: str, source: str, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
+    """The whole array a ``zarr:`` source of the archive at ``url`` names."""
+    path = parse_zarr_source(source, url=url)
+    return np.asarray(_open_array(url, storage_options, path)[...])
+
+
+class _Opened:
+    """Arrays opened by a source (and the sources derived from it); not pickled."""
+
+    def __init__(self) -> None:
+        self.arrays: list[Any] | None = None
+        self.lock = threading.Lock()
+
+
+class ZarrArraySource:
+    """A lazily indexed array over one or more Zarr arrays of an archive.
+
+    With one path and no ``combine`` it is that array; otherwise ``combine(arrays, region)``
+    turns the 2-d regions read from each array into the region of the logical array (the
+    mask's on-disk int32 arrays into its in-memory layout).  Picklable: workers reopen the
+    arrays on first use.
+
+    Parameters
+    ----------
+    url
+        The archive.
+    paths
+        Array paths inside the group.
+    shape, dtype
+        Logical shape and dtype (the stored arrays' shapes are checked against it on open).
+    combine
+        Combiner of the stored regions, or ``None``.
+    storage_options
+        Passed to fsspec.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        paths: list[str],
+        *,
+        shape: tuple[int, ...],
+        dtype: np.dtype | str,
+        combine: Combine | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.paths = list(paths)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self.combine = combine
+        self.storage_options = dict(storage_options or {})
+        self._opened = _Opened()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_opened"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._opened = _Opened()
+
+    def __dask_tokenize__(self) -> Any:
+        from dask.base import tokenize
+
+        return ("zarr", self.url, tuple(self.paths), self.shape, str(self.dtype), tokenize(self.combine))
+
+    def __repr__(self) -> str:
+        return f"ZarrArraySource({self.url!r}, {self.paths}, shape={self.shape}, dtype={self.dtype})"
+
+    def derive(self, combine: Combine, shape: tuple[int, ...], dtype: np.dtype | str) -> ZarrArraySource:
+        """A source over the same arrays with another combiner (sharing the opened arrays)."""
+        out = ZarrArraySource(self.url, self.paths, shape=shape, dtype=dtype, combine=combine,
+                              storage_options=self.storage_options)
+        out._opened = self._opened
+        return out
+
+    def arrays(self) -> list[Any]:
+        """The opened Zarr arrays (opened and checked on first use)."""
+        opened = self._opened
+        if opened.arrays is None:
+            with opened.lock:
+                if opened.arrays is None:
+                    arrays = [_open_array(self.url, self.storage_options, p) for p in self.paths]
+                    stored = self.shape if self.combine is None else self.shape[:2]
+                    for path, array in zip(self.paths, arrays, strict=True):
+                        if tuple(array.shape) != stored:
+                            raise ArchiveFormatError(
+                                f"array {path!r} has shape {tuple(array.shape)}, the tree says {stored}", url=self.url
+                            )
+                        if self.combine is None and np.dtype(array.dtype) != self.dtype:
+                            raise ArchiveFormatError(
+                                f"array {path!r} holds {array.dtype}, the tree says {self.dtype}", url=self.url
+                            )
+                    opened.arrays = arrays
+        return opened.arrays
+
+    def read(self, region: tuple[slice, ...]) -> np.ndarray:
+        """The logical array over ``region`` (unit-step slices, one per axis)."""
+        arrays = self.arrays()
+        if self.combine is None:
+            return np.asarray(arrays[0][region], dtype=self.dtype)
+        parts = [np.asarray(a[region[:2]]) for a in arrays]
+        return np.asarray(self.combine(parts, region), dtype=self.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region, rest = normalize_key(key, self.shape)
+        if any(s.stop <= s.start for s in region):
+            return apply_rest(np.empty(tuple(s.stop - s.start for s in region), dtype=self.dtype), rest)
+        return apply_rest(self.read(region), rest)
+
+
+class ZarrTableReader:
+    """Hands out table columns of an archive by ``source`` (picklable)."""
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+
+    def column(self, source: str) -> np.ndarray:
+        """The column array named by ``zarr:<table group>/<column>``."""
+        return read_stored_array(self.url, source, self.storage_options)
+
+
+def _load_provenance(tree: Mapping[str, Any], tables: ZarrTableReader) -> Any:
+    from ...provenance import CoaddProvenance
+
+    return CoaddProvenance.from_json(dict(tree), tables.column, url=tables.url)
+
+
+def _load_aperture_corrections(tree: Mapping[str, Any], tables: ZarrTableReader) -> Any:
+    from ...aperture import ApertureCorrections
+
+    return ApertureCorrections.from_json(dict(tree), tables.column, url=tables.url)
+
+
+def _read_tree(url: str, storage_options: Mapping[str, Any] | None) -> Any:
+    import zarr
+
+    if _is_local(url) and not os.path.isdir(url[len("file://") :] if url.startswith("file://") else url):
+        raise ArchiveFormatError("no Zarr archive (directory) at this path", url=url)
+    try:
+        group = zarr.open_group(zarr_store(url, storage_options), mode="r")
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
+        raise ArchiveFormatError(f"not a Zarr group ({exc})", url=url) from None
+    attribute = group.attrs.get(TREE_ATTRIBUTE)
+    if attribute is None:
+        raise ArchiveFormatError(f"the group has no {TREE_ATTRIBUTE!r} attribute: not a cell coadd archive", url=url)
+    if not isinstance(attribute, Mapping) or "tree" not in attribute:
+        raise ArchiveFormatError(f"group attribute {TREE_ATTRIBUTE!r} must be an object with a 'tree'", url=url)
+    version = attribute.get("container_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ArchiveFormatError(f"bad container_version {version!r} in {TREE_ATTRIBUTE!r}", url=url)
+    if version > CONTAINER_VERSION:
+        raise ArchiveFormatError(
+            f"container_version {version} needs a newer reader (this one reads {CONTAINER_VERSION})", url=url
+        )
+    return attribute["tree"]
+
+
+def _check_zarr_sources(model: CellCoaddModel, url: str) -> None:
+    arrays: list[tuple[str, ArrayModel]] = [(name, plane.array) for name, plane in model.planes().items()]
+    arrays += [(f"mask.data[{n}]", a) for n, a in enumerate(model.mask.arrays)]
+    arrays.append(("psf.array", model.psf.array))
+    for name, array in arrays:
+        if array.source is None:
+            raise ArchiveFormatError(f"array {name} is inline; a Zarr archive stores it as an array", url=url)
+        parse_zarr_source(array.source, url=url)
+
+
+def _inline_backgrounds(
+    backgrounds: Mapping[str, Any] | None, url: str, storage_options: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """The backgrounds subtree with field data stored as arrays read into the tree (they are small)."""
+    if backgrounds is None:
+        return None
+    out = copy.deepcopy(dict(backgrounds))
+    fields = out.get("fields")
+    if not isinstance(fields, dict):
+        return out
+    for field in fields.values():
+        data = field.get("data") if isinstance(field, dict) else None
+        if isinstance(data, dict) and isinstance(data.get("source"), str):
+            values = read_stored_array(url, data["source"], storage_options)
+            datatype = data.get("datatype", values.dtype.name)
+            if values.dtype.name != datatype or list(values.shape) != list(data.get("shape", values.shape)):
+                raise ArchiveFormatError(f"background array {data['source']!r} disagrees with the tree", url=url)
+            field["data"] = {"data": values.tolist(), "datatype": datatype}
+    return out
+
+
+def read_zarr(
+    url: str | PathLike[str],
+    *,
+    bbox: Box | None = None,
+    chunks: Chunks = "auto",
+    storage_options: Mapping[str, Any] | None = None,
+) -> CellCoadd:
+    """Open a Zarr cell coadd archive lazily.
+
+    Parameters
+    ----------
+    url
+        Local path or fsspec URL of the group.
+    bbox
+        Absolute box to restrict the coadd to; only the chunks it touches are ever read.
+    chunks
+        ``"auto"``, ``"cell"`` or cells per chunk side; chunk edges fall on cell edges.
+    storage_options
+        Passed to fsspec.
+
+    Raises
+    ------
+    ArchiveFormatError
+        If the group has no valid ``cellcoadd`` attribute, needs a newer reader, or its
+        tree is invalid.
+    BoundsError
+        If ``bbox`` is not inside the coadd.
+    """
+    url = normalize_url(url).rstrip("/")
+    tree = _read_tree(url, storage_options)
+    model = parse_cell_coadd(tree, url=url)
+    _check_zarr_sources(model, url)
+    if bbox is not None:
+        if not isinstance(bbox, Box):
+            raise TypeError(f"bbox must be a cellcoadd_dask.Box, not {type(bbox).__name__}.")
+        if not model.image.bbox.contains(bbox):
+            raise BoundsError(f"Box {bbox} is not contained in the coadd bbox {model.image.bbox} of {url}.")
+    backgrounds = _inline_backgrounds(model.backgrounds, url, storage_options)
+    model = dataclasses.replace(model, backgrounds=backgrounds)
+    if backgrounds is not None:
+        # What a later write merges from: the backgrounds as this coadd holds them (inline).
+        tree = {**tree, "backgrounds": backgrounds}
+    grid = model.psf.bounds.grid
+    images = {}
+    for name, plane in model.planes().items():
+        assert plane.array.source is not None
+        source = ZarrArraySource(url, [parse_zarr_source(plane.array.source, url=url)], shape=plane.array.shape,
+                                 dtype=plane.array.dtype, storage_options=storage_options)
+        label = name.replace("/", "-")
+        array = plane_array(source, name=label,
+                            chunks=cell_chunks(plane.bbox, grid, chunks, plane.array.dtype.itemsize))
+        images[name] = Image(array, bbox=plane.bbox, unit=plane.unit, origin=PlaneOrigin(source, plane.bbox, array,
+                                                                                           label))
+    m = model.mask
+    schema = MaskSchema([None if p is None else MaskPlane(p.name, p.description) for p in m.planes], dtype=m.dtype)
+    mask_source = ZarrArraySource(
+        url, [parse_zarr_source(a.source or "", url=url) for a in m.arrays], shape=(*m.bbox.shape, schema.mask_size),
+        dtype=schema.dtype, combine=functools.partial(combine_disk_arrays, schema), storage_options=storage_options,
+    )
+    yx_chunks = cell_chunks(m.bbox, grid, chunks, 4 * len(m.arrays))
+    mask_array = plane_array(mask_source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
+    mask = Mask(mask_array, schema=schema, bbox=m.bbox, origin=PlaneOrigin(mask_source, m.bbox, mask_array, "mask"))
+    p = model.psf
+    n_i, n_j, ky, kx = p.array.shape
+    psf_source = ZarrArraySource(url, [parse_zarr_source(p.array.source or "", url=url)], shape=p.array.shape,
+                                 dtype=p.array.dtype, storage_options=storage_options)
+    psf_array = plane_array(psf_source, name="psf", chunks=((1,) * n_i, (1,) * n_j, (ky,), (kx,)))
+    psf = CellPointSpreadFunction(psf_array, p.bounds, origin=(psf_source, (0, 0)))
+    tables = ZarrTableReader(url, storage_options)
+    provenance = (
+        None if model.provenance is None else Deferred(functools.partial(_load_provenance, model.provenance, tables))
+    )
+    aperture = (
+        None
+        if model.aperture_corrections is None
+        else Deferred(functools.partial(_load_aperture_corrections, model.aperture_corrections, tables))
+    )
+    try:
+        coadd = coadd_from_model(
+            model, images=images, mask=mask, psf=psf, provenance=provenance, aperture_corrections=aperture, url=url,
+            stored=StoredArchive(url, tree, storage_options=dict(storage_options or {})),
+        )
+    except ValidationError as exc:
+        raise ArchiveFormatError(f"the tree describes an invalid coadd: {exc}", url=url) from None
+    return coadd if bbox is None else coadd[bbox]
