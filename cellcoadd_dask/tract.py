@@ -20,11 +20,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
-import xarray as xr
 
 from .cells import CellGrid
 from .coadd import CellCoadd
@@ -33,7 +32,9 @@ from .fetch import normalize_url
 from .geom import Box, Interval
 from .lazy import Chunks, apply_rest, cell_chunks, normalize_key, plane_array
 from .mask import MaskSchema, packed_dtype
-from .xarray_backend import _stack_planes, coadd_to_dataset
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["OPEN_THREADS", "open_tract"]
 
@@ -344,6 +345,10 @@ def open_tract(
     provenance) belongs to each patch's own cell grid and is not part of the tract
     Dataset, so ``ds.cellcoadd.to_coadd()`` does not apply: open the patch for those.
     """
+    import xarray as xr
+
+    from .xarray_backend import _stack_planes, coadd_to_dataset
+
     url_list = _as_url_list(urls)
     coadds = _open_all(url_list, storage_options, chunks)
     patches = _check_patches(url_list, coadds)
