@@ -435,14 +435,20 @@ def _compression_args(ctx: click.Context, lossy: bool, items: tuple[str, ...]) -
 def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool, compress: tuple[str, ...],
             compression_seed: int | None, overwrite: bool, as_json: bool, progress: bool | None,
             storage_option: tuple[str, ...], dst_storage_option: tuple[str, ...]) -> None:
-    """Write SRC (FITS or JSON archive) as an lsst-images FITS archive DST, streaming and atomic."""
+    """Write SRC (FITS, JSON or Zarr archive) as DST: an lsst-images FITS archive (.fits) or Zarr (.zarr)."""
     import time
 
     from .fetch import fetch_stats
     from .summary import box_json, fetched_json
 
-    if not dst.lower().split("?")[0].endswith((".fits", ".fits.fz", ".fit")):
-        raise click.ClickException(f"convert {src} -> {dst}: only FITS destinations (.fits) can be written")
+    target = dst.lower().split("?")[0].rstrip("/")
+    to_zarr = target.endswith(".zarr")
+    if not to_zarr and not target.endswith((".fits", ".fits.fz", ".fit")):
+        raise click.ClickException(f"convert {src} -> {dst}: destinations are FITS (.fits) or Zarr (.zarr)")
+    if to_zarr and (lossy or compress or compression_seed is not None):
+        raise click.ClickException(
+            f"convert {src} -> {dst}: Zarr archives are lossless; drop --lossy/--compress/--seed"
+        )
     kwargs = _compression_args(ctx, lossy, compress)
     src_options = _options(ctx, storage_option)
     try:
@@ -455,8 +461,11 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
     shown = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
     with fetch_stats() as reading:
-        url = coadd.write_fits(dst, compression_seed=compression_seed, storage_options=dst_options,
-                               overwrite=overwrite, progress=shown, **kwargs)
+        if to_zarr:
+            url = coadd.write_zarr(dst, storage_options=dst_options, overwrite=overwrite)
+        else:
+            url = coadd.write_fits(dst, compression_seed=compression_seed, storage_options=dst_options,
+                                   overwrite=overwrite, progress=shown, **kwargs)
     elapsed = time.perf_counter() - start
     if as_json:
         _echo_json({"source": src, "destination": url, "bbox": box_json(coadd.bbox), "seconds": round(elapsed, 3),

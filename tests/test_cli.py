@@ -379,10 +379,13 @@ def test_convert_box_lossy_json(synthetic: Path, oracle: Any, tmp_path: Path) ->
 
 
 def test_convert_refuses_bad_requests(synthetic: Path, tmp_path: Path) -> None:
-    zarr = run("convert", synthetic, tmp_path / "b.zarr")
-    assert zarr.exit_code == 1
-    assert "only FITS destinations" in zarr.stderr
-    assert not (tmp_path / "b.zarr").exists()
+    other = run("convert", synthetic, tmp_path / "b.h5")
+    assert other.exit_code == 1
+    assert "destinations are FITS (.fits) or Zarr (.zarr)" in other.stderr
+    assert not (tmp_path / "b.h5").exists()
+    lossy_zarr = run("convert", synthetic, tmp_path / "c.zarr", "--lossy")
+    assert lossy_zarr.exit_code == 1 and "Zarr archives are lossless" in lossy_zarr.stderr
+    assert not (tmp_path / "c.zarr").exists()
     quantized_mask = run("convert", synthetic, tmp_path / "m.fits", "--compress", "mask=LOSSY")
     assert quantized_mask.exit_code == 1
     assert quantized_mask.stderr.strip().splitlines() == [
@@ -397,6 +400,21 @@ def test_convert_refuses_bad_requests(synthetic: Path, tmp_path: Path) -> None:
     assert kept.exit_code == 1 and "already exists" in kept.stderr
     assert existing.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.fits"]
+
+
+def test_convert_to_zarr_and_back(synthetic: Path, oracle: Any, tmp_path: Path) -> None:
+    from lsst.images.cells import CellCoadd
+
+    store = tmp_path / "patch.zarr"
+    result = run("convert", synthetic, store, "--no-progress")
+    assert result.exit_code == 0, result.output
+    back = tmp_path / "back.fits"
+    result = run("convert", store, back, "--no-progress")
+    assert result.exit_code == 0, result.output
+    written = CellCoadd.read(str(back))
+    assert np.array_equal(written.image.array, oracle.image.array)
+    assert np.array_equal(written.mask.array, oracle.mask.array)
+    assert np.array_equal(written.variance.array, oracle.variance.array)
 
 
 def _bad_files(tmp_path: Path, synthetic: Path) -> dict[str, Path]:
