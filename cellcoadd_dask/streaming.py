@@ -22,7 +22,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-__all__ = ["default_workers", "ordered_map"]
+__all__ = ["default_workers", "distributed_client", "ordered_map"]
 
 def default_workers() -> int:
     """Number of local threads used for writing (dask's ``num_workers`` setting, else the CPUs)."""
@@ -35,7 +35,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _client() -> Any:
+def distributed_client() -> Any:
+    """The ``dask.distributed`` client that is the default scheduler, or ``None``."""
     try:
         from distributed import default_client
     except ImportError:
@@ -68,7 +69,7 @@ def ordered_map[R](
     workers
         Local threads (default :func:`default_workers`); ignored with a distributed client.
     """
-    client = _client()
+    client = distributed_client()
     workers = workers or default_workers()
     window = window or 2 * workers
     pending: collections.deque[Any] = collections.deque()

@@ -28,12 +28,13 @@ from ...mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
 from ...model import ArrayModel, CellCoaddModel, ImageModel, parse_cell_coadd, parse_fits_source
 from ...psf import CellPointSpreadFunction
 from ...stored import StoredArchive
+from ...streaming import distributed_client
 from .cards import parse_header
 from .layout import FitsContainer, read_container
 from .source import FitsArraySource, HduRef
 from .tables import read_bintable, select_column, split_column_source
 
-__all__ = ["FitsTableReader", "read_fits"]
+__all__ = ["FitsTableReader", "coadd_from_model", "deferred_tables", "read_fits"]
 
 
 class FitsTableReader:
@@ -167,16 +168,32 @@ class _PlaneBuilder:
         return CellPointSpreadFunction(array, p.bounds, origin=(source, (0, 0)))
 
 
-def _load_provenance(tree: Mapping[str, Any], tables: FitsTableReader) -> Any:
+def _load_provenance(tree: Mapping[str, Any], tables: Any) -> Any:
     from ...provenance import CoaddProvenance
 
     return CoaddProvenance.from_json(dict(tree), tables.column, url=tables.url)
 
 
-def _load_aperture_corrections(tree: Mapping[str, Any], tables: FitsTableReader) -> Any:
+def _load_aperture_corrections(tree: Mapping[str, Any], tables: Any) -> Any:
     from ...aperture import ApertureCorrections
 
     return ApertureCorrections.from_json(dict(tree), tables.column, url=tables.url)
+
+
+def deferred_tables(model: CellCoaddModel, tables: Any) -> tuple[Any, Any]:
+    """Provenance and aperture corrections read on first access, or ``None`` when the tree has none.
+
+    ``tables`` is an archive's column reader: ``tables.column(source)`` and ``tables.url``.
+    """
+    provenance = (
+        None if model.provenance is None else Deferred(functools.partial(_load_provenance, model.provenance, tables))
+    )
+    aperture = (
+        None
+        if model.aperture_corrections is None
+        else Deferred(functools.partial(_load_aperture_corrections, model.aperture_corrections, tables))
+    )
+    return provenance, aperture
 
 
 def coadd_from_model(
@@ -258,15 +275,7 @@ def read_fits(
             raise BoundsError(f"Box {bbox} is not contained in the coadd bbox {model.image.bbox} of {url}.")
     builder = _PlaneBuilder(container, model, chunks, storage_options)
     images = {name: builder.image(name.replace("/", "-"), plane) for name, plane in model.planes().items()}
-    tables = FitsTableReader(container, storage_options)
-    provenance = (
-        None if model.provenance is None else Deferred(functools.partial(_load_provenance, model.provenance, tables))
-    )
-    aperture = (
-        None
-        if model.aperture_corrections is None
-        else Deferred(functools.partial(_load_aperture_corrections, model.aperture_corrections, tables))
-    )
+    provenance, aperture = deferred_tables(model, FitsTableReader(container, storage_options))
     try:
         coadd = coadd_from_model(
             model,
@@ -282,19 +291,8 @@ def read_fits(
     except ValidationError as exc:
         raise ArchiveFormatError(f"the JSON tree describes an invalid coadd: {exc}", url=url, hdu="JSON") from None
     if preload is None:
-        preload = _distributed_client_active()
+        preload = distributed_client() is not None
     if preload:
         coadd.load_metadata()
     return coadd if bbox is None else coadd[bbox]
 
-
-def _distributed_client_active() -> bool:
-    try:
-        from distributed import default_client
-    except ImportError:
-        return False
-    try:
-        default_client()
-    except ValueError:
-        return False
-    return True

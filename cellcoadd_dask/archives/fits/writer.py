@@ -46,7 +46,7 @@ from .planes import (
     plain_piece,
 )
 from .source import FitsArraySource
-from .table_hdus import aperture_table, column_models, table_hdu
+from .table_hdus import column_models, table_hdu, table_subtrees
 from .tree_out import build_tree, merge_unknown
 
 if TYPE_CHECKING:
@@ -273,43 +273,9 @@ def _check_compression(planes: Sequence[_Plane]) -> None:
 
 
 def _tables(coadd: CellCoadd) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    """Table HDUs to write and the subtrees that describe them."""
-    tables: list[tuple[str, Any]] = []
-    subtrees: dict[str, Any] = {"aperture_corrections": None, "provenance": None}
-    corrections = coadd.aperture_corrections
-    if corrections:
-        for name in corrections:
-            if corrections[name].unit is not None:
-                raise ValidationError("Aperture corrections should be dimensionless.")
-        table = aperture_table(corrections)
-        tables.append(("APERTURE_CORRECTIONS/TABLE", table))
-        subtrees["aperture_corrections"] = {
-            "schema_version": "1.0.0",
-            "min_read_version": 1,
-            "table": {"columns": column_models(table, "APERTURE_CORRECTIONS/TABLE")},
-            "bounds": corrections.bounds.to_json(),
-            "schema_url": "https://images.lsst.io/schemas/cell_aperture_correction_map-1.0.0",
-        }
-    try:
-        provenance = coadd.provenance
-    except AttributeError:
-        provenance = None
-    if provenance is not None:
-        if len(provenance.inputs) == 0:
-            raise ValidationError("Coadd provenance must contain at least one input image.")
-        fields, inputs, contributions = provenance.storage_tables()
-        tables.append(("PROVENANCE/INPUTS", inputs))
-        tables.append(("PROVENANCE/CONTRIBUTIONS", contributions))
-        subtrees["provenance"] = {
-            "schema_version": "1.0.0",
-            "min_read_version": 1,
-            "instrument": fields["instrument"],
-            "physical_filter": fields["physical_filter"],
-            "inputs": {"columns": column_models(inputs, "PROVENANCE/INPUTS")},
-            "contributions": {"columns": column_models(contributions, "PROVENANCE/CONTRIBUTIONS")},
-            "schema_url": "https://images.lsst.io/schemas/coadd_provenance-1.0.0",
-        }
-    return tables, subtrees
+    """Table HDUs to write (EXTNAME, table) and the subtrees that describe them."""
+    tables, subtrees = table_subtrees(coadd, lambda table, path: column_models(table, path.upper()))
+    return [(path.upper(), table) for path, table in tables], subtrees
 
 
 def _passthrough(coadd: CellCoadd, written: set[tuple[str, int]], referenced: set[tuple[str, int]]) -> list[Any]:

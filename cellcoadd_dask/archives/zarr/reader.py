@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from ...coadd import CellCoadd
-from ...deferred import Deferred
 from ...errors import ArchiveFormatError, BoundsError, ValidationError
 from ...fetch import normalize_url
 from ...geom import Box
@@ -32,7 +31,7 @@ from ...mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
 from ...model import ArrayModel, CellCoaddModel, parse_cell_coadd
 from ...psf import CellPointSpreadFunction
 from ...stored import StoredArchive
-from ..fits.reader import coadd_from_model
+from ..fits.reader import coadd_from_model, deferred_tables
 
 __all__ = [
     "CONTAINER_VERSION",
@@ -228,18 +227,6 @@ class ZarrTableReader:
         return read_stored_array(self.url, source, self.storage_options)
 
 
-def _load_provenance(tree: Mapping[str, Any], tables: ZarrTableReader) -> Any:
-    from ...provenance import CoaddProvenance
-
-    return CoaddProvenance.from_json(dict(tree), tables.column, url=tables.url)
-
-
-def _load_aperture_corrections(tree: Mapping[str, Any], tables: ZarrTableReader) -> Any:
-    from ...aperture import ApertureCorrections
-
-    return ApertureCorrections.from_json(dict(tree), tables.column, url=tables.url)
-
-
 def _read_tree(url: str, storage_options: Mapping[str, Any] | None) -> Any:
     import zarr
 
@@ -363,15 +350,7 @@ def read_zarr(
                                  dtype=p.array.dtype, storage_options=storage_options)
     psf_array = plane_array(psf_source, name="psf", chunks=((1,) * n_i, (1,) * n_j, (ky,), (kx,)))
     psf = CellPointSpreadFunction(psf_array, p.bounds, origin=(psf_source, (0, 0)))
-    tables = ZarrTableReader(url, storage_options)
-    provenance = (
-        None if model.provenance is None else Deferred(functools.partial(_load_provenance, model.provenance, tables))
-    )
-    aperture = (
-        None
-        if model.aperture_corrections is None
-        else Deferred(functools.partial(_load_aperture_corrections, model.aperture_corrections, tables))
-    )
+    provenance, aperture = deferred_tables(model, ZarrTableReader(url, storage_options))
     try:
         coadd = coadd_from_model(
             model, images=images, mask=mask, psf=psf, provenance=provenance, aperture_corrections=aperture, url=url,

@@ -49,7 +49,7 @@ from ...atomic import ArchiveExistsError, is_local
 from ...errors import ValidationError
 from ...fetch import normalize_url
 from ...streaming import ordered_map
-from ..fits.table_hdus import aperture_table
+from ..fits.table_hdus import table_column_models, table_subtrees
 from ..fits.tree_out import build_tree, merge_unknown
 from .reader import CONTAINER_VERSION, TREE_ATTRIBUTE, zarr_store
 
@@ -62,10 +62,6 @@ __all__ = ["zarr_column_models", "write_zarr"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _COLUMN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_STORABLE = frozenset(
-    {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"}
-)
-
 Job = tuple[Callable[[np.ndarray], int], "da.Array"]
 
 
@@ -96,72 +92,20 @@ def zarr_column_models(table: Any, group: str) -> list[dict[str, Any]]:
     ValidationError
         If a column has a type the format cannot hold (strings, objects).
     """
-    out = []
-    for n, name in enumerate(table.colnames):
-        column = table[name]
-        dtype = np.dtype(column.dtype)
-        if dtype.name not in _STORABLE:
-            raise ValidationError(f"Table {group}: column {name!r} of type {dtype} cannot be stored.")
-        model: dict[str, Any] = {
-            "data": {
-                "source": f"zarr:{_column_path(group, name, n)}",
-                "shape": [int(s) for s in column.shape[1:]],
-                "datatype": dtype.name,
-                "byteorder": "big",
-            },
-            "name": name,
-        }
-        if column.description:
-            model["description"] = str(column.description)
-        if column.unit is not None:
-            model["unit"] = column.unit.to_string("vounit")
-        if column.meta:
-            model["meta"] = dict(column.meta)
-        out.append(model)
-    return out
+    return table_column_models(table, group, lambda n, name: f"zarr:{_column_path(group, name, n)}")
 
 
 def _tables(coadd: CellCoadd) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Column arrays to write (array path -> values) and the table subtrees."""
     arrays: dict[str, np.ndarray] = {}
-    subtrees: dict[str, Any] = {"aperture_corrections": None, "provenance": None}
 
-    def add(table: Any, group: str) -> dict[str, Any]:
+    def models_for(table: Any, group: str) -> list[dict[str, Any]]:
         models = zarr_column_models(table, group)
         for model in models:
-            name = model["name"]
-            arrays[model["data"]["source"][len("zarr:") :]] = np.asarray(table[name])
-        return {"columns": models}
+            arrays[model["data"]["source"][len("zarr:") :]] = np.asarray(table[model["name"]])
+        return models
 
-    corrections = coadd.aperture_corrections
-    if corrections:
-        for name in corrections:
-            if corrections[name].unit is not None:
-                raise ValidationError("Aperture corrections should be dimensionless.")
-        subtrees["aperture_corrections"] = {
-            "schema_version": "1.0.0",
-            "min_read_version": 1,
-            "table": add(aperture_table(corrections), "aperture_corrections/table"),
-            "bounds": corrections.bounds.to_json(),
-            "schema_url": "https://images.lsst.io/schemas/cell_aperture_correction_map-1.0.0",
-        }
-    try:
-        provenance = coadd.provenance
-    except AttributeError:
-        provenance = None
-    if provenance is not None:
-        if len(provenance.inputs) == 0:
-            raise ValidationError("Coadd provenance must contain at least one input image.")
-        fields, inputs, contributions = provenance.storage_tables()
-        subtrees["provenance"] = {
-            "schema_version": "1.0.0",
-            "min_read_version": 1,
-            "instrument": fields["instrument"],
-            "physical_filter": fields["physical_filter"],
-            "inputs": add(inputs, "provenance/inputs"),
-            "contributions": add(contributions, "provenance/contributions"),
-            "schema_url": "https://images.lsst.io/schemas/coadd_provenance-1.0.0",
-        }
+    _, subtrees = table_subtrees(coadd, models_for)
     return arrays, subtrees
 
 
