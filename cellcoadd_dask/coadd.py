@@ -220,7 +220,10 @@ class CellCoadd(SlicedByBox):
         chunks: Chunks = "auto",
         storage_options: Mapping[str, Any] | None = None,
     ) -> CellCoadd:
-        """Open a Zarr archive written by :meth:`write_zarr` lazily (reads its tree only; see :func:`open_coadd`)."""
+        """Open a Zarr archive written by :meth:`CellCoadd.write_zarr` lazily.
+
+        Only the archive's tree is read; see :func:`open_coadd`.
+        """
         from .archives.zarr.reader import read_zarr
 
         return read_zarr(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
@@ -634,3 +637,22 @@ class CellCoadd(SlicedByBox):
 
     def __repr__(self) -> str:
         return f"CellCoadd({self.bbox}, tract={self.tract})"
+
+    def describe(self) -> str:
+        """A plain-text summary for terminals (``print(coadd.describe())``); reads no pixel, table or header.
+
+        Band, skymap, tract, patch, bbox, sky position, the cell grid with a map of missing
+        cells, every plane with what the archive's index already tells of its storage, and
+        the mask planes.  See :mod:`cellcoadd_dask.display`.
+        """
+        from .display import coadd_report
+        from .display_render import to_text
+
+        return to_text(coadd_report(self))
+
+    def _repr_html_(self) -> str:
+        """The summary of :meth:`describe` as HTML, for notebooks (no I/O)."""
+        from .display import coadd_report
+        from .display_render import to_html
+
+        return to_html(coadd_report(self))

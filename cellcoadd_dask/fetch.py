@@ -43,7 +43,7 @@ ByteRange = tuple[int, int]
 
 @dataclass(eq=False)
 class FetchStats:
-    """What :func:`fetch_ranges` read while a :func:`fetch_stats` block was active (this process only).
+    """What the fetch layer read while a :func:`fetch_stats` block was active.
 
     Attributes
     ----------

@@ -86,3 +86,17 @@ class Image(SlicedByBox):
     def __repr__(self) -> str:
         unit = f", unit={self.unit}" if self.unit is not None else ""
         return f"Image({self.bbox}, {self.dtype}{unit})"
+
+    def describe(self) -> str:
+        """A plain-text summary: bbox, dtype, unit, chunks and what is known of its storage (no I/O)."""
+        from .display import image_report
+        from .display_render import to_text
+
+        return to_text(image_report(self))
+
+    def _repr_html_(self) -> str:
+        """The summary of :meth:`describe` as HTML, for notebooks (no I/O)."""
+        from .display import image_report
+        from .display_render import to_html
+
+        return to_html(image_report(self))

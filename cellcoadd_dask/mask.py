@@ -290,3 +290,17 @@ class Mask(SlicedByBox):
 
     def __repr__(self) -> str:
         return f"Mask({self.bbox}, planes={self.schema.names})"
+
+    def describe(self) -> str:
+        """A plain-text summary: bbox, dtype, layout and the mask-plane table (name, bit, description); no I/O."""
+        from .display import mask_report
+        from .display_render import to_text
+
+        return to_text(mask_report(self))
+
+    def _repr_html_(self) -> str:
+        """The summary of :meth:`describe` as HTML, for notebooks (no I/O)."""
+        from .display import mask_report
+        from .display_render import to_html
+
+        return to_html(mask_report(self))

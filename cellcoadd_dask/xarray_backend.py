@@ -363,6 +363,25 @@ class CellCoaddAccessor:
             raise BoundsError(f"The sky circle does not overlap the Dataset ({self.bbox}).")
         return out
 
+    def summary(self) -> Any:
+        """What the Dataset holds, from its attrs and coordinates (no variable is read).
+
+        Returns
+        -------
+        cellcoadd_dask.display_dataset.DatasetSummary
+            Shown as HTML in notebooks; ``.describe()`` gives plain text.  For a tract
+            (:func:`~cellcoadd_dask.open_tract`): skymap, tract, band, tract frame and cell
+            grid, a map of the patches present, variables and mask planes; for one coadd's
+            view: its patch, cells (missing ones mapped), variables and mask planes.
+        """
+        from .display_dataset import DatasetSummary, dataset_report
+
+        return DatasetSummary(dataset_report(self._ds))
+
+    def describe(self) -> str:
+        """The :meth:`summary` as plain text for terminals (``print(ds.cellcoadd.describe())``)."""
+        return str(self.summary().describe())
+
     def mask_plane(self, name: str) -> xr.DataArray:
         """Lazy boolean DataArray of one mask plane."""
         mask = self._ds["mask"]
@@ -380,7 +399,7 @@ class CellCoaddAccessor:
         return ((mask & bit) != 0).rename(name)
 
     def to_coadd(self) -> CellCoadd:
-        """Rebuild a lazy :class:`CellCoadd` from the Dataset.
+        """Rebuild a lazy :class:`~cellcoadd_dask.CellCoadd` from the Dataset.
 
         Provenance, aperture corrections and backgrounds are not Dataset variables: when
         the Dataset has a ``source_url`` attribute they are re-read from that archive on

@@ -1,14 +1,17 @@
-"""Shared fixtures: reference files, oracle variants, HTTP and S3 servers, a dask cluster.
+"""Shared fixtures: the generated corpus, reference files, HTTP and S3 servers, a dask cluster.
 
-Servers and the cluster are session-scoped, bound to 127.0.0.1 only, and
-stopped at the end of the session (or when the test process dies).  A
-missing tool fails the tests that need it with an install hint.
+The corpus is written by lsst-images (`cellcoadd_dask.testing`) and cached between runs; it is
+built once when the session starts.  Servers and the cluster are session-scoped, bound to
+127.0.0.1 only, and stopped at the end of the session (or when the test process dies).  A missing
+tool fails the tests that need it with an install hint.  An audit hook (`guard`) refuses any read
+beside the repository, so the suite passes from a bare clone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,25 +24,63 @@ from servers import LOOPBACK, HttpServer, S3Server, run_nginx, run_seaweedfs
 # missing; set before any dask worker is spawned so that workers inherit it.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
-from paths import REFERENCE_DIR, REFERENCE_ENV
+from guard import OutsideReadGuard, default_allowed
+from paths import CORPUS_DIR, EXTRA_REFERENCE_DIR, REFERENCE_DIR, REFERENCE_ENV, REPO
+
+from cellcoadd_dask.testing import corpus_cache_root
 
 __all__ = ["lsst_variants"]
+
+GUARD = OutsideReadGuard(REPO.parent, default_allowed(REPO, corpus_cache_root(), EXTRA_REFERENCE_DIR)).install()
+
+REFERENCE_FIXTURES = frozenset({"reference_dir", "expected_values"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that read the reference files ``reference`` (``-m reference`` runs only those)."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if REFERENCE_FIXTURES & set(getattr(item, "fixturenames", ())) or "REFERENCE_DIR" in vars(module or object):
+            item.add_marker(pytest.mark.reference)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers and say which corpus the session reads."""
+    config.addinivalue_line("markers", "reference: reads the reference files (the corpus or the extra one)")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Name the corpus in the session header."""
+    lines = [f"corpus: {CORPUS_DIR}"]
+    if EXTRA_REFERENCE_DIR is not None:
+        lines.append(f"reference files: {EXTRA_REFERENCE_DIR} (from ${REFERENCE_ENV})")
+    return lines
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if anything beside the repository was opened (even if a test caught the error)."""
+    if GUARD.violations:
+        for message in dict.fromkeys(GUARD.violations):
+            print(f"\nERROR: {message}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """Directory of the generated corpus (`cellcoadd_dask.testing`), built once and cached."""
+    return CORPUS_DIR
 
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """Directory of the lsst-images reference files.
+    """Directory of the reference files written by lsst-images.
 
-    ``$CELLCOADD_REFERENCE_DIR`` when set, else ``<repo>/../shared/data/lsst-images-ref``.
+    The generated corpus, or the extra corpus named by ``$CELLCOADD_REFERENCE_DIR``.
     """
     path = REFERENCE_DIR
     if not (path / "expected_values.json").is_file():
-        pytest.fail(
-            f"reference files not found in {path}: put the shared directory beside the repository "
-            f"(<repo>/../shared/data/lsst-images-ref) or set {REFERENCE_ENV}",
-            pytrace=False,
-        )
+        pytest.fail(f"reference files not found in {path} (${REFERENCE_ENV})", pytrace=False)
     return path
 
 

@@ -1,6 +1,6 @@
 """``open_tract``: the patch files of a tract as one lazy Dataset on the tract grid.
 
-A small tract is written with lsst-images: 2x2 patches whose inner boxes are 3x3 cells of
+A small tract written with lsst-images (the corpus' ``tract/``): 2x2 patches whose inner boxes are 3x3 cells of
 20 px, each with a one-cell border that overlaps its neighbours, sharing one tract frame.
 Patch (0, 0) is written over its whole outer grid (so the tract must cut it to its inner
 box) with one missing cell; (0, 1) over its inner box; (1, 0) over only part of its inner
@@ -22,116 +22,19 @@ from oracle import assert_identical, fits_layout, hdu_bytes, lsst_read
 
 import cellcoadd_dask as ccd
 from cellcoadd_dask.fetch import FetchStats, fetch_stats
+from cellcoadd_dask.testing._tracts import TEST_CELL as CELL
+from cellcoadd_dask.testing._tracts import TEST_PLANES as PLANES
+from cellcoadd_dask.testing._tracts import TEST_TRACT_COVERAGE as COVERAGE
+from cellcoadd_dask.testing._tracts import make_test_tract_patch as make_patch
+from cellcoadd_dask.testing._tracts import tract_inner_box as _inner
 
-CELL = 20
-INNER_CELLS = 3
-PLANES = ("NO_DATA", "DETECTED", "SATURATED")
-# (patch y, patch x) -> covered grid cells ((i0, i1), (j0, j1)) of the patch's 5x5-cell grid.
-COVERAGE = {
-    (0, 0): ((0, 5), (0, 5)),  # the whole outer grid, borders included
-    (0, 1): ((1, 4), (1, 4)),  # exactly the inner box
-    (1, 0): ((0, 4), (1, 3)),  # top border and inner rows, only the first two inner columns
-}
-MISSING_CELL = {(0, 0): (2, 2)}
 TRACT = ((0, 120), (0, 120))
 
 
-def _inner(index: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    size = INNER_CELLS * CELL
-    return ((index[0] * size, (index[0] + 1) * size), (index[1] * size, (index[1] + 1) * size))
-
-
-def make_patch(index: tuple[int, int], *, seed: int, band: str = "i", cell: int = CELL, fractions: int = 1) -> Any:
-    """An lsst-images coadd of one patch of the test tract (covering ``COVERAGE[index]`` cells)."""
-    import astropy.units as u
-    import astropy.wcs
-    from lsst.images import YX, Box, Image, Mask, MaskPlane, MaskSchema, SkyProjection, TractFrame
-    from lsst.images.cells import (
-        CellCoadd,
-        CellGrid,
-        CellGridBounds,
-        CellIJ,
-        CellPointSpreadFunction,
-        PatchDefinition,
-    )
-
-    rng = np.random.default_rng(seed)
-    (iy0, iy1), (ix0, ix1) = _inner(index)
-    tract_bbox = Box.factory[-CELL : 120 + CELL, -CELL : 120 + CELL]
-    frame = TractFrame(skymap="tiny_tract_v1", tract=7, bbox=tract_bbox)
-    scale = (0.2 * u.arcsec).to_value(u.deg)
-    wcs = astropy.wcs.WCS(
-        {
-            "CTYPE1": "RA---TAN",
-            "CTYPE2": "DEC--TAN",
-            "CRPIX1": 80.5,
-            "CRPIX2": 80.5,
-            "CRVAL1": 150.0,
-            "CRVAL2": 2.0,
-            "CD1_1": -scale,
-            "CD1_2": 0.0,
-            "CD2_1": 0.0,
-            "CD2_2": scale,
-        }
-    )
-    projection = SkyProjection.from_fits_wcs(wcs, frame, x0=tract_bbox.x.start, y0=tract_bbox.y.start)
-    grid_bbox = Box.factory[iy0 - CELL : iy1 + CELL, ix0 - CELL : ix1 + CELL]
-    grid = CellGrid(bbox=grid_bbox, cell_shape=YX(y=cell, x=cell))
-    (i0, i1), (j0, j1) = COVERAGE.get(index, ((1, 4), (1, 4)))
-    y0, x0 = grid_bbox.y.start, grid_bbox.x.start
-    bbox = Box.factory[y0 + i0 * cell : y0 + i1 * cell, x0 + j0 * cell : x0 + j1 * cell]
-    missing = frozenset(CellIJ(i=i, j=j) for i, j in ([MISSING_CELL[index]] if index in MISSING_CELL else []))
-    bounds = CellGridBounds(grid=grid, bbox=bbox, missing=missing)
-
-    shape = (bbox.y.size, bbox.x.size)
-    image = np.round(rng.normal(100.0, 4.0, size=shape) * 64) / 64
-    variance = np.round((16.0 + 0.05 * np.abs(image)) * 64) / 64
-    frac = [np.round(rng.uniform(0.0, 1.0, size=shape) * 256) / 256 for _ in range(fractions)]
-    noise = np.round(rng.normal(0.0, 4.0, size=shape) * 64) / 64
-    schema = MaskSchema([MaskPlane(name, f"Test plane {name}.") for name in PLANES])
-    mask = Mask(0, schema=schema, bbox=bbox)
-    for name in PLANES[1:]:
-        mask.set(name, rng.random(shape) < 0.1)
-    n_i, n_j = i1 - i0, j1 - j0
-    psf = np.full((n_i, n_j, 5, 5), 1 / 25.0)
-    for c in missing:
-        local = grid.bbox_of(c).slice_within(bbox)
-        image[local] = 0.0
-        variance[local] = np.inf
-        for plane in (*frac, noise):
-            plane[local] = 0.0
-        sub = mask[grid.bbox_of(c)]
-        sub.clear()
-        sub.set("NO_DATA")
-        psf[c.i - i0, c.j - j0] = np.nan
-    patch = PatchDefinition(
-        id=index[0] * 2 + index[1],
-        index=YX(y=index[0], x=index[1]),
-        inner_bbox=Box.factory[iy0:iy1, ix0:ix1],
-        cells=grid,
-    )
-    return CellCoadd(
-        Image(image.astype(np.float32), bbox=bbox, unit=u.nJy),
-        mask=mask,
-        variance=Image(variance.astype(np.float32), bbox=bbox, unit=u.nJy**2),
-        mask_fractions={f"frac{n}": Image(f.astype(np.float32), bbox=bbox) for n, f in enumerate(frac)},
-        noise_realizations=[Image(noise.astype(np.float32), bbox=bbox)],
-        sky_projection=projection,
-        band=band,
-        psf=CellPointSpreadFunction(psf, bounds),
-        patch=patch,
-    )
-
-
 @pytest.fixture(scope="module")
-def tract_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, int], Path]:
-    """The written patches of the test tract, by patch index ((1, 1) is missing)."""
-    directory = tmp_path_factory.mktemp("tract")
-    paths = {}
-    for seed, index in enumerate(sorted(COVERAGE), start=3):
-        paths[index] = directory / f"patch_{index[0]}_{index[1]}.fits"
-        make_patch(index, seed=seed).write(str(paths[index]))
-    return paths
+def tract_files(corpus: Path) -> dict[tuple[int, int], Path]:
+    """The written patches of the test tract (from the generated corpus), by patch index ((1, 1) is missing)."""
+    return {index: corpus / "tract" / f"patch_{index[0]}_{index[1]}.fits" for index in sorted(COVERAGE)}
 
 
 def _write(path: Path, coadd: Any) -> str:

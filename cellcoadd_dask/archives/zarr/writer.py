@@ -27,7 +27,7 @@ temporary sibling directory and renamed into place (an existing archive is renam
 first and deleted after).  On other stores the arrays are written first and the group
 attribute holding the tree last, so a reader never sees a tree pointing at missing arrays.
 Pixels are read and written in bands of whole chunk rows, several at a time
-(:func:`~cellcoadd_dask.streaming.ordered_map`), so memory stays bounded.
+(``streaming.ordered_map``), so memory stays bounded.
 """
 
 from __future__ import annotations
