@@ -8,15 +8,20 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DOCS_STAMP := $(VENV)/.docs-stamp
+DOCS_EXECUTION ?= force
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint nginx clean
+.PHONY: help demo test lint docs nginx clean
 
 help:
 	@echo "make demo    set up .venv if needed, then run 'cellcoadd-dask demo'"
 	@echo "make test    set up .venv and nginx if needed, then run ruff, mypy and pytest"
 	@echo "             (extra pytest arguments: make test PYTEST_ARGS='-k infra')"
-	@echo "make clean   remove .venv"
+	@echo "make docs    build the documentation site into docs/_build/html, executing every"
+	@echo "             tutorial and guide page; any warning fails the build"
+	@echo "             (reuse outputs of unchanged pages: make docs DOCS_EXECUTION=cache)"
+	@echo "make clean   remove .venv and docs/_build"
 
 # A Python 3.12 interpreter, in order: $PYTHON312, pyenv (which honours
 # .python-version), python3.12 on PATH, pyenv's 3.12.1 install directory.
@@ -46,6 +51,10 @@ $(STAMP): $(PY) pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' || \
 	  { echo "error: $(VENV) is not a Python 3.12 environment; run 'make clean' first" >&2; exit 1; }
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	@touch $@
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test,docs]'
 	@touch $@
 
 # The tests run a private nginx on a loopback port; install it when missing.
@@ -82,5 +91,11 @@ test: $(STAMP) nginx
 	$(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	exit $$status
 
+# -W --keep-going: every warning is an error, and one build reports all of them.
+# -n: every cross-reference must resolve.  The executed pages start the same loopback
+# servers as the tests, so nginx must be present.
+docs: $(DOCS_STAMP) nginx
+	CELLCOADD_DOCS_EXECUTION=$(DOCS_EXECUTION) $(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) docs/_build

@@ -2,14 +2,14 @@
 
     python benchmarks/read_patch.py [PATCH.fits]
 
-The patch defaults to the one ``../shared/bench/make_patch.py`` writes
-(``~/.cache/cellcoadd-bench/patch_lossless.fits``).  Each reader runs in its own
-subprocess (so peak memory is its own), four times; wall times and the peak RSS
-are printed, with ratios to the decode limit (every 2-d tile inflated,
-unshuffled and byte-swapped on 2 threads in plain numpy/zlib).  Imports happen before
-timing; the first run in a process is reported as "cold", the median of the later ones
-as "warm".  Also printed: the
-requests and bytes read to open the patch and to read one cell of one plane.
+The patch defaults to the corpus's full-size lossless patch (22x22 cells of 150 px, every plane,
+GZIP_2: ``cellcoadd_dask.testing.corpus_path("patch/patch_lossless.fits")``, built on first use).
+Each reader runs in its own subprocess (so peak memory is its own), four times; wall times and the
+peak RSS are printed, with ratios to the decode limit (``decode_limit.py``: every tile of every 2-d
+plane read, inflated, unshuffled and byte-swapped on 2 threads in plain numpy/zlib).  Imports happen
+before timing; the first run in a process is reported as "first", the median of the later ones as
+"warm" (the file is in the page cache either way).  Also printed: the requests and bytes read to open
+the patch and to read one cell of one plane.
 """
 
 from __future__ import annotations
@@ -22,9 +22,18 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SHARED_BENCH = HERE.parent.parent / "shared" / "bench"
-DEFAULT = Path.home() / ".cache" / "cellcoadd-bench" / "patch_lossless.fits"
+LIMIT = "decode limit (2 threads)"
+MODULES = (
+    "dask.array",
+    "cellcoadd_dask",
+    "cellcoadd_dask.archives.fits.layout",
+    "cellcoadd_dask.archives.fits.tile_tables",
+    "imagecodecs",
+    "astropy.io.fits",
+    "lsst.images.cells",
+    "decode_limit",
+)
+"""Imported by every reader's process before any timing (and so in every peak RSS)."""
 
 
 def _ours(path: str) -> None:
@@ -55,21 +64,20 @@ def _astropy(path: str) -> None:
 
 
 def _limit(path: str) -> None:
-    sys.path.insert(0, str(SHARED_BENCH))
-    from decode_limit import run
+    from decode_limit import run  # benchmarks/decode_limit.py, next to this script
 
     run(Path(path), 2)
 
 
-READERS = {"decode limit (2 threads)": _limit, "cellcoadd_dask": _ours, "lsst-images": _lsst, "astropy": _astropy}
+READERS = {LIMIT: _limit, "cellcoadd_dask": _ours, "lsst-images": _lsst, "astropy": _astropy}
 
 
 def _child(name: str, path: str, repeats: int) -> None:
-    """Run one reader ``repeats`` times in this process: the first run is cold, the others warm."""
+    """Run one reader ``repeats`` times in this process: the first run, then the warm ones."""
     import importlib
 
     # The same modules for every reader, imported before any timing (and in every peak RSS).
-    for module in ("dask.array", "cellcoadd_dask", "imagecodecs", "astropy.io.fits", "lsst.images.cells"):
+    for module in MODULES:
         importlib.import_module(module)
     seconds = []
     for _ in range(repeats):
@@ -77,7 +85,7 @@ def _child(name: str, path: str, repeats: int) -> None:
         READERS[name](path)
         seconds.append(time.perf_counter() - t)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"cold": seconds[0], "warm": statistics.median(seconds[1:]), "maxrss_mib": maxrss}))
+    print(json.dumps({"first": seconds[0], "warm": statistics.median(seconds[1:]), "maxrss_mib": maxrss}))
 
 
 def _measure(name: str, path: str, repeats: int = 4) -> dict[str, float]:
@@ -105,17 +113,22 @@ def _laziness(path: str) -> None:
 
 
 def main() -> None:
-    path = sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT)
-    if not Path(path).exists():
-        sys.exit(f"{path} does not exist: run ../shared/bench/make_patch.py first")
+    if len(sys.argv) > 1:
+        path = sys.argv[1]
+        if not Path(path).exists():
+            sys.exit(f"{path} does not exist")
+    else:
+        from cellcoadd_dask.testing import corpus_path
+
+        path = str(corpus_path("patch/patch_lossless.fits", progress=True))
     print(f"{path}: {Path(path).stat().st_size:,} bytes")
     results = {name: _measure(name, path) for name in READERS}
-    limit = results["decode limit (2 threads)"]
-    print(f"{'reader':26s} {'warm s':>7s} {'x limit':>8s} {'cold s':>7s} {'x limit':>8s} {'peak RSS MiB':>13s}")
+    limit = results[LIMIT]
+    print(f"{'reader':26s} {'warm s':>7s} {'x limit':>8s} {'first s':>7s} {'x limit':>8s} {'peak RSS MiB':>13s}")
     for name, r in results.items():
         print(
-            f"{name:26s} {r['warm']:7.3f} {r['warm'] / limit['warm']:8.2f} {r['cold']:7.3f} "
-            f"{r['cold'] / limit['cold']:8.2f} {r['maxrss_mib']:13.0f}"
+            f"{name:26s} {r['warm']:7.3f} {r['warm'] / limit['warm']:8.2f} {r['first']:7.3f} "
+            f"{r['first'] / limit['first']:8.2f} {r['maxrss_mib']:13.0f}"
         )
     _laziness(path)
 

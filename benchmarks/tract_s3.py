@@ -2,11 +2,13 @@
 
     python benchmarks/tract_s3.py [--patches N] [--threads T] [--full-read K] [PATCH.fits]
 
-Starts SeaweedFS on loopback the way the test suite does (``tests/servers.py``), puts one
-lossy full-size patch (22x22 cells of 150 px, ``../shared/bench/make_patch.py``; cached in
-``~/.cache/cellcoadd-bench/patch_lossy.fits``) in the bucket and copies it server-side under
-``tract/patch-000.fits`` ... so that the tract holds N objects (100 by default).  Then, each
-reader in its own subprocess (so its peak memory is its own):
+Starts SeaweedFS on loopback the way the test suite does
+(``cellcoadd_dask.testing.servers.run_seaweedfs``), puts one lossy full-size patch in the bucket
+(by default the corpus's: 22x22 cells of 150 px, every plane, image, noise realizations and variance
+RICE_1-quantized, ``cellcoadd_dask.testing.corpus_path("patch/patch_lossy.fits")``, built on
+first use) and copies it server-side under ``tract/patch-000.fits`` ... so that the tract holds N
+objects (100 by default; ``--patches 4`` for a quick check).  Then, each reader in its own
+subprocess (so its peak memory is its own):
 
 - cellcoadd_dask: open every patch with ``open_coadd(..., preload=True)`` from a pool of T
   threads; then, on a 2-process ``LocalCluster`` (one thread each), the per-cell float64
@@ -47,10 +49,6 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent / "tests"
-MAKE_PATCH = HERE.parent.parent / "shared" / "bench" / "make_patch.py"
-DEFAULT = Path.home() / ".cache" / "cellcoadd-bench" / "patch_lossy.fits"
 CELL = 150
 PLANES = ("image", "variance")
 ENV_BUCKET = "CELLCOADD_BENCH_BUCKET"
@@ -330,35 +328,24 @@ def child(argv: list[str]) -> None:
 # --------------------------------------------------------------------------- driver
 
 
-def _patch(path: Path | None, workdir: Path) -> Path:
-    if path is not None:
-        return path
-    if DEFAULT.exists():
-        return DEFAULT
-    print(f"{DEFAULT} not found: writing one with {MAKE_PATCH} (a few minutes)", flush=True)
-    subprocess.run([sys.executable, str(MAKE_PATCH), str(workdir)], check=True)
-    return workdir / "patch_lossy.fits"
+def _patch(path: Path | None) -> Path:
+    """The patch to copy: ``path``, or the corpus's lossy patch (built on first use)."""
+    if path is None:
+        from cellcoadd_dask.testing import corpus_path
+
+        return corpus_path("patch/patch_lossy.fits", progress=True)
+    if not path.exists():
+        sys.exit(f"{path} does not exist")
+    return path
 
 
 @contextlib.contextmanager
 def _s3_server(workdir: Path, capacity: int) -> Iterator[Any]:
-    """The test suite's SeaweedFS server, with room for ``capacity`` bytes (its volumes are 64 MB)."""
-    sys.path.insert(0, str(TESTS))
-    import servers
+    """The test suite's SeaweedFS server, with room for ``capacity`` bytes."""
+    from cellcoadd_dask.testing.servers import VOLUME_SIZE_MB, run_seaweedfs
 
-    volumes = capacity // (64 * MIB) + 16
-    make_command = servers._weed_command
-
-    def roomier(*args: Any) -> tuple[list[str], str]:
-        cmd, endpoint = make_command(*args)
-        return [f"-volume.max={volumes}" if c.startswith("-volume.max=") else c for c in cmd], endpoint
-
-    servers._weed_command = roomier
-    try:
-        with servers.run_seaweedfs(workdir) as server:
-            yield server
-    finally:
-        servers._weed_command = make_command
+    with run_seaweedfs(workdir, max_volumes=capacity // (VOLUME_SIZE_MB * MIB) + 16) as server:
+        yield server
 
 
 def _fill(server: Any, patch: Path, n: int) -> float:
@@ -432,7 +419,7 @@ def _extrapolate(result: dict[str, Any], n: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("patch", nargs="?", type=Path, help="lossy patch to copy (default: the cached one)")
+    parser.add_argument("patch", nargs="?", type=Path, help="lossy patch to copy (default: the corpus's)")
     parser.add_argument("--patches", type=int, default=100, help="objects in the tract (default 100)")
     parser.add_argument("--threads", type=int, default=16, help="threads opening patches (default 16)")
     parser.add_argument("--full-read", type=int, default=4, help="patches read whole by lsst-images (default 4)")
@@ -441,7 +428,7 @@ def main() -> None:
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     with tempfile.TemporaryDirectory(prefix="tract-s3-", dir="/tmp") as tmp:
         workdir = Path(tmp)
-        patch = _patch(args.patch, workdir)
+        patch = _patch(args.patch)
         size = patch.stat().st_size
         free = shutil.disk_usage(workdir).free
         if free < 1.5 * n * size:

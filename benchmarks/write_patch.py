@@ -2,9 +2,9 @@
 
     python benchmarks/write_patch.py [PATCH.fits] [--repeats N] [--keep DIR]
 
-The patch defaults to the one ``../shared/bench/make_patch.py`` writes
-(``~/.cache/cellcoadd-bench/patch_lossless.fits``); when it is missing it is generated with
-that script, or, without it, with ``tests/oracle.py``'s ``write_full_patch``.
+The patch defaults to the corpus's full-size lossless patch (22x22 cells of 150 px, every plane,
+GZIP_2: ``cellcoadd_dask.testing.corpus_path("patch/patch_lossless.fits")``, built on first use).
+The outputs go to a temporary directory (``--keep DIR`` to keep them).
 
 Four writers, each run ``N`` times (default 3), every run in its own subprocess so that its
 memory is its own:
@@ -42,12 +42,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SHARED_BENCH = REPO.parent / "shared" / "bench"
-DEFAULT = Path.home() / ".cache" / "cellcoadd-bench" / "patch_lossless.fits"
 SEED = 1234
-"""``compression_seed`` of the lossy writes (the one ``make_patch.py`` uses)."""
+"""``compression_seed`` of the lossy writes (the one of the corpus's lossy patch)."""
 
 MODULES = ("dask.array", "cellcoadd_dask", "imagecodecs", "astropy.io.fits", "lsst.images.cells", "lsst.images.fits")
 """Imported by every child before any measurement, so that baselines are comparable."""
@@ -173,24 +169,16 @@ def _run(name: str, src: Path, dst: Path) -> dict[str, float]:
 # ----------------------------------------------------------------------------- source and checks
 
 
-def _ensure_patch(path: Path) -> None:
-    """Generate the default patch when it is missing."""
-    if path.exists():
-        return
-    if path != DEFAULT:
-        sys.exit(f"{path} does not exist")
-    script = SHARED_BENCH / "make_patch.py"
-    if script.exists():
-        print(f"{path} missing: running {script} (about a minute)")
-        # The script writes the patches first; a failure afterwards (its size report) is not ours to fix.
-        subprocess.run([sys.executable, str(script), str(path.parent)], check=False)
-    if not path.exists():
-        print(f"{path} missing: writing tests/oracle.py's full patch instead")
-        sys.path.insert(0, str(REPO / "tests"))
-        from oracle import write_full_patch
+def _source(path: Path | None) -> Path:
+    """The patch to copy: ``path``, or the corpus's lossless patch (built on first use)."""
+    if path is None:
+        from cellcoadd_dask.testing import corpus_path
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_full_patch(path)
+        return corpus_path("patch/patch_lossless.fits", progress=True)
+    path = path.expanduser().resolve()
+    if not path.exists():
+        sys.exit(f"{path} does not exist")
+    return path
 
 
 def _image(path: Path) -> Any:
@@ -262,15 +250,14 @@ def _table(results: dict[str, list[dict[str, float]]]) -> str:
 def main() -> None:
     """Run every writer, print the table and the output checks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("patch", nargs="?", type=Path, default=DEFAULT, help="source patch (FITS)")
+    parser.add_argument("patch", nargs="?", type=Path, help="source patch (FITS; default: the corpus's)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per writer (median reported; at least 3)")
     parser.add_argument("--keep", type=Path, help="write the outputs into this directory and keep them")
     args = parser.parse_args()
     if args.repeats < 3:
         parser.error("--repeats must be at least 3")
-    src = args.patch.expanduser().resolve()
-    _ensure_patch(src)
-    workdir = args.keep or Path(tempfile.mkdtemp(prefix="write-patch-", dir=src.parent))
+    src = _source(args.patch)
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="write-patch-"))
     workdir.mkdir(parents=True, exist_ok=True)
     cpus = len(os.sched_getaffinity(0))
     print(f"{src}: {src.stat().st_size:,} bytes; {cpus} CPUs; {args.repeats} runs per writer, medians")
