@@ -645,14 +645,14 @@ class CellCoadd(SlicedByBox):
         cells, every plane with what the archive's index already tells of its storage, and
         the mask planes.  See :mod:`cellcoadd_dask.display`.
         """
-        from .display import coadd_report
-        from .display_render import to_text
+        from .display.render import to_text
+        from .display.reports import coadd_report
 
         return to_text(coadd_report(self))
 
     def _repr_html_(self) -> str:
         """The summary of :meth:`describe` as HTML, for notebooks (no I/O)."""
-        from .display import coadd_report
-        from .display_render import to_html
+        from .display.render import to_html
+        from .display.reports import coadd_report
 
         return to_html(coadd_report(self))

@@ -89,14 +89,14 @@ class Image(SlicedByBox):
 
     def describe(self) -> str:
         """A plain-text summary: bbox, dtype, unit, chunks and what is known of its storage (no I/O)."""
-        from .display import image_report
-        from .display_render import to_text
+        from .display.render import to_text
+        from .display.reports import image_report
 
         return to_text(image_report(self))
 
     def _repr_html_(self) -> str:
         """The summary of :meth:`describe` as HTML, for notebooks (no I/O)."""
-        from .display import image_report
-        from .display_render import to_html
+        from .display.render import to_html
+        from .display.reports import image_report
 
         return to_html(image_report(self))

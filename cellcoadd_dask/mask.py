@@ -293,14 +293,14 @@ class Mask(SlicedByBox):
 
     def describe(self) -> str:
         """A plain-text summary: bbox, dtype, layout and the mask-plane table (name, bit, description); no I/O."""
-        from .display import mask_report
-        from .display_render import to_text
+        from .display.render import to_text
+        from .display.reports import mask_report
 
         return to_text(mask_report(self))
 
     def _repr_html_(self) -> str:
         """The summary of :meth:`describe` as HTML, for notebooks (no I/O)."""
-        from .display import mask_report
-        from .display_render import to_html
+        from .display.render import to_html
+        from .display.reports import mask_report
 
         return to_html(mask_report(self))

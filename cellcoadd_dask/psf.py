@@ -91,14 +91,14 @@ class CellPointSpreadFunction:
 
     def describe(self) -> str:
         """A plain-text summary: kernel shape and bbox, cell bounds and a map of missing cells (no kernel is read)."""
-        from .display import psf_report
-        from .display_render import to_text
+        from .display.render import to_text
+        from .display.reports import psf_report
 
         return to_text(psf_report(self))
 
     def _repr_html_(self) -> str:
         """The summary of :meth:`describe` as HTML, for notebooks (no I/O)."""
-        from .display import psf_report
-        from .display_render import to_html
+        from .display.render import to_html
+        from .display.reports import psf_report
 
         return to_html(psf_report(self))

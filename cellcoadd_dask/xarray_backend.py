@@ -368,13 +368,13 @@ class CellCoaddAccessor:
 
         Returns
         -------
-        cellcoadd_dask.display_dataset.DatasetSummary
+        cellcoadd_dask.display.dataset.DatasetSummary
             Shown as HTML in notebooks; ``.describe()`` gives plain text.  For a tract
             (:func:`~cellcoadd_dask.open_tract`): skymap, tract, band, tract frame and cell
             grid, a map of the patches present, variables and mask planes; for one coadd's
             view: its patch, cells (missing ones mapped), variables and mask planes.
         """
-        from .display_dataset import DatasetSummary, dataset_report
+        from .display.dataset import DatasetSummary, dataset_report
 
         return DatasetSummary(dataset_report(self._ds))
 

@@ -13,10 +13,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .display_facts import NA, TIMES, bbox_text, box_text, cell_map, cells_fields, shape_text, sky_fields
-from .display_render import GridMap, Report, Section, Table, to_html, to_text
-from .errors import shown_url
-from .geom import Box, Interval
+from ..errors import shown_url
+from ..geom import Box, Interval
+from .facts import NA, TIMES, bbox_text, box_text, cell_map, cells_fields, shape_text, sky_fields
+from .render import GridMap, Report, Section, Table, to_html, to_text
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -97,7 +97,7 @@ def mask_table_from_attrs(attrs: Mapping[str, Any]) -> Table | None:
 
 
 def _projection(attrs: Mapping[str, Any]) -> Any:
-    from .projection import SkyProjection
+    from ..projection import SkyProjection
 
     try:
         return SkyProjection.from_json(json.loads(attrs["sky_projection"]))
@@ -147,7 +147,7 @@ def _tract_sections(ds: xr.Dataset, projection: Any) -> tuple[list[Field], list[
 
 
 def _coadd_view_sections(ds: xr.Dataset) -> tuple[list[Field], list[Section]]:
-    from .model import bounds_from_json, patch_from_json
+    from ..model import bounds_from_json, patch_from_json
 
     attrs = ds.attrs
     fields: list[Field] = []

@@ -2,9 +2,9 @@
 
 ``_repr_html_()`` and ``describe()`` of :class:`~cellcoadd_dask.CellCoadd`,
 :class:`~cellcoadd_dask.Image`, :class:`~cellcoadd_dask.Mask` and
-:class:`~cellcoadd_dask.CellPointSpreadFunction` build a :class:`~.display_render.Report`
-here, from the facts of :mod:`cellcoadd_dask.display_facts`, and lay it out with
-:mod:`cellcoadd_dask.display_render`.  Nothing is read: the FITS INDEX read at open gives
+:class:`~cellcoadd_dask.CellPointSpreadFunction` build a :class:`~.display.render.Report`
+here, from the facts of :mod:`cellcoadd_dask.display.facts`, and lay it out with
+:mod:`cellcoadd_dask.display.render`.  Nothing is read: the FITS INDEX read at open gives
 each HDU's extent; a plane's compression is known once its header has been read (by a pixel
 read or :meth:`~cellcoadd_dask.CellCoadd.load_metadata`); tables read on first access
 (provenance, aperture corrections) are described from the JSON tree until then.  What is not
@@ -19,8 +19,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .deferred import Deferred
-from .display_facts import (
+from ..deferred import Deferred
+from ..errors import shown_url
+from .facts import (
     NA,
     TIMES,
     bbox_text,
@@ -39,15 +40,14 @@ from .display_facts import (
     storage_facts,
     unit_text,
 )
-from .display_render import Report, Section, Table
-from .errors import shown_url
+from .render import Report, Section, Table
 
 if TYPE_CHECKING:
-    from .cells import CellGrid
-    from .coadd import CellCoadd
-    from .image import Image
-    from .mask import Mask
-    from .psf import CellPointSpreadFunction
+    from ..cells import CellGrid
+    from ..coadd import CellCoadd
+    from ..image import Image
+    from ..mask import Mask
+    from ..psf import CellPointSpreadFunction
 
 __all__ = ["coadd_report", "image_report", "mask_report", "psf_report"]
 

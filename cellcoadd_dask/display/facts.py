@@ -1,7 +1,7 @@
 """The facts the displays show, gathered from metadata without I/O: geometry, cells, sky, storage, mask.
 
 Shared by :mod:`cellcoadd_dask.display` (coadds, planes, masks, PSFs) and
-:mod:`cellcoadd_dask.display_dataset` (Datasets).  Everything here is either
+:mod:`cellcoadd_dask.display.dataset` (Datasets).  Everything here is either
 part of the model (boxes, grids, units, dtypes, chunks, the mask schema, the sky projection)
 or something the archive reader already holds: the FITS INDEX read at open gives each HDU's
 extent; a plane's compression is known once its header has been read (by a pixel read or
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .display_render import GridMap, Table
+from .render import GridMap, Table
 
 if TYPE_CHECKING:
-    from .cells import CellGridBounds, PatchDefinition
-    from .geom import Box
-    from .mask import MaskSchema
+    from ..cells import CellGridBounds, PatchDefinition
+    from ..geom import Box
+    from ..mask import MaskSchema
 
 __all__ = [
     "NA",
@@ -164,7 +164,7 @@ def cell_map(bounds: CellGridBounds, patch: PatchDefinition | None = None) -> Gr
 
 
 def _is_missing(bounds: CellGridBounds, i: int, j: int) -> bool:
-    from .cells import CellIJ
+    from ..cells import CellIJ
 
     return CellIJ(i, j) in bounds.missing
 
@@ -197,7 +197,7 @@ class StorageFacts:
 
 
 def _fits_compression(source: Any) -> str:
-    from .archives.fits.tiles import TiledArray
+    from ..archives.fits.tiles import TiledArray
 
     # Loaded by the first pixel read or load_metadata(); looking never triggers a read.
     layouts = getattr(getattr(source, "_cache", None), "layouts", None)
