@@ -643,7 +643,7 @@ class CellCoadd(SlicedByBox):
 
         Band, skymap, tract, patch, bbox, sky position, the cell grid with a map of missing
         cells, every plane with what the archive's index already tells of its storage, and
-        the mask planes.  See :mod:`cellcoadd_dask.display`.
+        the mask planes.
         """
         from .display.render import to_text
         from .display.reports import coadd_report

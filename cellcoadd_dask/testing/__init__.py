@@ -10,10 +10,11 @@ Nothing here is imported by the rest of the package.
 
 from __future__ import annotations
 
-from .corpus import CORPUS_CACHE_ENV, CorpusError, build_corpus, corpus_cache_root, corpus_dir, corpus_path
+from .corpus import CORPUS_CACHE_ENV, PARTS, CorpusError, build_corpus, corpus_cache_root, corpus_dir, corpus_path
 
 __all__ = [
     "CORPUS_CACHE_ENV",
+    "PARTS",
     "CorpusError",
     "build_corpus",
     "corpus_cache_root",
