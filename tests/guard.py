@@ -36,7 +36,10 @@ class OutsideReadGuard:
 
     def __init__(self, watched: Path, allowed: list[Path]) -> None:
         self.watched = watched.resolve()
-        self.allowed = [p.resolve() for p in allowed]
+        # A root that holds the watched directory (a clone under /tmp, where the temporary
+        # directory is /tmp) would allow everything: such a root is dropped.  What it was meant
+        # for (temporary files outside the watched directory) is permitted anyway.
+        self.allowed = [p.resolve() for p in allowed if not self.watched.is_relative_to(p.resolve())]
         self.violations: list[str] = []
         self.active = False
 
