@@ -496,3 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             return exc.code or 0
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

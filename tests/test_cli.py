@@ -469,3 +469,16 @@ def test_installed_command_reports_a_bad_file_without_traceback(tmp_path: Path) 
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("module", ["cellcoadd_dask", "cellcoadd_dask.cli"])
+def test_python_dash_m_runs_the_command_line(synthetic: Path, module: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "info", "--json", str(synthetic)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["bbox"]
+    command = [sys.executable, "-m", module, "info", "/no/such/file.fits"]
+    failed = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert failed.returncode != 0
+    assert "no such file" in failed.stderr
