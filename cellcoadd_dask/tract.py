@@ -98,6 +98,10 @@ class _TractSource:
         sy, sx = region[:2]
         trail = region[2:]
         y0, x0 = self.bbox.y.start, self.bbox.x.start
+        if any(r.stop <= r.start for r in region[:2]):
+            # An empty selection reads nothing (a Box cannot be empty).
+            empty = np.empty(tuple(max(r.stop - r.start, 0) for r in region), dtype=self.dtype)
+            return apply_rest(empty, rest)
         want = Box(Interval(y0 + sy.start, y0 + sy.stop), Interval(x0 + sx.start, x0 + sx.stop))
         out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
         out[...] = self.fill[trail] if self.fill.ndim else self.fill

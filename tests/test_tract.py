@@ -136,6 +136,14 @@ def test_missing_patch_and_uncovered_cells_hold_the_fill(tract_files: dict[tuple
     assert np.isnan(image).sum() == 60 * 60 + 60 * 20
 
 
+def test_an_empty_selection_is_empty_and_reads_nothing(tract_files: dict[tuple[int, int], Path]) -> None:
+    ds = ccd.open_tract([str(p) for p in tract_files.values()])
+    with ccd.fetch_stats() as stats:
+        assert ds.image.isel(y=slice(0, 0)).compute().shape == (0, ds.sizes["x"])
+        assert ds.mask_fractions.isel(x=slice(5, 5)).compute().shape == (ds.sizes["fraction"], ds.sizes["y"], 0)
+    assert stats.requests == 0
+
+
 # ----------------------------------------------------------------------------- what is read
 
 
