@@ -181,7 +181,7 @@ def merge_ranges(ranges: Sequence[ByteRange], max_gap: int = 0) -> tuple[list[By
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """How :func:`fetch_ranges` retries, times out, batches and coalesces.
+    """How the fetch layer (``fetch_ranges``) retries, times out, batches and coalesces.
 
     Read from dask's configuration (``cellcoadd.fetch.<name>``) at each call, so
     ``dask.config.set({"cellcoadd.fetch.timeout": 5})`` changes it.

@@ -143,6 +143,18 @@ def _check_public_api(app: Any, env: Any) -> None:
         )
 
 
+def _check_tutorial_figures(app: Any, exception: Exception | None) -> None:
+    """Fail when a built tutorial page holds no figure (a plot that stopped rendering)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    for page in sorted((HERE / "tutorials").glob("*.md")):
+        if page.stem == "index":
+            continue
+        built = Path(app.outdir) / "tutorials" / f"{page.stem}.html"
+        if built.exists() and not re.search(r'<img[^>]+src="[^"]+\.png"', built.read_text()):
+            logger.warning("the built tutorial %s shows no figure", built, type="cellcoadd", subtype="figures")
+
+
 def _check_no_stray_outputs(app: Any, exception: Exception | None) -> None:
     """Fail when an executed page wrote into the source tree (pages write to temporary directories)."""
     if exception is not None:
@@ -173,4 +185,5 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("missing-reference", _resolve_short_names)
     app.connect("env-check-consistency", _check_public_api)
     app.connect("build-finished", _check_no_stray_outputs)
+    app.connect("build-finished", _check_tutorial_figures)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
