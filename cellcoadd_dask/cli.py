@@ -438,13 +438,15 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
     """Write SRC (FITS, JSON or Zarr archive) as DST: an lsst-images FITS archive (.fits) or Zarr (.zarr)."""
     import time
 
+    from .archives.registry import format_for_destination
+    from .errors import ValidationError
     from .fetch import fetch_stats
     from .summary import box_json, fetched_json
 
-    target = dst.lower().split("?")[0].rstrip("/")
-    to_zarr = target.endswith(".zarr")
-    if not to_zarr and not target.endswith((".fits", ".fits.fz", ".fit")):
-        raise click.ClickException(f"convert {src} -> {dst}: destinations are FITS (.fits) or Zarr (.zarr)")
+    try:
+        to_zarr = format_for_destination(dst).name == "zarr"
+    except ValidationError as exc:
+        raise click.ClickException(f"convert {src} -> {dst}: {exc}") from None
     if to_zarr and (lossy or compress or compression_seed is not None):
         raise click.ClickException(
             f"convert {src} -> {dst}: Zarr archives are lossless; drop --lossy/--compress/--seed"

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from os import PathLike
 from typing import Any
 
+from .archives.registry import format_of
 from .coadd import CellCoadd
-from .errors import ArchiveFormatError
-from .fetch import fetch_ranges, normalize_url
+from .fetch import normalize_url
 from .geom import Box
 from .lazy import Chunks
 
@@ -16,23 +16,11 @@ __all__ = ["open_coadd", "sniff_format"]
 
 
 def sniff_format(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """``"fits"``, ``"json"`` or ``"zarr"`` from the URL's suffix (query string ignored), else from its first bytes."""
-    lower = url.split("?", 1)[0].split("#", 1)[0].lower().rstrip("/")
-    if lower.endswith((".fits", ".fit", ".fits.fz")):
-        return "fits"
-    if lower.endswith((".json", ".json.gz")):
-        return "json"
-    if lower.endswith(".zarr"):
-        return "zarr"
-    try:
-        (head,) = fetch_ranges(url, [(0, 80)], storage_options=storage_options)
-    except ArchiveFormatError:
-        raise ArchiveFormatError("not a FITS or JSON coadd archive (shorter than 80 bytes)", url=url) from None
-    if head.startswith(b"SIMPLE  ="):
-        return "fits"
-    if head.lstrip()[:1] == b"{" or head[:2] == b"\x1f\x8b":
-        return "json"
-    raise ArchiveFormatError("not a FITS or JSON coadd archive (unrecognised first bytes)", url=url, byte_range=(0, 80))
+    """The name of the archive format at ``url`` (``"fits"``, ``"json"`` or ``"zarr"``): suffix, else first bytes.
+
+    See :func:`cellcoadd_dask.archives.registry.format_of`.
+    """
+    return format_of(url, storage_options).name
 
 
 def open_coadd(
@@ -63,9 +51,6 @@ def open_coadd(
         (default): when a ``dask.distributed`` client is active.
     """
     url = normalize_url(url)
-    kind = sniff_format(url, storage_options)
-    if kind == "fits":
-        return CellCoadd.read_fits(url, bbox=bbox, chunks=chunks, storage_options=storage_options, preload=preload)
-    if kind == "json":
-        return CellCoadd.read_json(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
-    return CellCoadd.read_zarr(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
+    fmt = format_of(url, storage_options)
+    options: dict[str, Any] = {"preload": preload} if fmt.name == "fits" else {}
+    return fmt.read(url, bbox=bbox, chunks=chunks, storage_options=storage_options, **options)

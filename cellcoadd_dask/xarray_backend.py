@@ -227,7 +227,7 @@ class CellCoaddBackendEntrypoint(BackendEntrypoint):
     tiles an index touches.
     """
 
-    description = "Rubin cell-based coadds (lsst-images FITS and JSON archives)"
+    description = "Rubin cell-based coadds (lsst-images FITS and JSON archives, Zarr stores)"
     url = "https://github.com/lsst/images"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "bbox", "cell_chunks", "storage_options")
 
@@ -260,23 +260,30 @@ class CellCoaddBackendEntrypoint(BackendEntrypoint):
         return ds
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
-        """True for ``.fits``/``.json`` paths that are lsst-images cell coadds (local files are sniffed).
+        """True for paths and URLs of coadd archives: ``.fits``, ``.json`` and ``.zarr``.
 
-        A FITS coadd names its data model in the primary header; a JSON archive writes its
-        top-level ``schema_url`` last, so the end of the file is looked at too.
+        Local files are looked at: a FITS coadd names its data model in the primary header, a
+        JSON archive writes its top-level ``schema_url`` last (so the end of the file is read
+        too), and a Zarr store has a ``cellcoadd`` attribute in its root ``zarr.json``.  Remote
+        URLs are claimed by their suffix alone (nothing is fetched).
         """
+        from .archives.registry import suffix_format
+
         if not isinstance(filename_or_obj, (str, os.PathLike)):
             return False
         name = os.fspath(filename_or_obj)
-        lower = name.lower()
-        if not lower.endswith((".fits", ".json")):
+        fmt = suffix_format(name)
+        if fmt is None:
             return False
         if "://" in name:
             return True
         try:
+            if fmt.store:
+                with open(os.path.join(name, "zarr.json"), "rb") as f:
+                    return b'"cellcoadd"' in f.read(_SNIFF_BYTES)
             with open(name, "rb") as f:
                 head = f.read(_SNIFF_BYTES)
-                if lower.endswith(".fits"):
+                if fmt.name == "fits":
                     return head.startswith(b"SIMPLE  =") and b"cell_coadd" in head
                 f.seek(max(0, os.fstat(f.fileno()).st_size - _SNIFF_BYTES))
                 tail = f.read(_SNIFF_BYTES)
