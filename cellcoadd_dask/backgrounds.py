@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .archives.names import SUBTREE_VERSION
 from .errors import ArchiveFormatError
 
 __all__ = ["BackgroundMap"]
@@ -22,7 +23,7 @@ _PATH = "backgrounds"
 
 def _empty_tree() -> dict[str, Any]:
     return {
-        "schema_version": "1.0.0",
+        "schema_version": SUBTREE_VERSION,
         "min_read_version": 1,
         "fields": {},
         "descriptions": {},

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .archives.names import SCHEMA_VERSION
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
 from .errors import ArchiveFormatError, BoundsError
 from .geom import YX, Box, Interval
@@ -33,7 +34,6 @@ __all__ = [
     "yx_from_json",
 ]
 
-SCHEMA_VERSION = "1.0.0"
 READER_MAJOR = 1
 SCHEMA_URL_BASE = "https://images.lsst.io/schemas/"
 _DATATYPES = {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"}
@@ -488,12 +488,12 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
     )
 
 
-_SOURCE = re.compile(r"fits:([A-Za-z0-9_/\-]+)(?:,(\d+))?(?:\[(\d+)\])?")
-
-
 def parse_fits_source(source: str, *, url: str | None = None) -> tuple[str, int, int | None]:
-    """Split ``fits:EXTNAME[,EXTVER][[column]]`` into (EXTNAME, EXTVER, 1-based column or None)."""
-    m = _SOURCE.fullmatch(source)
-    if m is None:
-        raise ArchiveFormatError(f"bad 'source' string for FITS: {source!r}", url=url, hdu="JSON")
-    return m.group(1), int(m.group(2) or 1), (int(m.group(3)) if m.group(3) else None)
+    """Split ``fits:EXTNAME[,EXTVER][[column]]`` into (EXTNAME, EXTVER, 1-based column or None).
+
+    The grammar is :func:`cellcoadd_dask.archives.names.parse_source`'s.
+    """
+    from .archives.names import parse_source
+
+    parsed = parse_source(source, scheme="fits", url=url)
+    return parsed.name, parsed.extver, parsed.column

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._ast_check_child import AstLines
+from .archives.names import SUBTREE_VERSION
 from .errors import ArchiveFormatError, CellCoaddError
 from .geom import Box
 from .model import box_from_json
@@ -204,7 +205,7 @@ class SkyProjection:
         if self._tree is not None:
             return copy.deepcopy(self._tree)
         return {
-            "schema_version": "1.0.0",
+            "schema_version": SUBTREE_VERSION,
             "min_read_version": 1,
             "pixel_to_sky": self._transform_json(self._ast_text),
             **(
@@ -220,7 +221,7 @@ class SkyProjection:
                  "frame_type": "TRACT"}
         bounds = self._pixel_bounds.to_json() if self._pixel_bounds is not None else None
         return {
-            "schema_version": "1.0.0",
+            "schema_version": SUBTREE_VERSION,
             "min_read_version": 1,
             "frames": [frame, "ICRS"],
             "bounds": [bounds, None],

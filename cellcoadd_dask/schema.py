@@ -20,15 +20,12 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
+from .archives.names import SCHEMA_NAME, SCHEMA_URL_PREFIX, SCHEMA_VERSION
 from .errors import ValidationError, shown_url
 
 __all__ = ["SCHEMA_ID", "SCHEMA_NAME", "SCHEMA_VERSION", "load_schema", "validate_tree"]
 
-SCHEMA_NAME = "cell_coadd"
-"""Name of the schema of a cell coadd tree."""
-SCHEMA_VERSION = "1.0.0"
-"""Version of the frozen schema shipped with the package."""
-SCHEMA_ID = f"https://images.lsst.io/schemas/{SCHEMA_NAME}-{SCHEMA_VERSION}"
+SCHEMA_ID = f"{SCHEMA_URL_PREFIX}{SCHEMA_NAME}-{SCHEMA_VERSION}"
 """The schema's ``$id`` (also the ``schema_url`` written at the top of a tree)."""
 
 _RESOURCE = f"schemas/{SCHEMA_NAME}-{SCHEMA_VERSION}.json"

@@ -17,13 +17,13 @@ import numpy as np
 
 from ...errors import ArchiveFormatError, FetchError
 from ...fetch import ObjectPin, fetch_head, fetch_ranges
+from ..names import SCHEMA_NAME
 from .cards import BLOCK, Header, header_size, parse_header
 from .tables import read_bintable
 
 __all__ = ["FORMAT_VERSION", "FitsContainer", "HduEntry", "read_container"]
 
 FORMAT_VERSION = 1
-SCHEMA_NAME = "cell_coadd"
 MAX_PRIMARY_BYTES = BLOCK * 64
 MAX_TAIL_BYTES = 1 << 31
 _SCHEMA_URL = re.compile(r"https?://[^/]+(?:/[^/]+)*/schemas/(?P<name>[^/]+)-(?P<version>[^-/]+)")

@@ -25,14 +25,15 @@ from ...geom import Box
 from ...image import Image
 from ...lazy import Chunks, PlaneOrigin, cell_chunks, plane_array
 from ...mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
-from ...model import ArrayModel, CellCoaddModel, ImageModel, parse_cell_coadd, parse_fits_source
+from ...model import ArrayModel, CellCoaddModel, ImageModel, parse_cell_coadd
 from ...psf import CellPointSpreadFunction
 from ...stored import StoredArchive
 from ...streaming import distributed_client
+from ..names import parse_source
 from .cards import parse_header
 from .layout import FitsContainer, read_container
 from .source import FitsArraySource, HduRef
-from .tables import read_bintable, select_column, split_column_source
+from .tables import read_bintable, select_column
 
 __all__ = ["FitsTableReader", "coadd_from_model", "deferred_tables", "read_fits"]
 
@@ -63,8 +64,8 @@ class FitsTableReader:
         """All columns of the table HDU named by ``fits:EXTNAME[,EXTVER]``."""
         with self._lock:
             if table_source not in self._tables:
-                extname, extver, _column = parse_fits_source(table_source, url=self.url)
-                entry = self.hdus.get((extname, extver))
+                table = parse_source(table_source, scheme="fits", url=self.url)
+                entry = self.hdus.get((table.name, table.extver))
                 if entry is None:
                     raise ArchiveFormatError("the INDEX has no such table HDU", url=self.url, hdu=table_source)
                 if entry.compressed or entry.xtension != "BINTABLE":
@@ -88,15 +89,18 @@ class FitsTableReader:
 
     def column(self, source: str) -> np.ndarray:
         """The column named by ``fits:EXTNAME[n]`` (1-based column number)."""
-        table_source, number = split_column_source(source, url=self.url)
-        return select_column(self.table(table_source), number, url=self.url, hdu=table_source)
+        parsed = parse_source(source, scheme="fits", column=True, url=self.url)
+        assert parsed.column is not None
+        table_source = str(parsed.table)
+        return select_column(self.table(table_source), parsed.column, url=self.url, hdu=table_source)
 
 
 def _hdu_ref(container: FitsContainer, array: ArrayModel, table_guess: int) -> HduRef:
     if array.source is None:
         raise ArchiveFormatError("array is stored inline in a FITS archive's tree", url=container.url, hdu="JSON")
-    extname, extver, column = parse_fits_source(array.source, url=container.url)
-    if column is not None:
+    parsed = parse_source(array.source, scheme="fits", url=container.url)
+    extname, extver = parsed.name, parsed.extver
+    if parsed.column is not None:
         raise ArchiveFormatError(f"image source {array.source!r} names a table column", url=container.url, hdu="JSON")
     entry = container.hdu(extname, extver)
     if not entry.compressed and entry.xtension != "IMAGE":

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ValidationError
+from ..names import SUBTREE_VERSION
 from .hdu_writer import BLOCK, Card, render_header, utc_now
 
 __all__ = ["aperture_table", "column_models", "table_column_models", "table_hdu", "table_subtrees"]
@@ -110,7 +111,7 @@ def table_subtrees(
             if corrections[name].unit is not None:
                 raise ValidationError("Aperture corrections should be dimensionless.")
         subtrees["aperture_corrections"] = {
-            "schema_version": "1.0.0",
+            "schema_version": SUBTREE_VERSION,
             "min_read_version": 1,
             "table": add(aperture_table(corrections), "aperture_corrections/table"),
             "bounds": corrections.bounds.to_json(),
@@ -125,7 +126,7 @@ def table_subtrees(
             raise ValidationError("Coadd provenance must contain at least one input image.")
         fields, inputs, contributions = provenance.storage_tables()
         subtrees["provenance"] = {
-            "schema_version": "1.0.0",
+            "schema_version": SUBTREE_VERSION,
             "min_read_version": 1,
             "instrument": fields["instrument"],
             "physical_filter": fields["physical_filter"],

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import ArchiveFormatError
+from ..names import parse_source
 
 __all__ = ["BinTableColumn", "parse_columns", "read_bintable", "select_column", "split_column_source"]
 
@@ -43,7 +44,6 @@ _OFFSET_TYPES: dict[tuple[str, int | float], np.dtype] = {
 
 _TFORM = re.compile(r"^\s*(\d*)([LXBIJKAEDCM]|[PQ][LXBIJKAEDCM](?:\(\d+\))?)\s*$")
 _TDIM = re.compile(r"^\s*\(\s*(\d+(?:\s*,\s*\d+)*)\s*\)\s*$")
-_COLUMN_SOURCE = re.compile(r"^(.+)\[(\d+)\]$")
 
 # Rows * columns beyond which a header describes more values than any lsst-images table holds.
 _MAX_FIELDS = 999
@@ -278,20 +278,19 @@ def read_bintable(
 
 
 def split_column_source(source: str, *, url: str | None = None) -> tuple[str, int]:
-    """Split a column ``source`` into the source of its table and its column number.
+    """Split a column ``source`` into the source of its table and its 1-based column number.
 
-    ``"fits:PROVENANCE/INPUTS[3]"`` gives ``("fits:PROVENANCE/INPUTS", 3)``; the column
-    number is 1-based (FITS order).
+    ``"fits:PROVENANCE/INPUTS[3]"`` gives ``("fits:PROVENANCE/INPUTS", 3)`` (grammar:
+    :mod:`cellcoadd_dask.archives.names`).
 
     Raises
     ------
     ArchiveFormatError
-        If ``source`` has no ``[n]`` suffix with ``n >= 1``.
+        If ``source`` is not a FITS column source with ``n >= 1``.
     """
-    match = _COLUMN_SOURCE.match(source) if isinstance(source, str) else None
-    if match is None or int(match.group(2)) < 1:
-        raise ArchiveFormatError(f"bad table column source {source!r}", url=url)
-    return match.group(1), int(match.group(2))
+    parsed = parse_source(source, scheme="fits", column=True, url=url)
+    assert parsed.column is not None
+    return str(parsed.table), parsed.column
 
 
 def select_column(table: Mapping[str, np.ndarray], number: int, *, url: str | None = None,

@@ -11,22 +11,23 @@ import copy
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..names import SCHEMA_NAME, SCHEMA_URL_PREFIX, SCHEMA_VERSION
+
 if TYPE_CHECKING:
     from ...coadd import CellCoadd
     from ...image import Image
 
 __all__ = ["build_tree", "merge_unknown", "stamped"]
 
-_VERSION = "1.0.0"
 
 
 def stamped(name: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """``body`` between the version stamps of schema ``name``."""
     return {
-        "schema_version": _VERSION,
+        "schema_version": SCHEMA_VERSION,
         "min_read_version": 1,
         **body,
-        "schema_url": f"https://images.lsst.io/schemas/{name}-{_VERSION}",
+        "schema_url": f"{SCHEMA_URL_PREFIX}{name}-{SCHEMA_VERSION}",
     }
 
 
@@ -95,7 +96,7 @@ def build_tree(coadd: CellCoadd, sources: Mapping[str, str], subtrees: Mapping[s
     for key, value in coadd.extra.items():
         if key not in body and key not in ("schema_version", "min_read_version", "schema_url"):
             body[key] = copy.deepcopy(value)
-    return stamped("cell_coadd", body)
+    return stamped(SCHEMA_NAME, body)
 
 
 def merge_unknown(ours: Any, stored: Any) -> Any:

@@ -13,7 +13,6 @@ import copy
 import dataclasses
 import functools
 import os
-import re
 import threading
 from collections.abc import Callable, Mapping
 from os import PathLike
@@ -32,6 +31,7 @@ from ...model import ArrayModel, CellCoaddModel, parse_cell_coadd
 from ...psf import CellPointSpreadFunction
 from ...stored import StoredArchive
 from ..fits.reader import coadd_from_model, deferred_tables
+from ..names import parse_source
 
 __all__ = [
     "CONTAINER_VERSION",
@@ -49,7 +49,6 @@ CONTAINER_VERSION = 1
 TREE_ATTRIBUTE = "cellcoadd"
 """Group attribute holding ``{"container_version": ..., "tree": ...}``."""
 
-_SOURCE = re.compile(r"zarr:([A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*)")
 
 Combine = Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray]
 
@@ -79,17 +78,14 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None, *, re
 
 
 def parse_zarr_source(source: str, *, url: str | None = None) -> str:
-    """The array path of a ``zarr:<path>`` source string.
+    """The array path of a ``zarr:<path>`` source string (grammar: :mod:`cellcoadd_dask.archives.names`).
 
     Raises
     ------
     ArchiveFormatError
         If ``source`` is not a ``zarr:`` source with a plain relative path.
     """
-    m = _SOURCE.fullmatch(source) if isinstance(source, str) else None
-    if m is None or any(part in (".", "..") for part in m.group(1).split("/")):
-        raise ArchiveFormatError(f"bad 'source' string for a Zarr archive: {source!r}", url=url, hdu="JSON")
-    return m.group(1)
+    return parse_source(source, scheme="zarr", url=url).name
 
 
 def _open_array(url: str, storage_options: Mapping[str, Any] | None, path: str) -> Any:

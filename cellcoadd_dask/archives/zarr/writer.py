@@ -111,7 +111,7 @@ def _tables(coadd: CellCoadd) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def _stored_array(coadd: CellCoadd, source: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     """Read an array the coadd's tree references in the archive it was read from (background data)."""
-    from ...model import parse_fits_source
+    from ..names import parse_source
 
     stored = coadd._stored
     if stored is None:
@@ -122,9 +122,9 @@ def _stored_array(coadd: CellCoadd, source: str, shape: tuple[int, ...], dtype: 
         return read_stored_array(stored.url, source, stored.storage_options)
     from ..fits.source import FitsArraySource, HduRef
 
-    extname, extver, column = parse_fits_source(source, url=stored.url)
-    entry = stored.hdus.get((extname, extver))
-    if entry is None or column is not None:
+    parsed = parse_source(source, scheme="fits", url=stored.url)
+    entry = stored.hdus.get((parsed.name, parsed.extver))
+    if entry is None or parsed.column is not None:
         raise ValidationError(f"The coadd references {source!r}, which its archive {stored.url} does not hold.")
     reader = FitsArraySource(stored.url, [HduRef(entry, shape, dtype)], shape=shape, dtype=dtype,
                              storage_options=stored.storage_options, pin=stored.pin)
