@@ -58,7 +58,17 @@ def _int_field(tree: dict[str, Any], key: str, field: str, url: str | None) -> i
     return value
 
 
+_AST_LOCK = threading.RLock()
+"""Serialises every call into the AST library: it keeps global state, and two threads parsing at
+once (patches of a tract opened in parallel) can crash the process."""
+
+
 def _parse_ast(text: str, field: str, url: str | None) -> Any:
+    with _AST_LOCK:
+        return _parse_ast_unlocked(text, field, url)
+
+
+def _parse_ast_unlocked(text: str, field: str, url: str | None) -> Any:
     """Parse AST native text into a 2 -> 2 Mapping whose output is ICRS (radians)."""
     from starlink import Ast
 
@@ -117,7 +127,7 @@ class SkyProjection:
         self._pixel_bounds = pixel_bounds
         self._tree = tree
         self._url = url
-        self._lock = threading.Lock()
+        self._lock = _AST_LOCK
         self._mapping: Any = None
         self._approx_mapping: Any = None
 
@@ -237,7 +247,7 @@ class SkyProjection:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock = _AST_LOCK
         self._mapping = None
         self._approx_mapping = None
 
