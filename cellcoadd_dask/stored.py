@@ -29,6 +29,9 @@ class StoredArchive:
         fsspec options the archive was opened with.
     pin
         The archive's identity when it was opened (size, ETag or modification time).
+    format
+        The name of the archive's format (``"fits"``, ``"json"``, ``"zarr"``; see
+        :mod:`cellcoadd_dask.archives.registry`), or ``""`` when unknown.
     """
 
     url: str
@@ -36,6 +39,7 @@ class StoredArchive:
     hdus: Mapping[tuple[str, int], Any] = dataclasses.field(default_factory=dict)
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     pin: Any = None
+    format: str = ""
 
     def __repr__(self) -> str:
         return f"StoredArchive({self.url!r}, {len(self.hdus)} HDUs)"

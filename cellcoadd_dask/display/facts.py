@@ -264,8 +264,10 @@ def storage_facts(source: Any, archive: Any) -> StorageFacts:
         )
     if zarr is not None and isinstance(source, zarr.ZarrArraySource):
         return StorageFacts(", ".join(f"zarr:{p}" for p in source.paths), NA, _zarr_compression(source))
-    if source is None and archive is not None and not archive.hdus:
-        return StorageFacts("inline (JSON)", NA, "none")
+    inline = sys.modules.get("cellcoadd_dask.archives.input")
+    if inline is not None and isinstance(source, inline.InMemorySource):
+        kind = archive.format.upper() if archive is not None and archive.format else "in memory"
+        return StorageFacts(f"inline ({kind})", NA, "none")
     return StorageFacts()
 
 

@@ -198,8 +198,8 @@ def _source_text(coadd: CellCoadd) -> str:
     archive = coadd._stored
     extra = []
     if archive is not None:
-        kind = "FITS" if archive.hdus else "JSON" if origin_source(coadd.image) is None else "Zarr"
-        extra.append(f"{kind} archive")
+        if archive.format:
+            extra.append(f"{archive.format.upper() if archive.format != 'zarr' else 'Zarr'} archive")
         size = getattr(archive.pin, "size", None)
         if size is not None:
             extra.append(size_text(size))

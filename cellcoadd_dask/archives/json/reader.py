@@ -6,30 +6,25 @@ are then wrapped as dask arrays chunked on cell edges like any other archive's.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any
 
 import numpy as np
 
 from ...coadd import CellCoadd
-from ...deferred import Deferred
-from ...errors import ArchiveFormatError, BoundsError, FetchError, shown_url
+from ...errors import ArchiveFormatError, FetchError, shown_url
 from ...fetch import fetch_head, fetch_ranges, filesystem, normalize_url, redact
 from ...geom import Box
-from ...image import Image
-from ...lazy import Chunks, cell_chunks
-from ...mask import Mask, MaskPlane, MaskSchema, disk_to_memory
-from ...model import ArrayModel, parse_cell_coadd
-from ...psf import CellPointSpreadFunction
+from ...lazy import Chunks
+from ...model import ArrayModel
 from ...stored import StoredArchive
-from ..fits.reader import coadd_from_model
+from ..input import ColumnReader, Combine, InMemorySource, InputArchive, coadd_from_archive
 
-__all__ = ["MAX_JSON_BYTES", "read_json"]
+__all__ = ["MAX_JSON_BYTES", "JsonInputArchive", "read_json"]
 
 MAX_JSON_BYTES = 1 << 30
 """Largest JSON archive (decompressed) this reader accepts."""
@@ -96,17 +91,65 @@ def _check_schema_url(tree: Any, url: str) -> None:
         )
 
 
-def _load_table_model(cls_path: str, tree: Mapping[str, Any], url: str) -> Any:
-    def no_source(source: str) -> np.ndarray:
-        raise ArchiveFormatError(f"table column references {source!r}; a JSON archive holds columns inline", url=url)
+class _InlineColumns(ColumnReader):
+    """A JSON archive holds its table columns inline: a column ``source`` is an error."""
 
-    if cls_path == "provenance":
-        from ...provenance import CoaddProvenance
+    def __init__(self, url: str) -> None:
+        self.url = url
 
-        return CoaddProvenance.from_json(dict(tree), no_source, url=url)
-    from ...aperture import ApertureCorrections
+    def column(self, source: str) -> np.ndarray:
+        """Refuse: nothing is stored outside the tree."""
+        raise ArchiveFormatError(
+            f"table column references {source!r}; a JSON archive holds columns inline", url=self.url
+        )
 
-    return ApertureCorrections.from_json(dict(tree), no_source, url=url)
+
+class JsonInputArchive(InputArchive):
+    """A parsed JSON archive: the tree holds every array inline.
+
+    Parameters
+    ----------
+    url
+        The archive.
+    storage_options
+        fsspec options.
+    """
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self._tree = _read_text(url, storage_options)
+        _check_schema_url(self._tree, url)
+
+    @property
+    def tree(self) -> Mapping[str, Any]:
+        """The whole archive."""
+        tree: Mapping[str, Any] = self._tree
+        return tree
+
+    def array_source(
+        self,
+        arrays: Sequence[ArrayModel],
+        *,
+        what: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        combine: Combine | None = None,
+        tile_shape: tuple[int, ...] | None = None,
+    ) -> InMemorySource:
+        """The inline values, checked against their models."""
+        stored = [
+            _inline(a, self.url, what if len(arrays) == 1 else f"{what}.data[{n}]") for n, a in enumerate(arrays)
+        ]
+        return InMemorySource(stored, shape=shape, dtype=dtype, combine=combine)
+
+    def table_reader(self) -> ColumnReader:
+        """Columns are inline: any column reference is refused."""
+        return _InlineColumns(self.url)
+
+    def stored(self, tree: Mapping[str, Any]) -> StoredArchive:
+        """The tree."""
+        return StoredArchive(self.url, tree, format="json")
 
 
 def read_json(
@@ -125,40 +168,5 @@ def read_json(
     BoundsError
         If ``bbox`` is not inside the coadd.
     """
-    import dask.array as da
-
     url = normalize_url(url)
-    tree = _read_text(url, storage_options)
-    _check_schema_url(tree, url)
-    model = parse_cell_coadd(tree, url=url)
-    if bbox is not None and not model.image.bbox.contains(bbox):
-        raise BoundsError(f"Box {bbox} is not contained in the coadd bbox {model.image.bbox} of {url}.")
-    grid = model.psf.bounds.grid
-    images = {}
-    for name, plane in model.planes().items():
-        array = _inline(plane.array, url, name)
-        chunked = da.from_array(array, chunks=cell_chunks(plane.bbox, grid, chunks, array.dtype.itemsize), name=False)
-        images[name] = Image(chunked, bbox=plane.bbox, unit=plane.unit)
-    m = model.mask
-    schema = MaskSchema([None if p is None else MaskPlane(p.name, p.description) for p in m.planes], dtype=m.dtype)
-    disk = [_inline(a, url, f"mask.data[{n}]") for n, a in enumerate(m.arrays)]
-    memory = disk_to_memory(disk, schema)
-    mask_chunks = (*cell_chunks(m.bbox, grid, chunks, memory.dtype.itemsize), (schema.mask_size,))
-    mask = Mask(da.from_array(memory, chunks=mask_chunks, name=False), schema=schema, bbox=m.bbox)
-    psf_array = _inline(model.psf.array, url, "psf.array")
-    psf = CellPointSpreadFunction(da.from_array(psf_array, chunks=(1, 1, -1, -1), name=False), model.psf.bounds)
-    provenance = (
-        None
-        if model.provenance is None
-        else Deferred(functools.partial(_load_table_model, "provenance", model.provenance, url))
-    )
-    aperture = (
-        None
-        if model.aperture_corrections is None
-        else Deferred(functools.partial(_load_table_model, "aperture_corrections", model.aperture_corrections, url))
-    )
-    coadd = coadd_from_model(
-        model, images=images, mask=mask, psf=psf, provenance=provenance, aperture_corrections=aperture, url=url,
-        stored=StoredArchive(url, tree),
-    )
-    return coadd if bbox is None else coadd[bbox]
+    return coadd_from_archive(JsonInputArchive(url, storage_options), bbox=bbox, chunks=chunks)

@@ -10,33 +10,29 @@ first time they are asked for.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import functools
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any
 
 import numpy as np
 
 from ...coadd import CellCoadd
-from ...errors import ArchiveFormatError, BoundsError, ValidationError
+from ...errors import ArchiveFormatError
 from ...fetch import normalize_url
 from ...geom import Box
-from ...image import Image
-from ...lazy import Chunks, PlaneOrigin, apply_rest, cell_chunks, normalize_key, plane_array
-from ...mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
-from ...model import ArrayModel, CellCoaddModel, parse_cell_coadd
-from ...psf import CellPointSpreadFunction
+from ...lazy import Chunks, apply_rest, normalize_key
+from ...model import ArrayModel
 from ...stored import StoredArchive
-from ..fits.reader import coadd_from_model, deferred_tables
+from ..input import ColumnReader, Combine, InputArchive, coadd_from_archive
 from ..names import parse_source
 
 __all__ = [
     "CONTAINER_VERSION",
     "TREE_ATTRIBUTE",
     "ZarrArraySource",
+    "ZarrInputArchive",
     "ZarrTableReader",
     "parse_zarr_source",
     "read_stored_array",
@@ -48,9 +44,6 @@ CONTAINER_VERSION = 1
 """Version of the Zarr container layout this package writes and reads (not the tree's schema version)."""
 TREE_ATTRIBUTE = "cellcoadd"
 """Group attribute holding ``{"container_version": ..., "tree": ...}``."""
-
-
-Combine = Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray]
 
 
 def _is_local(url: str) -> bool:
@@ -211,7 +204,7 @@ class ZarrArraySource:
         return apply_rest(self.read(region), rest)
 
 
-class ZarrTableReader:
+class ZarrTableReader(ColumnReader):
     """Hands out table columns of an archive by ``source`` (picklable)."""
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
@@ -247,16 +240,6 @@ def _read_tree(url: str, storage_options: Mapping[str, Any] | None) -> Any:
     return attribute["tree"]
 
 
-def _check_zarr_sources(model: CellCoaddModel, url: str) -> None:
-    arrays: list[tuple[str, ArrayModel]] = [(name, plane.array) for name, plane in model.planes().items()]
-    arrays += [(f"mask.data[{n}]", a) for n, a in enumerate(model.mask.arrays)]
-    arrays.append(("psf.array", model.psf.array))
-    for name, array in arrays:
-        if array.source is None:
-            raise ArchiveFormatError(f"array {name} is inline; a Zarr archive stores it as an array", url=url)
-        parse_zarr_source(array.source, url=url)
-
-
 def _inline_backgrounds(
     backgrounds: Mapping[str, Any] | None, url: str, storage_options: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
@@ -276,6 +259,62 @@ def _inline_backgrounds(
                 raise ArchiveFormatError(f"background array {data['source']!r} disagrees with the tree", url=url)
             field["data"] = {"data": values.tolist(), "datatype": datatype}
     return out
+
+
+class ZarrInputArchive(InputArchive):
+    """An opened Zarr archive: the tree of its group attribute and its arrays, opened on first use.
+
+    Parameters
+    ----------
+    url
+        The group.
+    storage_options
+        fsspec options.
+    """
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self._tree = _read_tree(url, storage_options)
+
+    @property
+    def tree(self) -> Mapping[str, Any]:
+        """The tree of the group's ``cellcoadd`` attribute."""
+        tree: Mapping[str, Any] = self._tree
+        return tree
+
+    def array_source(
+        self,
+        arrays: Sequence[ArrayModel],
+        *,
+        what: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        combine: Combine | None = None,
+        tile_shape: tuple[int, ...] | None = None,
+    ) -> ZarrArraySource:
+        """A :class:`ZarrArraySource` over the arrays the ``zarr:`` sources name."""
+        paths = []
+        for n, array in enumerate(arrays):
+            where = what if len(arrays) == 1 else f"{what}.data[{n}]"
+            if array.source is None:
+                raise ArchiveFormatError(f"array {where} is inline; a Zarr archive stores it as an array", url=self.url)
+            paths.append(parse_zarr_source(array.source, url=self.url))
+        return ZarrArraySource(
+            self.url, paths, shape=shape, dtype=dtype, combine=combine, storage_options=self.storage_options
+        )
+
+    def table_reader(self) -> ZarrTableReader:
+        """Reads table columns (one array each) on demand."""
+        return ZarrTableReader(self.url, self.storage_options)
+
+    def stored(self, tree: Mapping[str, Any]) -> StoredArchive:
+        """The tree (backgrounds inline) and the storage options."""
+        return StoredArchive(self.url, tree, storage_options=self.storage_options, format="zarr")
+
+    def resolve_backgrounds(self, backgrounds: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """Background field data stored as arrays, read into the tree (they are small)."""
+        return _inline_backgrounds(backgrounds, self.url, self.storage_options)
 
 
 def read_zarr(
@@ -307,51 +346,4 @@ def read_zarr(
         If ``bbox`` is not inside the coadd.
     """
     url = normalize_url(url).rstrip("/")
-    tree = _read_tree(url, storage_options)
-    model = parse_cell_coadd(tree, url=url)
-    _check_zarr_sources(model, url)
-    if bbox is not None:
-        if not isinstance(bbox, Box):
-            raise TypeError(f"bbox must be a cellcoadd_dask.Box, not {type(bbox).__name__}.")
-        if not model.image.bbox.contains(bbox):
-            raise BoundsError(f"Box {bbox} is not contained in the coadd bbox {model.image.bbox} of {url}.")
-    backgrounds = _inline_backgrounds(model.backgrounds, url, storage_options)
-    model = dataclasses.replace(model, backgrounds=backgrounds)
-    if backgrounds is not None:
-        # What a later write merges from: the backgrounds as this coadd holds them (inline).
-        tree = {**tree, "backgrounds": backgrounds}
-    grid = model.psf.bounds.grid
-    images = {}
-    for name, plane in model.planes().items():
-        assert plane.array.source is not None
-        source = ZarrArraySource(url, [parse_zarr_source(plane.array.source, url=url)], shape=plane.array.shape,
-                                 dtype=plane.array.dtype, storage_options=storage_options)
-        label = name.replace("/", "-")
-        array = plane_array(source, name=label,
-                            chunks=cell_chunks(plane.bbox, grid, chunks, plane.array.dtype.itemsize))
-        images[name] = Image(array, bbox=plane.bbox, unit=plane.unit, origin=PlaneOrigin(source, plane.bbox, array,
-                                                                                           label))
-    m = model.mask
-    schema = MaskSchema([None if p is None else MaskPlane(p.name, p.description) for p in m.planes], dtype=m.dtype)
-    mask_source = ZarrArraySource(
-        url, [parse_zarr_source(a.source or "", url=url) for a in m.arrays], shape=(*m.bbox.shape, schema.mask_size),
-        dtype=schema.dtype, combine=functools.partial(combine_disk_arrays, schema), storage_options=storage_options,
-    )
-    yx_chunks = cell_chunks(m.bbox, grid, chunks, 4 * len(m.arrays))
-    mask_array = plane_array(mask_source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
-    mask = Mask(mask_array, schema=schema, bbox=m.bbox, origin=PlaneOrigin(mask_source, m.bbox, mask_array, "mask"))
-    p = model.psf
-    n_i, n_j, ky, kx = p.array.shape
-    psf_source = ZarrArraySource(url, [parse_zarr_source(p.array.source or "", url=url)], shape=p.array.shape,
-                                 dtype=p.array.dtype, storage_options=storage_options)
-    psf_array = plane_array(psf_source, name="psf", chunks=((1,) * n_i, (1,) * n_j, (ky,), (kx,)))
-    psf = CellPointSpreadFunction(psf_array, p.bounds, origin=(psf_source, (0, 0)))
-    provenance, aperture = deferred_tables(model, ZarrTableReader(url, storage_options))
-    try:
-        coadd = coadd_from_model(
-            model, images=images, mask=mask, psf=psf, provenance=provenance, aperture_corrections=aperture, url=url,
-            stored=StoredArchive(url, tree, storage_options=dict(storage_options or {})),
-        )
-    except ValidationError as exc:
-        raise ArchiveFormatError(f"the tree describes an invalid coadd: {exc}", url=url) from None
-    return coadd if bbox is None else coadd[bbox]
+    return coadd_from_archive(ZarrInputArchive(url, storage_options), bbox=bbox, chunks=chunks)
