@@ -12,6 +12,7 @@ tables are read the first time they are asked for.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ..stored import StoredArchive
 
 __all__ = [
+    "ArrayRequest",
     "ColumnReader",
     "Combine",
     "InMemorySource",
@@ -40,6 +42,38 @@ __all__ = [
 
 Combine = Callable[[list[np.ndarray], tuple[slice, ...]], np.ndarray]
 """Turns the regions read from each stored array into the region of the logical array."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayRequest:
+    """What the coadd builder asks an archive for: one logical array and how it is stored.
+
+    Attributes
+    ----------
+    arrays
+        The tree's models of the stored arrays (one, or the mask's several).
+    what
+        Where in the tree they are, for messages (``"image"``, ``"mask"``...).
+    shape, dtype
+        The logical array's shape and dtype.
+    combine
+        With several stored arrays, how their regions make the logical array's region.
+    tile_shape
+        The expected tile (cell) shape, a hint for formats that index tiles.
+    """
+
+    arrays: Sequence[ArrayModel]
+    what: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    combine: Combine | None = None
+    tile_shape: tuple[int, ...] | None = None
+
+    def labels(self) -> list[str]:
+        """Where each stored array is in the tree (``"image"``, or ``"mask.data[1]"`` for one of several)."""
+        if len(self.arrays) == 1:
+            return [self.what]
+        return [f"{self.what}.data[{n}]" for n in range(len(self.arrays))]
 
 
 class ColumnReader(abc.ABC):
@@ -78,31 +112,8 @@ class InputArchive(abc.ABC):
         """The ``cell_coadd`` tree, as parsed from the archive."""
 
     @abc.abstractmethod
-    def array_source(
-        self,
-        arrays: Sequence[ArrayModel],
-        *,
-        what: str,
-        shape: tuple[int, ...],
-        dtype: np.dtype,
-        combine: Combine | None = None,
-        tile_shape: tuple[int, ...] | None = None,
-    ) -> ArraySource:
-        """A lazy, picklable source of the logical array stored as ``arrays``.
-
-        Parameters
-        ----------
-        arrays
-            The tree's models of the stored arrays (one, or the mask's several).
-        what
-            Where in the tree they are, for messages (``"image"``, ``"mask.data[1]"``...).
-        shape, dtype
-            The logical array's shape and dtype.
-        combine
-            With several stored arrays, how their regions make the logical array's region.
-        tile_shape
-            The expected tile (cell) shape, a hint for formats that index tiles.
-        """
+    def array_source(self, request: ArrayRequest) -> ArraySource:
+        """A lazy, picklable source of the logical array ``request`` describes."""
 
     @abc.abstractmethod
     def table_reader(self) -> ColumnReader:
@@ -262,8 +273,6 @@ def coadd_from_archive(archive: InputArchive, *, bbox: Box | None = None, chunks
     check_bbox(bbox, model, url)
     backgrounds = archive.resolve_backgrounds(model.backgrounds)
     if backgrounds is not model.backgrounds:
-        import dataclasses
-
         model = dataclasses.replace(model, backgrounds=backgrounds)
         tree = {**tree, "backgrounds": backgrounds}
     grid = model.psf.bounds.grid
@@ -273,7 +282,7 @@ def coadd_from_archive(archive: InputArchive, *, bbox: Box | None = None, chunks
     for name, plane in model.planes().items():
         label = name.replace("/", "-")
         source = archive.array_source(
-            [plane.array], what=name, shape=tuple(plane.array.shape), dtype=plane.array.dtype, tile_shape=cell
+            ArrayRequest([plane.array], name, tuple(plane.array.shape), plane.array.dtype, tile_shape=cell)
         )
         array = plane_array(source, name=label, chunks=cell_chunks(plane.bbox, grid, chunks, source.dtype.itemsize))
         origin = PlaneOrigin(source, plane.bbox, array, label)
@@ -281,9 +290,9 @@ def coadd_from_archive(archive: InputArchive, *, bbox: Box | None = None, chunks
 
     m = model.mask
     schema = MaskSchema([None if p is None else MaskPlane(p.name, p.description) for p in m.planes], dtype=m.dtype)
+    combine = functools.partial(combine_disk_arrays, schema)
     mask_source = archive.array_source(
-        m.arrays, what="mask", shape=(*m.bbox.shape, schema.mask_size), dtype=schema.dtype,
-        combine=functools.partial(combine_disk_arrays, schema), tile_shape=cell,
+        ArrayRequest(m.arrays, "mask", (*m.bbox.shape, schema.mask_size), schema.dtype, combine, tile_shape=cell)
     )
     yx_chunks = cell_chunks(m.bbox, grid, chunks, 4 * len(m.arrays))
     mask_array = plane_array(mask_source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
@@ -291,7 +300,7 @@ def coadd_from_archive(archive: InputArchive, *, bbox: Box | None = None, chunks
 
     p = model.psf
     n_i, n_j, ky, kx = p.array.shape
-    psf_source = archive.array_source([p.array], what="psf", shape=tuple(p.array.shape), dtype=p.array.dtype)
+    psf_source = archive.array_source(ArrayRequest([p.array], "psf", tuple(p.array.shape), p.array.dtype))
     psf_array = plane_array(psf_source, name="psf", chunks=((1,) * n_i, (1,) * n_j, (ky,), (kx,)))
     psf = CellPointSpreadFunction(psf_array, p.bounds, origin=(psf_source, (0, 0)))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from os import PathLike
 from typing import Any
 
@@ -24,7 +24,7 @@ from ...lazy import Chunks
 from ...model import ArrayModel
 from ...stored import StoredArchive
 from ...streaming import distributed_client
-from ..input import ColumnReader, Combine, InputArchive, coadd_from_archive
+from ..input import ArrayRequest, ColumnReader, InputArchive, coadd_from_archive
 from ..names import parse_source
 from .cards import parse_header
 from .layout import FitsContainer, read_container
@@ -139,20 +139,11 @@ class FitsInputArchive(InputArchive):
         """The JSON tree HDU's content."""
         return self.container.tree
 
-    def array_source(
-        self,
-        arrays: Sequence[ArrayModel],
-        *,
-        what: str,
-        shape: tuple[int, ...],
-        dtype: np.dtype,
-        combine: Combine | None = None,
-        tile_shape: tuple[int, ...] | None = None,
-    ) -> FitsArraySource:
+    def array_source(self, request: ArrayRequest) -> FitsArraySource:
         """A :class:`FitsArraySource` over the image HDUs ``arrays`` name (headers read on first use)."""
-        refs = [_hdu_ref(self.container, a, _tile_guess(tuple(a.shape), tile_shape)) for a in arrays]
+        refs = [_hdu_ref(self.container, a, _tile_guess(tuple(a.shape), request.tile_shape)) for a in request.arrays]
         return FitsArraySource(
-            self.url, refs, shape=shape, dtype=dtype, combine=combine,
+            self.url, refs, shape=request.shape, dtype=request.dtype, combine=request.combine,
             storage_options=self.storage_options, pin=self.container.pin,
         )
 

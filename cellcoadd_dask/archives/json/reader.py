@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from os import PathLike
 from typing import Any
 
@@ -22,7 +22,7 @@ from ...geom import Box
 from ...lazy import Chunks
 from ...model import ArrayModel
 from ...stored import StoredArchive
-from ..input import ColumnReader, Combine, InMemorySource, InputArchive, coadd_from_archive
+from ..input import ArrayRequest, ColumnReader, InMemorySource, InputArchive, coadd_from_archive
 
 __all__ = ["MAX_JSON_BYTES", "JsonInputArchive", "read_json"]
 
@@ -127,21 +127,10 @@ class JsonInputArchive(InputArchive):
         tree: Mapping[str, Any] = self._tree
         return tree
 
-    def array_source(
-        self,
-        arrays: Sequence[ArrayModel],
-        *,
-        what: str,
-        shape: tuple[int, ...],
-        dtype: np.dtype,
-        combine: Combine | None = None,
-        tile_shape: tuple[int, ...] | None = None,
-    ) -> InMemorySource:
+    def array_source(self, request: ArrayRequest) -> InMemorySource:
         """The inline values, checked against their models."""
-        stored = [
-            _inline(a, self.url, what if len(arrays) == 1 else f"{what}.data[{n}]") for n, a in enumerate(arrays)
-        ]
-        return InMemorySource(stored, shape=shape, dtype=dtype, combine=combine)
+        stored = [_inline(a, self.url, where) for where, a in zip(request.labels(), request.arrays, strict=True)]
+        return InMemorySource(stored, shape=request.shape, dtype=request.dtype, combine=request.combine)
 
     def table_reader(self) -> ColumnReader:
         """Columns are inline: any column reference is refused."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from os import PathLike
 from typing import Any
 
@@ -23,9 +23,8 @@ from ...errors import ArchiveFormatError
 from ...fetch import normalize_url
 from ...geom import Box
 from ...lazy import Chunks, apply_rest, normalize_key
-from ...model import ArrayModel
 from ...stored import StoredArchive
-from ..input import ColumnReader, Combine, InputArchive, coadd_from_archive
+from ..input import ArrayRequest, ColumnReader, Combine, InputArchive, coadd_from_archive
 from ..names import parse_source
 
 __all__ = [
@@ -283,25 +282,16 @@ class ZarrInputArchive(InputArchive):
         tree: Mapping[str, Any] = self._tree
         return tree
 
-    def array_source(
-        self,
-        arrays: Sequence[ArrayModel],
-        *,
-        what: str,
-        shape: tuple[int, ...],
-        dtype: np.dtype,
-        combine: Combine | None = None,
-        tile_shape: tuple[int, ...] | None = None,
-    ) -> ZarrArraySource:
+    def array_source(self, request: ArrayRequest) -> ZarrArraySource:
         """A :class:`ZarrArraySource` over the arrays the ``zarr:`` sources name."""
         paths = []
-        for n, array in enumerate(arrays):
-            where = what if len(arrays) == 1 else f"{what}.data[{n}]"
+        for where, array in zip(request.labels(), request.arrays, strict=True):
             if array.source is None:
                 raise ArchiveFormatError(f"array {where} is inline; a Zarr archive stores it as an array", url=self.url)
             paths.append(parse_zarr_source(array.source, url=self.url))
         return ZarrArraySource(
-            self.url, paths, shape=shape, dtype=dtype, combine=combine, storage_options=self.storage_options
+            self.url, paths, shape=request.shape, dtype=request.dtype, combine=request.combine,
+            storage_options=self.storage_options,
         )
 
     def table_reader(self) -> ZarrTableReader:
