@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import xarray_accessor as _xarray_accessor  # noqa: F401  (registers ds.cellcoadd)
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
 from .coadd import CellCoadd
 from .compression import (

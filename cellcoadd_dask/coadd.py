@@ -630,8 +630,8 @@ class CellCoadd(SlicedByBox):
 
     # ----------------------------------------------------------------- views
     def to_xarray(self) -> xr.Dataset:
-        """The coadd as a lazy :class:`xarray.Dataset` (see :mod:`cellcoadd_dask.xarray_backend`)."""
-        from .xarray_backend import coadd_to_dataset
+        """The coadd as a lazy :class:`xarray.Dataset` (see :mod:`cellcoadd_dask.xarray_dataset`)."""
+        from .xarray_dataset import coadd_to_dataset
 
         return coadd_to_dataset(self)
 

@@ -351,7 +351,7 @@ def open_tract(
     """
     import xarray as xr
 
-    from .xarray_backend import _stack_planes, coadd_to_dataset
+    from .xarray_dataset import _stack_planes, coadd_to_dataset
 
     url_list = _as_url_list(urls)
     coadds = _open_all(url_list, storage_options, chunks)

@@ -32,9 +32,9 @@ def _module_level_imports(path: Path) -> set[str]:
 MODULES = {p.relative_to(PACKAGE).as_posix(): _module_level_imports(p) for p in PACKAGE.rglob("*.py")}
 
 
-def test_only_the_xarray_module_imports_xarray() -> None:
+def test_only_the_xarray_modules_import_xarray() -> None:
     users = sorted(name for name, imports in MODULES.items() if any(i.split(".")[0] == "xarray" for i in imports))
-    assert users == ["xarray_backend.py"]
+    assert users == ["xarray_accessor.py", "xarray_backend.py", "xarray_dataset.py"]
 
 
 @pytest.mark.parametrize(
@@ -56,6 +56,8 @@ def test_lower_layers_do_not_import_upper_ones(module: str) -> None:
         "cellcoadd_dask.coadd",
         "cellcoadd_dask.lazy",
         "cellcoadd_dask.xarray_backend",
+        "cellcoadd_dask.xarray_dataset",
+        "cellcoadd_dask.xarray_accessor",
         "cellcoadd_dask.cli",
         "cellcoadd_dask.archives.fits.reader",
         "cellcoadd_dask.archives.fits.source",
@@ -84,3 +86,9 @@ def test_astropy_internals_are_used_in_one_module_only() -> None:
         if "astropy.io.fits.hdu" in path.read_text()
     )
     assert users == ["archives/fits/_astropy_codecs.py"]
+
+
+def test_importing_the_package_registers_the_dataset_accessor() -> None:
+    code = "import cellcoadd_dask, xarray as xr\nprint(type(xr.Dataset().cellcoadd).__name__)\n"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "CellCoaddAccessor"

@@ -1,0 +1,123 @@
+"""The ``ds.cellcoadd`` accessor: cell-coadd operations on the Dataset view of a coadd or a tract.
+
+The Datasets are those of :func:`~cellcoadd_dask.xarray_dataset.coadd_to_dataset`.  Importing
+this module (which importing the package does) registers the accessor.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import astropy.units as u
+import numpy as np
+import xarray as xr
+
+from .coadd import CellCoadd
+from .errors import BoundsError, CellCoaddError
+from .geom import Box
+from .xarray_dataset import _box_of, _schema_from_attrs, dataset_to_coadd
+
+__all__ = ["CellCoaddAccessor"]
+
+
+@xr.register_dataset_accessor("cellcoadd")
+class CellCoaddAccessor:
+    """Cell-coadd operations on the Dataset view of a coadd or a tract (``ds.cellcoadd``).
+
+    Holds no state of its own: everything is read from the Dataset's variables and attrs.
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    def _projection(self) -> Any:
+        from .projection import SkyProjection
+
+        try:
+            return SkyProjection.from_json(json.loads(self._ds.attrs["sky_projection"]))
+        except KeyError:
+            raise CellCoaddError("This Dataset has no 'sky_projection' attribute (not a cell coadd view).") from None
+
+    @property
+    def bbox(self) -> Box:
+        """Absolute bbox of the Dataset's (y, x) extent."""
+        return _box_of(self._ds)
+
+    @property
+    def wcs(self) -> Any:
+        """Astropy WCS of the Dataset's local (array) pixel grid."""
+        return self._projection().astropy_wcs(self.bbox)
+
+    def pixel_to_sky(self, *, y: Any, x: Any) -> Any:
+        """Sky coordinates (ICRS ``SkyCoord``) of absolute pixel positions."""
+        return self._projection().pixel_to_sky(x=x, y=y)
+
+    def sky_to_pixel(self, coord: Any) -> Any:
+        """Absolute pixel positions ``(x, y)`` of sky coordinates."""
+        return self._projection().sky_to_pixel(coord)
+
+    def sel_sky(self, ra: Any, dec: Any, radius: Any) -> xr.Dataset:
+        """The part of the Dataset within ``radius`` of (``ra``, ``dec``) (degrees or Quantities), as a box."""
+        from astropy.coordinates import SkyCoord
+
+        ra_q = ra if isinstance(ra, u.Quantity) else ra * u.deg
+        dec_q = dec if isinstance(dec, u.Quantity) else dec * u.deg
+        radius_q = radius if isinstance(radius, u.Quantity) else radius * u.deg
+        center = SkyCoord(ra_q, dec_q, frame="icrs")
+        angles = np.linspace(0.0, 360.0, 64, endpoint=False) * u.deg
+        xs, ys = self.sky_to_pixel(center.directional_offset_by(angles, radius_q))
+        xc, yc = self.sky_to_pixel(center)
+        xs = np.append(np.asarray(xs), xc)
+        ys = np.append(np.asarray(ys), yc)
+        y0, y1 = int(np.floor(ys.min() + 0.5)), int(np.floor(ys.max() + 0.5)) + 1
+        x0, x1 = int(np.floor(xs.min() + 0.5)), int(np.floor(xs.max() + 0.5)) + 1
+        out = self._ds.sel(y=slice(y0, y1 - 1), x=slice(x0, x1 - 1))
+        if out.sizes["y"] == 0 or out.sizes["x"] == 0:
+            raise BoundsError(f"The sky circle does not overlap the Dataset ({self.bbox}).")
+        return out
+
+    def summary(self) -> Any:
+        """What the Dataset holds, from its attrs and coordinates (no variable is read).
+
+        Returns
+        -------
+        cellcoadd_dask.display.dataset.DatasetSummary
+            Shown as HTML in notebooks; ``.describe()`` gives plain text.  For a tract
+            (:func:`~cellcoadd_dask.open_tract`): skymap, tract, band, tract frame and cell
+            grid, a map of the patches present, variables and mask planes; for one coadd's
+            view: its patch, cells (missing ones mapped), variables and mask planes.
+        """
+        from .display.dataset import DatasetSummary, dataset_report
+
+        return DatasetSummary(dataset_report(self._ds))
+
+    def describe(self) -> str:
+        """The :meth:`summary` as plain text for terminals (``print(ds.cellcoadd.describe())``)."""
+        return str(self.summary().describe())
+
+    def mask_plane(self, name: str) -> xr.DataArray:
+        """Lazy boolean DataArray of one mask plane."""
+        mask = self._ds["mask"]
+        names = mask.attrs["flag_meanings"].split()
+        if name not in names:
+            raise KeyError(f"Unknown mask plane {name!r}; planes are {names}.")
+        if mask.chunks is None:
+            # Arithmetic on a lazily indexed (not dask) variable would read the whole mask now.
+            mask = mask.chunk()
+        if "mask_element" in mask.dims:
+            # Too many planes for one integer: the in-memory (y, x, element) layout.
+            element, bit = _schema_from_attrs(mask.attrs).bit(name)
+            return ((mask.isel(mask_element=element) & bit) != 0).rename(name)
+        bit = int(mask.attrs["flag_masks"][names.index(name)])
+        return ((mask & bit) != 0).rename(name)
+
+    def to_coadd(self) -> CellCoadd:
+        """Rebuild a lazy :class:`~cellcoadd_dask.CellCoadd` from the Dataset.
+
+        Provenance, aperture corrections and backgrounds are not Dataset variables: when
+        the Dataset has a ``source_url`` attribute they are re-read from that archive on
+        first access (without storage options, so a private object store needs them in
+        the environment).
+        """
+        return dataset_to_coadd(self._ds)
