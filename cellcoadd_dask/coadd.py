@@ -494,18 +494,20 @@ class CellCoadd(SlicedByBox):
         CellCoadd
             ``self``.
         """
-        from .archives.fits.source import FitsArraySource, preload
-
-        sources = []
+        # Sources that keep metadata of their own (FITS headers and tile tables) offer a
+        # ``load_metadata(sources)`` that loads it for many sources at once.
+        by_type: dict[type, list[Any]] = {}
         planes: list[Any] = [self._image, self._variance, self._mask, *self._mask_fractions.values(),
                              *self._noise_realizations]
-        for plane in planes:
-            origin = getattr(plane, "_origin", None)
-            if origin is not None and isinstance(origin.source, FitsArraySource):
-                sources.append(origin.source)
-        if self._psf.origin is not None and isinstance(self._psf.origin[0], FitsArraySource):
+        sources = [origin.source for plane in planes if (origin := getattr(plane, "_origin", None)) is not None]
+        if self._psf.origin is not None:
             sources.append(self._psf.origin[0])
-        preload(sources)
+        for source in sources:
+            by_type.setdefault(type(source), []).append(source)
+        for kind, group in by_type.items():
+            load = getattr(kind, "load_metadata", None)
+            if load is not None:
+                load(group)
         return self
 
     # ----------------------------------------------------------------- writing

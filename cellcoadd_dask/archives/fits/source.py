@@ -166,6 +166,11 @@ class FitsArraySource:
         self.storage_options = dict(storage_options or {})
         self._cache = _LayoutCache()
 
+    @staticmethod
+    def load_metadata(sources: Sequence[FitsArraySource]) -> None:
+        """Load the headers and tile tables of ``sources`` in at most two batched reads (see :func:`preload`)."""
+        preload(sources)
+
     def __repr__(self) -> str:
         hdus = ", ".join(r.entry.label for r in self.refs)
         return f"FitsArraySource({self.url!r}, [{hdus}], shape={self.shape}, dtype={self.dtype})"
