@@ -20,7 +20,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
-from .archives.names import SCHEMA_NAME, SCHEMA_URL_PREFIX, SCHEMA_VERSION
+from .archives.names import SCHEMA_NAME, SCHEMA_URL_PREFIX, SCHEMA_VERSION, ZARR_SOURCE_PATTERN
 from .errors import ValidationError, shown_url
 
 __all__ = ["SCHEMA_ID", "SCHEMA_NAME", "SCHEMA_VERSION", "load_schema", "validate_tree"]
@@ -103,12 +103,27 @@ def _is_array(checker: Any, instance: Any) -> bool:
     return isinstance(instance, list | tuple)
 
 
+def _for_scheme(schema: dict[str, Any], scheme: str) -> dict[str, Any]:
+    """The schema with the source grammar of ``scheme``: the frozen schema spells FITS sources only."""
+    if scheme == "fits":
+        return schema
+    if scheme != "zarr":
+        raise ValueError(f"unknown source scheme {scheme!r}")
+    defs = schema["$defs"]
+    defs["source"]["pattern"] = ZARR_SOURCE_PATTERN
+    defs["source"]["description"] = "zarr:PATH or zarr:/PATH (see cellcoadd_dask.archives.names)."
+    # A Zarr table column is an array of its own: its source has no [column] suffix.
+    defs["column_reference"]["properties"]["source"] = {"not": {"pattern": "(^zarr:/?|/)\\.\\.?(/|$)"}}
+    defs["hdu_reference"]["properties"]["source"] = {"not": {"pattern": "(^zarr:/?|/)\\.\\.?(/|$)"}}
+    return schema
+
+
 @functools.cache
-def _validator() -> Validator:
+def _validator(scheme: str = "fits") -> Validator:
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine_many({"object": _is_object, "array": _is_array})
     cls = jsonschema.validators.extend(base, type_checker=checker)
-    schema = load_schema()
+    schema = _for_scheme(load_schema(), scheme)
     base.check_schema(schema)
     validator: Validator = cls(_inline_refs(schema))
     return validator
@@ -138,7 +153,7 @@ def _describe(error: SchemaError) -> tuple[str, str]:
     return _json_path(parts), _shorten(error.message)
 
 
-def validate_tree(tree: Mapping[str, Any], *, url: str | None = None) -> None:
+def validate_tree(tree: Mapping[str, Any], *, url: str | None = None, scheme: str = "fits") -> None:
     """Check a ``cell_coadd`` tree against the frozen 1.0.0 schema.
 
     Parameters
@@ -148,6 +163,9 @@ def validate_tree(tree: Mapping[str, Any], *, url: str | None = None) -> None:
         booleans and ``None``), exactly as it will be serialized.
     url
         The file the tree is meant for, named in the error message.
+    scheme
+        The archive's source grammar: ``"fits"`` (the frozen schema's) or ``"zarr"`` (the same
+        schema with ``zarr:`` sources, columns as arrays of their own).
 
     Raises
     ------
@@ -155,7 +173,7 @@ def validate_tree(tree: Mapping[str, Any], *, url: str | None = None) -> None:
         When the tree does not match the schema; the message names the JSON path of the
         most relevant error, e.g. ``image.yx0`` or ``mask.data[1].source``.
     """
-    validator = _validator()
+    validator = _validator(scheme)
     if validator.is_valid(tree):
         return
     error = best_match(validator.iter_errors(tree))

@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 from paths import REFERENCE_DIR, REFERENCE_FITS, REPO
 
+import cellcoadd_dask
 from cellcoadd_dask.archives.fits.layout import read_container
 from cellcoadd_dask.errors import CellCoaddError, ValidationError
 from cellcoadd_dask.schema import SCHEMA_ID, load_schema, validate_tree
@@ -397,3 +398,22 @@ def test_bounds_forms_in_transforms() -> None:
     validate_tree(tree)
     tree["sky_projection"]["pixel_to_sky"]["bounds"][0] = {"a": box, "b": {"type": "Circle", "coordinates": []}}
     assert rejection(tree).startswith(f"{PREFIX}sky_projection.pixel_to_sky.bounds[0].b.type: ")
+
+
+@pytest.mark.parametrize(
+    ("source", "valid"),
+    [("zarr:image", True), ("zarr:/image", True), ("zarr:../x", False), ("zarr:a/../b", False),
+     ("zarr:image/", False), ("fits:IMAGE", False)],
+)
+def test_zarr_trees_are_checked_with_the_zarr_source_grammar(tmp_path: Path, source: str, valid: bool) -> None:
+    store = cellcoadd_dask.open_coadd(REFERENCE_DIR / "synthetic_3x3.fits").write_zarr(tmp_path / "a.zarr")
+    tree = copy.deepcopy(dict(cellcoadd_dask.open_coadd(store)._stored.tree))
+    validate_tree(tree, scheme="zarr")
+    with pytest.raises(ValidationError):
+        validate_tree(tree)  # the frozen schema spells FITS sources only
+    tree["image"]["data"]["value"]["source"] = source
+    if valid:
+        validate_tree(tree, scheme="zarr")
+    else:
+        with pytest.raises(ValidationError, match="image"):
+            validate_tree(tree, scheme="zarr")

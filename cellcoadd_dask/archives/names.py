@@ -26,6 +26,7 @@ __all__ = [
     "SCHEMA_URL_PREFIX",
     "SCHEMA_VERSION",
     "SUBTREE_VERSION",
+    "ZARR_SOURCE_PATTERN",
     "Source",
     "parse_source",
 ]
@@ -38,6 +39,9 @@ SCHEMA_URL_PREFIX = "https://images.lsst.io/schemas/"
 """Schema URLs are this prefix followed by ``<name>-<version>``."""
 SUBTREE_VERSION = "1.0.0"
 """``schema_version`` of the nested models (sky projection, tables, backgrounds)."""
+
+ZARR_SOURCE_PATTERN = r"^zarr:/?[A-Za-z0-9_\-.]+(/[A-Za-z0-9_\-.]+)*$"
+"""The ``zarr:`` grammar as a JSON Schema pattern (``.`` and ``..`` segments are refused separately)."""
 
 _FITS = re.compile(r"fits:([A-Za-z0-9_/\-]+)(?:,(\d+))?(?:\[(\d+)\])?")
 _ZARR = re.compile(r"zarr:(/?)([A-Za-z0-9_\-.]+(?:/[A-Za-z0-9_\-.]+)*)")

@@ -169,21 +169,6 @@ def _sources(tree: Any) -> Iterator[str]:
             yield from _sources(value)
 
 
-def _fits_form(tree: Any, column: bool = False) -> Any:
-    """A copy of ``tree`` with ``zarr:`` sources spelled as FITS ones, for schema validation."""
-    if isinstance(tree, dict):
-        out = {}
-        for key, value in tree.items():
-            if key == "source" and isinstance(value, str):
-                out[key] = "fits:ZARR[1]" if column else "fits:ZARR"
-            else:
-                out[key] = _fits_form(value, column or key == "columns")
-        return out
-    if isinstance(tree, list):
-        return [_fits_form(value, column) for value in tree]
-    return tree
-
-
 def _cell_chunks(coadd: CellCoadd, shape: tuple[int, ...]) -> tuple[int, ...]:
     cell = (int(coadd.grid.cell_shape.y), int(coadd.grid.cell_shape.x))
     return tuple(max(1, min(c, n)) for c, n in zip(cell, shape[:2], strict=True)) + tuple(shape[2:])
@@ -234,7 +219,7 @@ class _Planned:
             raise ValidationError(
                 f"The tree references arrays {foreign} that this coadd cannot provide in a Zarr archive."
             )
-        validate_tree(_fits_form(tree), url=url)
+        validate_tree(tree, url=url, scheme="zarr")
         self.tree = tree
 
     def create(self, group: Any) -> list[Job]:
