@@ -348,7 +348,7 @@ def _fetch(
     policy = FetchPolicy.current()
     _record(url, [], call=True)
     merged, placement = merge_ranges(ranges, policy.coalesce_gap if max_gap is None else max_gap)
-    blobs: list[bytes | None] = [None] * len(merged)
+    blobs: list[bytes | memoryview | None] = [None] * len(merged)
     todo = list(range(len(merged)))
     seen = pin or ObjectPin()
     last: BaseException | None = None
@@ -359,7 +359,8 @@ def _fetch(
         wanted = [merged[k] for k in todo]
         try:
             result: PartialResult = fetch_with_backend(url, wanted, storage_options=storage_options, pin=seen,
-                                                       timeout=policy.timeout, concurrency=policy.concurrency)
+                                                       timeout=policy.timeout, concurrency=policy.concurrency,
+                                                       buffers=not copy)
         except Transient as exc:
             last = exc
             _record_failure(url, len(wanted))

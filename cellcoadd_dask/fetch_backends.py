@@ -82,8 +82,8 @@ class Transient(Exception):
 class PartialResult:
     """What one attempt fetched: bytes per range (``None`` where it failed) and the failures."""
 
-    blobs: list[bytes | None]
-    errors: list[BaseException | None]
+    blobs: Sequence[bytes | memoryview | None]
+    errors: Sequence[BaseException | None]
     pin: ObjectPin
 
 
@@ -111,7 +111,46 @@ def _local_path(url: str) -> str | None:
     return None
 
 
-def _fetch_local(path: str, url: str, ranges: Sequence[ByteRange], pin: ObjectPin | None) -> PartialResult:
+_BUFFER_BYTES = 1024 * 1024
+"""Ranges at least this long are read into numpy buffers when the caller takes buffers."""
+
+
+def _read_local(fd: int, start: int, stop: int, url: str, buffer: bool) -> bytes | memoryview:
+    """Bytes ``[start, stop)`` of an open file (all of them, or a truncation error).
+
+    With ``buffer``, a long range is read into a numpy buffer (allocated in huge pages where
+    the system offers them: several times fewer page faults than a ``bytes`` object) and
+    returned as a read-only memoryview.
+    """
+    n = stop - start
+    if buffer and n >= _BUFFER_BYTES and hasattr(os, "preadv"):
+        import numpy as np
+
+        array = np.empty(n, dtype=np.uint8)
+        view = memoryview(array)
+        got = 0
+        while got < n:
+            count = os.preadv(fd, [view[got:]], start + got)
+            if not count:
+                break
+            got += count
+        if got < n:
+            raise _short(start, stop, got, url)
+        return view.toreadonly()
+    data = os.pread(fd, n, start) if n > 0 else b""
+    while len(data) < n:
+        more = os.pread(fd, n - len(data), start + len(data))
+        if not more:
+            break
+        data += more
+    if len(data) < n:
+        raise _short(start, stop, len(data), url)
+    return data
+
+
+def _fetch_local(
+    path: str, url: str, ranges: Sequence[ByteRange], pin: ObjectPin | None, buffers: bool = False
+) -> PartialResult:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
@@ -124,17 +163,7 @@ def _fetch_local(path: str, url: str, ranges: Sequence[ByteRange], pin: ObjectPi
         st = os.fstat(fd)
         seen = ObjectPin(size=st.st_size, mtime_ns=st.st_mtime_ns)
         _check_pin(url, pin, seen)
-        blobs: list[bytes | None] = []
-        for start, stop in ranges:
-            data = os.pread(fd, stop - start, start) if stop > start else b""
-            while len(data) < stop - start:
-                more = os.pread(fd, stop - start - len(data), start + len(data))
-                if not more:
-                    break
-                data += more
-            if len(data) < stop - start:
-                raise _short(start, stop, len(data), url)
-            blobs.append(data)
+        blobs: list[bytes | memoryview | None] = [_read_local(fd, start, stop, url, buffers) for start, stop in ranges]
         after = os.fstat(fd)
         _check_pin(url, seen, ObjectPin(size=after.st_size, mtime_ns=after.st_mtime_ns))
     finally:
@@ -393,8 +422,12 @@ def fetch_with_backend(
     pin: ObjectPin | None,
     timeout: float,
     concurrency: int,
+    buffers: bool = False,
 ) -> PartialResult:
     """One attempt at fetching ``ranges`` of ``url``; failed ranges come back as errors.
+
+    With ``buffers``, a backend may hand back read-only memoryviews instead of ``bytes``
+    (local files read long ranges into numpy buffers).
 
     Raises
     ------
@@ -409,7 +442,7 @@ def fetch_with_backend(
     """
     local = _local_path(url)
     if local is not None:
-        return _fetch_local(local, url, ranges, pin)
+        return _fetch_local(local, url, ranges, pin, buffers)
     from .fetch import filesystem
 
     fs, path = filesystem(url, storage_options)

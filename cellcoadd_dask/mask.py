@@ -9,6 +9,7 @@ planes each; :func:`disk_to_memory` and :func:`memory_to_disk` convert between t
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,16 +158,38 @@ def _bit_runs(schema: MaskSchema) -> list[tuple[int, int, int, int, int]]:
     return [(a, b, c, d, e) for a, b, c, d, e in runs]
 
 
+_BLOCK_PIXELS = 1 << 18
+"""Pixels converted at a time by :func:`disk_to_memory` (its temporaries stay in the CPU caches)."""
+
+
 def disk_to_memory(disk: Sequence[np.ndarray], schema: MaskSchema) -> np.ndarray:
     """Unpack on-disk int32 arrays (31 planes each) into the in-memory ``(y, x, mask_size)`` layout."""
     shape = np.shape(disk[0])
-    out = np.zeros((*shape, schema.mask_size), dtype=schema.dtype)
+    out = np.empty((*shape, schema.mask_size), dtype=schema.dtype)
     bits = [np.asarray(d).astype(np.int32, copy=False).view(np.uint32) for d in disk]
-    for d_arr, d_bit, m_elem, m_bit, n in _bit_runs(schema):
-        run = (bits[d_arr] >> np.uint32(d_bit)) & np.uint32((1 << n) - 1)
-        if m_bit:
-            run <<= np.uint32(m_bit)
-        out[..., m_elem] |= run.astype(schema.dtype, copy=False)
+    runs = _bit_runs(schema)
+    per_element = [[r for r in runs if r[2] == element] for element in range(schema.mask_size)]
+    # Block by block along the first axis, each memory element written once: a few passes
+    # over cached temporaries instead of several over whole planes.
+    rows = max(1, _BLOCK_PIXELS // max(1, math.prod(shape[1:]))) if shape else 1
+    for y in range(0, shape[0], rows) if shape else [None]:
+        block: Any = Ellipsis if y is None else slice(y, y + rows)
+        for element, element_runs in enumerate(per_element):
+            value: np.ndarray | None = None
+            for d_arr, d_bit, _, m_bit, n in element_runs:
+                run = bits[d_arr][block] >> np.uint32(d_bit)
+                run &= np.uint32((1 << n) - 1)
+                if m_bit:
+                    run <<= np.uint32(m_bit)
+                if value is None:
+                    value = run
+                else:
+                    value |= run
+            target = out[block][..., element]
+            if value is None:
+                target[...] = 0
+            else:
+                target[...] = value.astype(schema.dtype, copy=False)
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -37,6 +38,9 @@ def default_workers() -> int:
 
 def distributed_client() -> Any:
     """The ``dask.distributed`` client that is the default scheduler, or ``None``."""
+    if "distributed" not in sys.modules:
+        # No client exists before the package is imported (and importing it takes ~0.4 s).
+        return None
     try:
         from distributed import default_client
     except ImportError:

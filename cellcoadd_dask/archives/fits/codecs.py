@@ -29,8 +29,10 @@ a codec sees bytes, not files.  The tile layer catches it and raises an
 from __future__ import annotations
 
 import sys
+import threading
 import zlib
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -43,6 +45,7 @@ __all__ = [
     "TileCodec",
     "TileDecodeError",
     "decode_tile",
+    "decode_tile_into",
 ]
 
 ALGORITHMS = ("GZIP_1", "GZIP_2", "RICE_1", "NOCOMPRESS")
@@ -67,6 +70,12 @@ BITPIX_DTYPES: dict[int, np.dtype] = {
 _RICE_DTYPES: dict[int, np.dtype] = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 4: np.dtype(np.int32)}
 _N_RANDOM = 10_000
 _LITTLE_ENDIAN = sys.byteorder == "little"
+_SCRATCH_KEEP_BYTES = 4 * 1024 * 1024
+"""Largest inflate buffer a thread keeps between tiles (a 150x150 float64 tile takes 180 kB)."""
+_scratch = threading.local()
+
+_Raw = bytes | bytearray | memoryview | np.ndarray
+"""Inflated bytes of a tile: a bytes-like object or a 1-d ``uint8`` array."""
 
 
 class TileDecodeError(ArchiveFormatError):
@@ -142,15 +151,29 @@ class TileCodec:
         return BITPIX_DTYPES[self.zbitpix]
 
 
-def _gunzip(blob: bytes | memoryview, nbytes: int) -> bytes | bytearray | memoryview:
-    """Inflate a gzip (or zlib) stream that must hold exactly ``nbytes`` bytes."""
+def _scratch_buffer(nbytes: int) -> np.ndarray:
+    """A ``uint8`` buffer of ``nbytes`` owned by the calling thread (reused from tile to tile)."""
+    buffer: np.ndarray | None = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < nbytes:
+        buffer = np.empty(nbytes, dtype=np.uint8)
+        if nbytes <= _SCRATCH_KEEP_BYTES:
+            _scratch.buffer = buffer
+    return buffer[:nbytes]
+
+
+def _gunzip(blob: bytes | memoryview, nbytes: int, out: np.ndarray | None = None) -> _Raw:
+    """Inflate a gzip (or zlib) stream that must hold exactly ``nbytes`` bytes.
+
+    A gzip stream is inflated into ``out`` (``nbytes`` of ``uint8``) when given: the result is
+    then a view of it.
+    """
     if bytes(blob[:2]) == b"\x1f\x8b":
         import imagecodecs
 
         # libdeflate: about twice as fast as zlib here, checks CRC32 and length, releases the GIL,
         # and never writes past the ``nbytes`` output buffer.
         try:
-            raw = imagecodecs.gzip_decode(blob, out=nbytes)
+            raw = imagecodecs.gzip_decode(blob, out=nbytes if out is None else cast(Any, out))
         except imagecodecs.DeflateError as exc:
             if "INSUFFICIENT_SPACE" in str(exc):
                 raise TileDecodeError(f"tile decodes to more than the expected {nbytes} bytes "
@@ -173,14 +196,14 @@ def _gunzip(blob: bytes | memoryview, nbytes: int) -> bytes | bytearray | memory
     return raw
 
 
-def _from_big_endian(raw: bytes | bytearray | memoryview, dtype: np.dtype, npix: int) -> np.ndarray:
+def _from_big_endian(raw: _Raw, dtype: np.dtype, npix: int) -> np.ndarray:
     """Big-endian values -> native array (one copy)."""
     if len(raw) != npix * dtype.itemsize:
         raise TileDecodeError(f"tile holds {len(raw)} bytes, expected {npix * dtype.itemsize}")
     return np.frombuffer(raw, dtype=dtype.newbyteorder(">")).astype(dtype)
 
 
-def _unshuffle(raw: bytes | bytearray | memoryview, dtype: np.dtype, npix: int) -> np.ndarray:
+def _unshuffle(raw: _Raw, dtype: np.dtype, npix: int) -> np.ndarray:
     """Undo the GZIP_2 byte shuffle and convert to native byte order in one pass."""
     size = dtype.itemsize
     planes = np.frombuffer(raw, dtype=np.uint8).reshape(size, npix)
@@ -190,6 +213,29 @@ def _unshuffle(raw: bytes | bytearray | memoryview, dtype: np.dtype, npix: int) 
     for k in range(size):
         values[:, size - 1 - k if _LITTLE_ENDIAN else k] = planes[k]
     return values.view(dtype.newbyteorder("=")).reshape(npix)
+
+
+def _store(raw: _Raw, target: np.ndarray, shuffled: bool) -> None:
+    """Big-endian (and, when ``shuffled``, GZIP_2 byte-shuffled) pixels -> ``target``, in one pass.
+
+    ``target`` is a view of the output with the tile's shape and the output's native dtype.
+    """
+    dtype = target.dtype
+    size = dtype.itemsize
+    npix = target.size
+    if len(raw) != npix * size:
+        raise TileDecodeError(f"tile holds {len(raw)} bytes, expected {npix * size}")
+    if not shuffled or size == 1:
+        target[...] = np.frombuffer(raw, dtype=dtype.newbyteorder(">")).reshape(target.shape)
+        return
+    if target.ndim == 0 or target.strides[-1] != size:
+        target[...] = _unshuffle(raw, dtype, npix).reshape(target.shape)
+        return
+    # The bytes of each pixel of ``target`` as a trailing axis (a view: the last axis is contiguous).
+    pixel_bytes = np.reshape(target.view(np.uint8), (*target.shape, size), copy=False)
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(size, *target.shape)
+    for k in range(size):
+        pixel_bytes[..., size - 1 - k if _LITTLE_ENDIAN else k] = planes[k]
 
 
 def _rice(codec: TileCodec, blob: bytes | memoryview, npix: int) -> np.ndarray:
@@ -307,3 +353,40 @@ def decode_tile(
     values = _decode_stream(codec, data, codec.dtype, npix)
     # RICE_1 yields integers; a float image without quantization is integer-valued (as astropy reads it).
     return values.astype(codec.dtype, copy=False)
+
+
+def decode_tile_into(
+    codec: TileCodec,
+    target: np.ndarray,
+    *,
+    data: bytes | memoryview,
+    gzip_data: bytes | memoryview | None,
+    zscale: float,
+    zzero: float,
+    zblank: int | None,
+    tile_index: int,
+) -> None:
+    """Decode the stored bytes of one tile into ``target``: what :func:`decode_tile` returns, without a copy.
+
+    ``target`` is the tile's place in the output: an array of the tile's shape and of
+    ``codec.dtype`` (typically a view of a larger array).  Lossless ``GZIP_1``, ``GZIP_2`` and
+    ``NOCOMPRESS`` tiles are inflated into a buffer of the calling thread, then unshuffled
+    and byte-swapped straight into ``target``; other tiles are decoded with
+    :func:`decode_tile` and copied in.  The parameters and errors are those of :func:`decode_tile`.
+    """
+    if target.dtype != codec.dtype:
+        raise TypeError(f"target dtype {target.dtype} is not the tile dtype {codec.dtype}")
+    npix = target.size
+    if codec.quantize is None and npix > 0 and len(data) and codec.algorithm in ("GZIP_1", "GZIP_2", "NOCOMPRESS"):
+        if codec.algorithm == "NOCOMPRESS":
+            _store(data, target, shuffled=False)
+            return
+        nbytes = npix * codec.dtype.itemsize
+        raw = _gunzip(data, nbytes, _scratch_buffer(nbytes))
+        _store(raw, target, shuffled=codec.algorithm == "GZIP_2")
+        return
+    pixels = decode_tile(
+        codec, data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero, zblank=zblank, tile_index=tile_index,
+        npix=npix,
+    )
+    target[...] = pixels.reshape(target.shape)

@@ -20,7 +20,6 @@ card and tile descriptor against the HDU's data size first.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,8 +30,8 @@ import numpy as np
 
 from ...errors import ArchiveFormatError, BoundsError
 from .cards import Header
-from .codecs import TileCodec, TileDecodeError, decode_tile
-from .decode_pool import run_parallel
+from .codecs import TileCodec, TileDecodeError, decode_tile, decode_tile_into
+from .decode_pool import run_indexed
 
 __all__ = ["PlainArray", "StoredArray", "TiledArray"]
 
@@ -220,7 +219,7 @@ class TiledArray:
         """Decode the tiles of ``region`` from the bytes of :meth:`byte_ranges`.
 
         Regions of many tiles are decoded on the shared decode pool
-        (:func:`~cellcoadd_dask.archives.fits.decode_pool.run_parallel`): the codecs
+        (:func:`~cellcoadd_dask.archives.fits.decode_pool.run_indexed`): the codecs
         release the GIL, so a single read uses every core.
 
         Raises
@@ -232,25 +231,31 @@ class TiledArray:
         """
         bounds = _check_region(region, self.shape)
         out = np.empty(tuple(b - a for a, b in bounds), dtype=self.dtype)
-        blob_iter = iter(blobs)
-        jobs: list[tuple[int, tuple[int, ...], list[tuple[int, int]], list[bytes | memoryview]]] = []
-        for number, index in self._tiles(bounds):
-            ranges = self._ranges_of(number)
-            parts: list[bytes | memoryview] = []
-            for r in ranges:
-                blob = next(blob_iter, None)
-                if blob is None:
+        tiles = self._tiles(bounds)
+        parts = list(blobs)
+        # Tile t's blobs are parts[first[t]:first[t + 1]].  Plain lists of ints and tuples of ints:
+        # nothing per tile for the garbage collector to track while the tiles decode.
+        first = [0] * (len(tiles) + 1)
+        k = 0
+        for t, (number, _) in enumerate(tiles):
+            for r in self._ranges_of(number):
+                if k == len(parts):
                     raise ArchiveFormatError("fewer byte blobs than byte ranges", url=self.url, hdu=self.hdu,
                                              byte_range=r)
-                if len(blob) != r[1] - r[0]:
+                if len(parts[k]) != r[1] - r[0]:
                     raise ArchiveFormatError(
-                        f"got {len(blob)} bytes for tile {number}, expected {r[1] - r[0]}",
+                        f"got {len(parts[k])} bytes for tile {number}, expected {r[1] - r[0]}",
                         url=self.url, hdu=self.hdu, byte_range=r)
-                parts.append(blob)
-            jobs.append((number, index, ranges, parts))
-        if next(blob_iter, None) is not None:
+                k += 1
+            first[t + 1] = k
+        if k != len(parts):
             raise ArchiveFormatError("more byte blobs than byte ranges", url=self.url, hdu=self.hdu)
-        run_parallel([functools.partial(self._decode_into, out, bounds, *job) for job in jobs])
+
+        def decode(t: int) -> None:
+            number, index = tiles[t]
+            self._decode_into(out, bounds, number, index, parts[first[t] : first[t + 1]])
+
+        run_indexed(len(tiles), decode)
         return out
 
     def _decode_into(
@@ -259,29 +264,35 @@ class TiledArray:
         bounds: list[tuple[int, int]],
         number: int,
         index: tuple[int, ...],
-        ranges: list[tuple[int, int]],
         parts: list[bytes | memoryview],
     ) -> None:
-        """Decode tile ``number`` and write its part of the region into ``out``."""
+        """Decode tile ``number`` and write its part of the region into ``out``.
+
+        A tile inside the region is decoded straight into its place in ``out``; a tile the
+        region cuts is decoded whole, then its part copied.
+        """
         tile_box = [(i * t, min((i + 1) * t, n)) for i, t, n in zip(index, self.tile_shape, self.shape, strict=True)]
         tile_shape = tuple(b - a for a, b in tile_box)
         has_data = bool(self.data[number, 1])
+        data = parts[0] if has_data else b""
+        gzip_data = None if has_data or not parts else parts[0]
+        zscale = 0.0 if self.zscale is None else float(self.zscale[number])
+        zzero = 0.0 if self.zzero is None else float(self.zzero[number])
+        zblank = self.codec.zblank if self.zblank is None else int(self.zblank[number])
+        dst = tuple(slice(max(a, ta) - a, min(b, tb) - a) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
+        inside = all(a <= ta and tb <= b for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
         try:
-            pixels = decode_tile(
-                self.codec,
-                data=parts[0] if has_data else b"",
-                gzip_data=None if has_data or not parts else parts[0],
-                zscale=0.0 if self.zscale is None else float(self.zscale[number]),
-                zzero=0.0 if self.zzero is None else float(self.zzero[number]),
-                zblank=self.codec.zblank if self.zblank is None else int(self.zblank[number]),
-                tile_index=number,
-                npix=math.prod(tile_shape),
-            )
+            if inside:
+                decode_tile_into(self.codec, out[dst], data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero,
+                                 zblank=zblank, tile_index=number)
+                return
+            pixels = decode_tile(self.codec, data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero,
+                                 zblank=zblank, tile_index=number, npix=math.prod(tile_shape))
         except TileDecodeError as exc:
+            ranges = self._ranges_of(number)
             raise ArchiveFormatError(f"tile {number}: {exc}", url=self.url, hdu=self.hdu,
                                      byte_range=ranges[0] if ranges else None) from None
         src = tuple(slice(max(a, ta) - ta, min(b, tb) - ta) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
-        dst = tuple(slice(max(a, ta) - a, min(b, tb) - a) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
         out[dst] = pixels.reshape(tile_shape)[src]
 
 
