@@ -7,36 +7,4 @@ the package, where tutorials and users can start the same servers.
 from __future__ import annotations
 
 from cellcoadd_dask.testing.servers import *  # noqa: F403
-from cellcoadd_dask.testing.servers import (
-    LOOPBACK,
-    VOLUME_SIZE_MB,
-    HttpServer,
-    LoggedRequest,
-    RequestLog,
-    S3Server,
-    ServerError,
-    find_executable,
-    free_ports,
-    run_nginx,
-    run_seaweedfs,
-    spawn,
-    stop,
-    wait_for_http,
-)
-
-__all__ = [
-    "LOOPBACK",
-    "VOLUME_SIZE_MB",
-    "HttpServer",
-    "LoggedRequest",
-    "RequestLog",
-    "S3Server",
-    "ServerError",
-    "find_executable",
-    "free_ports",
-    "run_nginx",
-    "run_seaweedfs",
-    "spawn",
-    "stop",
-    "wait_for_http",
-]
+from cellcoadd_dask.testing.servers import __all__ as __all__
