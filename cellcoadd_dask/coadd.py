@@ -10,6 +10,7 @@ import copy as _copy
 import functools
 from collections.abc import Mapping, Sequence
 from os import PathLike
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from .lazy import Chunks
     from .projection import SkyProjection
+    from .stored import StoredArchive
 
 __all__ = ["CellCoadd"]
 
@@ -323,6 +325,32 @@ class CellCoadd(SlicedByBox):
         return self._patch
 
     @property
+    def patch_definition(self) -> PatchDefinition | None:
+        """The patch geometry, or ``None`` when the coadd has none.
+
+        Unlike :attr:`patch`, which raises ``AttributeError`` then (as in lsst-images).
+        """
+        return self._patch
+
+    @property
+    def deferred_fields(self) -> Mapping[str, Any]:
+        """The fields read on first access, as held: looking at them never reads them.
+
+        A read-only mapping of ``"provenance"``, ``"aperture_corrections"`` and
+        ``"backgrounds"`` to ``None`` when the coadd has none, a
+        :class:`~cellcoadd_dask.deferred.Deferred` (its ``loaded`` says whether it has been
+        read) or the value itself.  :attr:`provenance`, :attr:`aperture_corrections` and
+        :attr:`backgrounds` give the values, reading them if needed.
+        """
+        return MappingProxyType(
+            {
+                "provenance": self._provenance,
+                "aperture_corrections": self._aperture_corrections,
+                "backgrounds": self._backgrounds,
+            }
+        )
+
+    @property
     def provenance(self) -> Any:
         """Input provenance, read on first access (``AttributeError`` when absent)."""
         prov = resolve(self._provenance)
@@ -345,6 +373,15 @@ class CellCoadd(SlicedByBox):
     def source_url(self) -> str | None:
         """The archive this coadd was read from (``None`` for one built in memory)."""
         return self._source_url
+
+    @property
+    def stored(self) -> StoredArchive | None:
+        """What the coadd remembers of the archive it was read from (``None`` for one built in memory).
+
+        A write passes through what this version does not interpret: unknown tree fields and
+        the arrays only they (or background models) reference.
+        """
+        return self._stored
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -499,7 +536,7 @@ class CellCoadd(SlicedByBox):
         by_type: dict[type, list[Any]] = {}
         planes: list[Any] = [self._image, self._variance, self._mask, *self._mask_fractions.values(),
                              *self._noise_realizations]
-        sources = [origin.source for plane in planes if (origin := getattr(plane, "_origin", None)) is not None]
+        sources = [origin.source for plane in planes if (origin := plane.origin) is not None]
         if self._psf.origin is not None:
             sources.append(self._psf.origin[0])
         for source in sources:

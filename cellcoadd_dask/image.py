@@ -59,6 +59,15 @@ class Image(SlicedByBox):
         self._origin = origin
 
     @property
+    def origin(self) -> PlaneOrigin | None:
+        """Where the pixels are read from, or ``None`` when they do not come from an archive.
+
+        The stored array's source and bbox: a cut-out keeps its parent's origin and reads
+        through its own window of it.
+        """
+        return self._origin
+
+    @property
     def dtype(self) -> np.dtype:
         """Pixel dtype."""
         return self.array.dtype

@@ -280,6 +280,15 @@ class Mask(SlicedByBox):
         self._base = base if base is not None else (array, bbox)
         self._origin = origin
 
+    @property
+    def origin(self) -> PlaneOrigin | None:
+        """Where the pixels are read from, or ``None`` when they do not come from an archive.
+
+        The stored array's source and bbox: a cut-out keeps its parent's origin and reads
+        through its own window of it.
+        """
+        return self._origin
+
     def get(self, name: str) -> da.Array:
         """Lazy boolean array of one plane (a later slice still reads only the tiles it needs)."""
         element, bit = self.schema.bit(name)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._ast_check_child import AstLines
+from ._starlink_sandbox_child import AstLines
 from .archives.names import SUBTREE_VERSION
 from .errors import ArchiveFormatError, CellCoaddError
 from .geom import Box
@@ -72,7 +72,7 @@ def _parse_ast_unlocked(text: str, field: str, url: str | None) -> Any:
     """Parse AST native text into a 2 -> 2 Mapping whose output is ICRS (radians)."""
     from starlink import Ast
 
-    from .ast_guard import check_ast_text
+    from .starlink_sandbox import check_ast_text
 
     if "\x00" in text:
         raise _fail("AST text contains a NUL character", field, url)

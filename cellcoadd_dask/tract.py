@@ -165,7 +165,7 @@ _FIELDS: tuple[tuple[str, Callable[[CellCoadd], Any]], ...] = (
 
 def _check_patches(urls: Sequence[str], coadds: Sequence[CellCoadd]) -> list[_Patch]:
     for url, coadd in zip(urls, coadds, strict=True):
-        if coadd._patch is None:
+        if coadd.patch_definition is None:
             raise ValidationError(f"{shown_url(url)}: field 'patch': the coadd has no patch definition.")
     first_url, first = urls[0], coadds[0]
     for name, get in _FIELDS:
@@ -351,7 +351,7 @@ def open_tract(
     """
     import xarray as xr
 
-    from .xarray_dataset import _stack_planes, coadd_to_dataset
+    from .xarray_dataset import coadd_to_dataset, stack_planes
 
     url_list = _as_url_list(urls)
     coadds = _open_all(url_list, storage_options, chunks)
@@ -413,7 +413,7 @@ def open_tract(
             )
             for n in names
         ]
-        data_vars["mask_fractions"] = xr.Variable(("fraction", "y", "x"), _stack_planes(planes, "tract-mask_fractions"))
+        data_vars["mask_fractions"] = xr.Variable(("fraction", "y", "x"), stack_planes(planes, "tract-mask_fractions"))
         coords["fraction"] = ("fraction", np.array(names, dtype=object))
     if first.noise_realizations:
         planes = [
@@ -428,7 +428,7 @@ def open_tract(
             for k in range(len(first.noise_realizations))
         ]
         data_vars["noise_realizations"] = xr.Variable(
-            ("realization", "y", "x"), _stack_planes(planes, "tract-noise_realizations")
+            ("realization", "y", "x"), stack_planes(planes, "tract-noise_realizations")
         )
         coords["realization"] = ("realization", np.arange(len(first.noise_realizations)))
     attrs: dict[str, Any] = {

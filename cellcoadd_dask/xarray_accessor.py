@@ -16,7 +16,7 @@ import xarray as xr
 from .coadd import CellCoadd
 from .errors import BoundsError, CellCoaddError
 from .geom import Box
-from .xarray_dataset import _box_of, _schema_from_attrs, dataset_to_coadd
+from .xarray_dataset import box_of, dataset_to_coadd, schema_from_attrs
 
 __all__ = ["CellCoaddAccessor"]
 
@@ -42,7 +42,7 @@ class CellCoaddAccessor:
     @property
     def bbox(self) -> Box:
         """Absolute bbox of the Dataset's (y, x) extent."""
-        return _box_of(self._ds)
+        return box_of(self._ds)
 
     @property
     def wcs(self) -> Any:
@@ -107,7 +107,7 @@ class CellCoaddAccessor:
             mask = mask.chunk()
         if "mask_element" in mask.dims:
             # Too many planes for one integer: the in-memory (y, x, element) layout.
-            element, bit = _schema_from_attrs(mask.attrs).bit(name)
+            element, bit = schema_from_attrs(mask.attrs).bit(name)
             return ((mask.isel(mask_element=element) & bit) != 0).rename(name)
         bit = int(mask.attrs["flag_masks"][names.index(name)])
         return ((mask & bit) != 0).rename(name)

@@ -34,7 +34,7 @@ from .mask import (
 from .model import bounds_from_json, patch_from_json
 from .psf import CellPointSpreadFunction
 
-__all__ = ["coadd_to_dataset", "dataset_to_coadd"]
+__all__ = ["box_of", "coadd_to_dataset", "dataset_to_coadd", "schema_from_attrs", "stack_planes"]
 
 
 def _unit_string(unit: u.UnitBase | None) -> str | None:
@@ -110,7 +110,7 @@ def _mask_from_packed(packed: da.Array, schema: MaskSchema, bbox: Box) -> Mask:
     return Mask(array, schema=schema, bbox=bbox, origin=PlaneOrigin(source, bbox, array, "mask"))
 
 
-def _stack_planes(planes: Sequence[da.Array], name: str) -> da.Array:
+def stack_planes(planes: Sequence[da.Array], name: str) -> da.Array:
     """One lazy ``(n, y, x)`` array of ``planes`` whose slices read only the touched tiles."""
     source = _PlaneStack(planes)
     chunks = ((1,) * len(source.planes), *source.planes[0].chunks)
@@ -154,13 +154,13 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
     if coadd.mask_fractions:
         names = list(coadd.mask_fractions)
         data_vars["mask_fractions"] = xr.Variable(
-            ("fraction", "y", "x"), _stack_planes([coadd.mask_fractions[n].array for n in names], "mask_fractions")
+            ("fraction", "y", "x"), stack_planes([coadd.mask_fractions[n].array for n in names], "mask_fractions")
         )
         coords["fraction"] = ("fraction", np.array(names, dtype=object))
     if coadd.noise_realizations:
         data_vars["noise_realizations"] = xr.Variable(
             ("realization", "y", "x"),
-            _stack_planes([v.array for v in coadd.noise_realizations], "noise_realizations"),
+            stack_planes([v.array for v in coadd.noise_realizations], "noise_realizations"),
         )
         coords["realization"] = ("realization", np.arange(len(coadd.noise_realizations)))
     bounds = coadd.bounds
@@ -184,7 +184,7 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
         "sky_projection": json.dumps(coadd.projection.to_json()),
         "metadata": json.dumps(coadd.metadata),
     }
-    if coadd._patch is not None:
+    if coadd.patch_definition is not None:
         attrs["patch"] = coadd.patch.id
         attrs["patch_index"] = [coadd.patch.index.y, coadd.patch.index.x]
         attrs["patch_definition"] = json.dumps(coadd.patch.to_json())
@@ -194,12 +194,20 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def _schema_from_attrs(attrs: Mapping[str, Any]) -> MaskSchema:
+def schema_from_attrs(attrs: Mapping[str, Any]) -> MaskSchema:
+    """The mask schema a Dataset's ``mask`` variable carries in its ``attrs``."""
     planes = [None if p is None else MaskPlane(p[0], p[1]) for p in json.loads(attrs["mask_schema"])]
     return MaskSchema(planes, dtype=attrs.get("mask_dtype", "uint8"))
 
 
-def _box_of(ds: xr.Dataset) -> Box:
+def box_of(ds: xr.Dataset) -> Box:
+    """The absolute bbox of a Dataset's ``y``/``x`` coordinates.
+
+    Raises
+    ------
+    BoundsError
+        If the selection is empty or its coordinates are not contiguous pixel ranges.
+    """
     y, x = ds["y"].values, ds["x"].values
     if y.size == 0 or x.size == 0:
         raise BoundsError("The Dataset selection is empty.")
@@ -223,10 +231,10 @@ def dataset_to_coadd(ds: xr.Dataset) -> CellCoadd:
     """
     from .projection import SkyProjection
 
-    bbox = _box_of(ds)
+    bbox = box_of(ds)
     image = Image(_data(ds["image"]), bbox=bbox, unit=ds["image"].attrs.get("units"))
     variance = Image(_data(ds["variance"]), bbox=bbox, unit=ds["variance"].attrs.get("units"))
-    schema = _schema_from_attrs(ds["mask"].attrs)
+    schema = schema_from_attrs(ds["mask"].attrs)
     mask_data = _data(ds["mask"])
     if mask_data.ndim == 2:
         mask = _mask_from_packed(mask_data, schema, bbox)

@@ -200,7 +200,7 @@ def _fits_compression(source: Any) -> str:
     from ..archives.fits.tiles import TiledArray
 
     # Loaded by the first pixel read or load_metadata(); looking never triggers a read.
-    layouts = getattr(getattr(source, "_cache", None), "layouts", None)
+    layouts = source.loaded_layouts
     if layouts is None:
         kinds = {r.entry.compressed for r in source.refs}
         if kinds == {False}:
@@ -273,13 +273,13 @@ def storage_facts(source: Any, archive: Any) -> StorageFacts:
 
 def origin_source(plane: Any) -> Any:
     """The source of the whole stored array an image or mask reads through, or ``None``."""
-    origin = getattr(plane, "_origin", None)
+    origin = getattr(plane, "origin", None)
     return None if origin is None else origin.source
 
 
 def is_cutout(plane: Any) -> bool:
     """Whether an image or mask covers only part of its stored array."""
-    origin = getattr(plane, "_origin", None)
+    origin = getattr(plane, "origin", None)
     return origin is not None and origin.bbox != plane.bbox
 
 

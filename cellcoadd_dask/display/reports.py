@@ -120,7 +120,7 @@ def _plane_row(name: str, plane: Any, grid: CellGrid, archive: Any) -> tuple[str
 
 def planes_table(coadd: CellCoadd) -> Table:
     """Every plane of a coadd with dtype, unit, shape, chunks and what is known of its storage."""
-    grid, archive = coadd.grid, coadd._stored
+    grid, archive = coadd.grid, coadd.stored
     rows = [
         _plane_row("image", coadd.image, grid, archive),
         _plane_row("variance", coadd.variance, grid, archive),
@@ -154,37 +154,38 @@ def _loaded(value: Any) -> Any:
 
 
 def _tables_fields(coadd: CellCoadd) -> list[Field]:
-    tree: Mapping[str, Any] = coadd._stored.tree if coadd._stored is not None else {}
+    tree: Mapping[str, Any] = coadd.stored.tree if coadd.stored is not None else {}
+    held = coadd.deferred_fields  # never reads a deferred table
     out: list[Field] = []
-    aperture = _loaded(coadd._aperture_corrections)
+    aperture = _loaded(held["aperture_corrections"])
     names: list[str] | None = list(aperture.names) if aperture is not None else None
     if names is None and isinstance(tree.get("aperture_corrections"), Mapping):
         columns = tree["aperture_corrections"].get("table", {}).get("columns", [])
         names = [c.get("name", "?") for c in columns if c.get("name") not in ("cell_i", "cell_j")]
     if names is not None:
         out.append(("aperture corrections", f"{len(names)}: {', '.join(names)}" if names else "none"))
-    elif coadd._aperture_corrections is None:
+    elif held["aperture_corrections"] is None:
         out.append(("aperture corrections", "none"))
     else:
         out.append(("aperture corrections", f"{NA} (not read yet)"))
-    provenance = _loaded(coadd._provenance)
+    provenance = _loaded(held["provenance"])
     prov_tree = tree.get("provenance")
     if provenance is not None:
         out.append(("provenance", f"{len(provenance.inputs)} input images, {len(provenance.contributions)} "
                                   "cell contributions"))
-    elif coadd._provenance is None:
+    elif held["provenance"] is None:
         out.append(("provenance", "none"))
     elif isinstance(prov_tree, Mapping):
         out.append(("provenance", f"instrument {prov_tree.get('instrument', NA)}, physical filter "
                                   f"{prov_tree.get('physical_filter', NA)} (tables not read yet)"))
     else:
         out.append(("provenance", f"{NA} (not read yet)"))
-    backgrounds = _loaded(coadd._backgrounds)
+    backgrounds = _loaded(held["backgrounds"])
     if backgrounds is not None and len(backgrounds):
         kinds = ", ".join(f"{n} ({backgrounds.field_type(n)})" for n in backgrounds.names)
         subtracted = backgrounds.subtracted
         out.append(("backgrounds", kinds + (f"; subtracted: {subtracted}" if subtracted else "; none subtracted")))
-    elif backgrounds is not None or coadd._backgrounds is None:
+    elif backgrounds is not None or held["backgrounds"] is None:
         out.append(("backgrounds", "none"))
     else:
         out.append(("backgrounds", f"{NA} (not read yet)"))
@@ -195,7 +196,7 @@ def _source_text(coadd: CellCoadd) -> str:
     url = coadd.source_url
     if url is None:
         return "in memory"
-    archive = coadd._stored
+    archive = coadd.stored
     extra = []
     if archive is not None:
         if archive.format:
@@ -208,7 +209,7 @@ def _source_text(coadd: CellCoadd) -> str:
 
 def coadd_report(coadd: CellCoadd) -> Report:
     """Describe a :class:`~cellcoadd_dask.CellCoadd` from its metadata (no pixel, table or header is read)."""
-    patch = coadd._patch
+    patch = coadd.patch_definition
     band = coadd.band if coadd.band is not None else NA
     headline = f"band {band} · tract {coadd.tract} ({coadd.skymap})"
     if patch is not None:

@@ -166,6 +166,14 @@ class FitsArraySource:
         self.storage_options = dict(storage_options or {})
         self._cache = _LayoutCache()
 
+    @property
+    def loaded_layouts(self) -> list[StoredArray] | None:
+        """The stored arrays' layouts (tile tables), or ``None`` while they are not loaded.
+
+        Loaded by the first read or :meth:`load_metadata`; looking never triggers a read.
+        """
+        return self._cache.layouts
+
     @staticmethod
     def load_metadata(sources: Sequence[FitsArraySource]) -> None:
         """Load the headers and tile tables of ``sources`` in at most two batched reads (see :func:`preload`)."""

@@ -1,6 +1,6 @@
-"""Check AST texts in a child process before this process parses them.
+"""A sandbox for the Starlink AST library: texts it could crash on are parsed in a child process first.
 
-The AST library parses its native text format in C; some corrupted texts (a truncated
+The AST library (``starlink.Ast``) parses its native text format in C; some corrupted texts (a truncated
 ``WcsMap``, a mangled key, a missing ``Naxes``) make it crash the whole process.  Sky
 projections come from files, so every distinct text is first parsed in a long-lived child
 process: if the child crashes or reports an error, the text is refused with a message,
@@ -19,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["check_ast_text"]
 
-_CHILD = Path(__file__).with_name("_ast_check_child.py")
+_CHILD = Path(__file__).with_name("_starlink_sandbox_child.py")
 _TIMEOUT_S = 60.0
 
 

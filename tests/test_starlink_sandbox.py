@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import cellcoadd_dask as ccd
-from cellcoadd_dask.ast_guard import check_ast_text
 from cellcoadd_dask.projection import SkyProjection
+from cellcoadd_dask.starlink_sandbox import check_ast_text
 
 
 @pytest.fixture(scope="module")

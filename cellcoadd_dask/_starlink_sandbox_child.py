@@ -1,4 +1,4 @@
-"""Child process of :mod:`cellcoadd_dask.ast_guard`: parses AST texts it is sent, one at a time.
+"""Child process of :mod:`cellcoadd_dask.starlink_sandbox`: parses AST texts it is sent, one at a time.
 
 Protocol on stdin/stdout: the parent writes an 8-byte big-endian length and that many bytes
 of UTF-8 AST text; the child answers one line, ``OK`` or ``ERR <message>``.  A text that
