@@ -1,36 +1,39 @@
-"""Byte-range fetching over fsspec: one batched ``cat_ranges`` call, merged ranges, checked lengths.
+"""The package's one fetch layer: byte ranges, whole objects and object ends, retried, pinned and counted.
 
-Every read of the package goes through :func:`fetch_ranges`, so a short read, a server
-that ignores ``Range`` or a missing file always becomes a typed error naming the URL
-and the byte range.
+Every read of the package goes through :func:`fetch_ranges` (byte ranges of an object of
+known layout), :func:`fetch_object` (an object of unknown size, e.g. a Zarr chunk) or
+:func:`fetch_suffix` (the last bytes of an object, e.g. a Zarr shard index), so a short read,
+a server that ignores ``Range``, a missing or a replaced object always becomes a typed error
+naming the URL and the byte range, transient failures are retried (:class:`FetchPolicy`),
+and :func:`fetch_stats` sees every request.  How each protocol is read lives in
+:mod:`cellcoadd_dask.fetch_backends`, which never imports this module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
-import fsspec
-from fsspec.core import url_to_fs
-
 from .errors import ArchiveFormatError, CellCoaddError, FetchError, shown_url
-from .fetch_backends import ObjectChangedError, ObjectPin
+from .fetch_backends.core import ObjectChangedError, ObjectNotFoundError, ObjectPin, filesystem
+from .fetch_counters import FetchStats, fetch_stats, record, record_failure
 
 __all__ = [
     "ByteRange",
     "FetchPolicy",
     "FetchStats",
     "ObjectChangedError",
+    "ObjectNotFoundError",
     "ObjectPin",
     "fetch_head",
+    "fetch_object",
     "fetch_ranges",
     "fetch_stats",
+    "fetch_suffix",
     "filesystem",
     "merge_ranges",
     "normalize_url",
@@ -39,102 +42,6 @@ __all__ = [
 
 ByteRange = tuple[int, int]
 """A half-open byte range ``(start, stop)`` from the start of a file."""
-
-
-@dataclass(eq=False)
-class FetchStats:
-    """What the fetch layer read while a :func:`fetch_stats` block was active.
-
-    Attributes
-    ----------
-    calls
-        Number of batched fetches.
-    ranges
-        Every merged range fetched, as ``(url, start, stop)``.
-    failures
-        Requests that failed transiently and were retried.
-    """
-
-    calls: int = 0
-    ranges: list[tuple[str, int, int]] = field(default_factory=list)
-    failures: int = 0
-
-    @property
-    def requests(self) -> int:
-        """Number of byte ranges requested (one request each on HTTP and object stores)."""
-        return len(self.ranges)
-
-    @property
-    def nbytes(self) -> int:
-        """Total bytes fetched."""
-        return sum(b - a for _, a, b in self.ranges)
-
-
-_observers: list[FetchStats] = []
-_observers_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def fetch_stats(client: Any = None) -> Iterator[FetchStats]:
-    """Count the requests and bytes fetched inside the ``with`` block.
-
-    Parameters
-    ----------
-    client
-        A ``dask.distributed`` client: also count what its workers fetch during the block
-        (summed into the yielded object when the block ends).  Without one, this process only.
-    """
-    stats = FetchStats()
-    with _observers_lock:
-        _observers.append(stats)
-    token = None
-    if client is not None:
-        import uuid
-
-        token = uuid.uuid4().hex
-        client.run(_start_remote, token)
-    try:
-        yield stats
-    finally:
-        with _observers_lock:
-            _observers.remove(stats)
-        if client is not None:
-            for calls, ranges, failures in client.run(_stop_remote, token).values():
-                stats.calls += calls
-                stats.ranges.extend(ranges)
-                stats.failures += failures
-
-
-_remote: dict[str, FetchStats] = {}
-
-
-def _start_remote(token: str) -> None:
-    stats = FetchStats()
-    with _observers_lock:
-        _observers.append(stats)
-        _remote[token] = stats
-
-
-def _stop_remote(token: str) -> tuple[int, list[tuple[str, int, int]], int]:
-    with _observers_lock:
-        stats = _remote.pop(token)
-        _observers.remove(stats)
-    return stats.calls, stats.ranges, stats.failures
-
-
-def _record(url: str, merged: Sequence[ByteRange], *, call: bool = False) -> None:
-    if _observers:
-        with _observers_lock:
-            for stats in _observers:
-                stats.calls += int(call)
-                stats.ranges.extend((url, a, b) for a, b in merged)
-
-
-def _record_failure(url: str, n: int) -> None:
-    if _observers and n:
-        with _observers_lock:
-            for stats in _observers:
-                stats.failures += n
 
 
 def normalize_url(url: str | os.PathLike[str]) -> str:
@@ -146,14 +53,6 @@ def normalize_url(url: str | os.PathLike[str]) -> str:
     if "://" not in url and not url.startswith("memory:"):
         return os.path.abspath(os.path.expanduser(url))
     return url
-
-
-def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem (cached per options by fsspec) and the path within it."""
-    try:
-        return url_to_fs(url, **dict(storage_options or {}))
-    except (ImportError, ValueError) as exc:
-        raise FetchError(f"{shown_url(url)}: cannot open a filesystem for this URL ({exc}).") from exc
 
 
 def merge_ranges(ranges: Sequence[ByteRange], max_gap: int = 0) -> tuple[list[ByteRange], list[tuple[int, int, int]]]:
@@ -320,13 +219,150 @@ def fetch_ranges(
 
 
 def fetch_head(
-    url: str, ranges: Sequence[ByteRange], *, storage_options: Mapping[str, Any] | None = None
+    url: str,
+    ranges: Sequence[ByteRange],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    pin: ObjectPin | None = None,
 ) -> tuple[list[bytes], ObjectPin]:
     """Like :func:`fetch_ranges`, also returning what the responses told of the object (size, ETag).
 
-    Used for the first read of an object, to pin it without a ``HEAD`` request.
+    Used for the first read of an object, to pin it without a ``HEAD`` request (and for later
+    reads that complete a ``pin``).
     """
-    return _fetch(url, ranges, storage_options=storage_options, max_gap=None, copy=True, pin=None)
+    return _fetch(url, ranges, storage_options=storage_options, max_gap=None, copy=True, pin=pin)
+
+
+def fetch_object(
+    url: str,
+    *,
+    offset: int = 0,
+    storage_options: Mapping[str, Any] | None = None,
+    pin: ObjectPin | None = None,
+) -> tuple[bytes, ObjectPin]:
+    """The bytes of one object of unknown size (from ``offset`` to its end), in one request.
+
+    Retried, pinned, counted (:func:`fetch_stats`) and redacted like :func:`fetch_ranges`; the
+    answer that there is no such object counts as one request of no bytes.
+
+    Parameters
+    ----------
+    url
+        Local path or fsspec URL.
+    offset
+        First byte wanted; ``offset`` equal to the size gives no bytes.
+    storage_options
+        Passed to fsspec (never shown in errors).
+    pin
+        The object's identity when it was first read: bytes of a changed object are refused.
+
+    Returns
+    -------
+    data, pin
+        The bytes, and what the answer told of the object (size, ETag or modification time).
+
+    Raises
+    ------
+    ObjectNotFoundError
+        If there is no such object (a :class:`FetchError` and a ``FileNotFoundError``).
+    ObjectChangedError
+        If the object changed since ``pin`` was taken.
+    ArchiveFormatError
+        If ``offset`` lies beyond the end of the object.
+    FetchError
+        If the object cannot be read, or transient failures persist after the last retry.
+    """
+    from .fetch_backends import Tail
+
+    if offset < 0:
+        raise FetchError(f"{shown_url(url)}: invalid offset {offset}.")
+    return _fetch_tail(url, Tail(offset=offset), storage_options=storage_options, pin=pin)
+
+
+def fetch_suffix(
+    url: str,
+    nbytes: int,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    pin: ObjectPin | None = None,
+) -> tuple[bytes, ObjectPin]:
+    """The last ``nbytes`` bytes of one object (all of it if it is shorter), in one request.
+
+    A suffix ``Range`` request on HTTP and S3, ``fstat`` and ``pread`` on local files.
+    Retried, pinned, counted and redacted like :func:`fetch_ranges`; errors as
+    :func:`fetch_object`.
+
+    Parameters
+    ----------
+    url
+        Local path or fsspec URL.
+    nbytes
+        How many bytes at the end of the object (at least 1).
+    storage_options
+        Passed to fsspec (never shown in errors).
+    pin
+        The object's identity when it was first read.
+
+    Returns
+    -------
+    data, pin
+        The bytes and what the answer told of the object (its size, among others).
+    """
+    from .fetch_backends import Tail
+
+    if nbytes < 1:
+        raise FetchError(f"{shown_url(url)}: invalid suffix length {nbytes}.")
+    return _fetch_tail(url, Tail(suffix=nbytes), storage_options=storage_options, pin=pin)
+
+
+def _attempts(policy: FetchPolicy) -> Iterator[int]:
+    """Attempt numbers, sleeping the backoff before every attempt after the first."""
+    for attempt in range(policy.retries + 1):
+        if attempt:
+            delay = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+            time.sleep(delay * (0.5 + random.random()))
+        yield attempt
+
+
+def _typed(exc: BaseException, url: str, storage_options: Mapping[str, Any] | None) -> CellCoaddError | None:
+    """The typed, redacted error a non-transient backend failure becomes (``None``: not ours to type)."""
+    if isinstance(exc, CellCoaddError):
+        return _redacted(exc, storage_options)
+    if isinstance(exc, FileNotFoundError):
+        return ObjectNotFoundError(redact(f"{shown_url(url)}: {_what(exc)}", storage_options))
+    if isinstance(exc, PermissionError):
+        return FetchError(redact(f"{shown_url(url)}: {_what(exc)}", storage_options))
+    return None
+
+
+def _fetch_tail(
+    url: str, tail: Any, *, storage_options: Mapping[str, Any] | None, pin: ObjectPin | None
+) -> tuple[bytes, ObjectPin]:
+    from .fetch_backends import Transient, read_tail_with_backend
+
+    policy = FetchPolicy.current()
+    record(url, [], call=True)
+    seen = pin or ObjectPin()
+    last: BaseException | None = None
+    for _ in _attempts(policy):
+        try:
+            result = read_tail_with_backend(url, tail, storage_options=storage_options, pin=seen,
+                                            timeout=policy.timeout)
+        except Transient as exc:
+            last = exc
+            record_failure(url, 1)
+            continue
+        except Exception as exc:
+            typed = _typed(exc, url, storage_options)
+            if typed is None:
+                raise
+            if isinstance(typed, ObjectNotFoundError):
+                record(url, [(0, 0)])  # a request was answered: no such object, no bytes
+            raise typed from None
+        record(url, [(result.start, result.start + len(result.data))])
+        return result.data, seen.merge(result.pin)
+    raise FetchError(redact(
+        f"{shown_url(url)}: reading {tail} failed after {policy.retries + 1} attempts: {last}", storage_options))
 
 
 def _fetch(
@@ -346,16 +382,13 @@ def _fetch(
         if start < 0 or stop < start:
             raise FetchError(f"{shown_url(url)}: invalid byte range [{start}, {stop}).")
     policy = FetchPolicy.current()
-    _record(url, [], call=True)
+    record(url, [], call=True)
     merged, placement = merge_ranges(ranges, policy.coalesce_gap if max_gap is None else max_gap)
     blobs: list[bytes | memoryview | None] = [None] * len(merged)
     todo = list(range(len(merged)))
     seen = pin or ObjectPin()
     last: BaseException | None = None
-    for attempt in range(policy.retries + 1):
-        if attempt:
-            delay = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
-            time.sleep(delay * (0.5 + random.random()))
+    for _ in _attempts(policy):
         wanted = [merged[k] for k in todo]
         try:
             result: PartialResult = fetch_with_backend(url, wanted, storage_options=storage_options, pin=seen,
@@ -363,30 +396,27 @@ def _fetch(
                                                        buffers=not copy)
         except Transient as exc:
             last = exc
-            _record_failure(url, len(wanted))
+            record_failure(url, len(wanted))
             continue
-        except CellCoaddError as exc:
-            raise _redacted(exc, storage_options) from None
-        except (FileNotFoundError, PermissionError) as exc:
-            raise FetchError(redact(f"{shown_url(url)}: {_what(exc)}", storage_options)) from None
+        except (CellCoaddError, FileNotFoundError, PermissionError) as exc:
+            raise _typed(exc, url, storage_options) or exc from None
         seen = seen.merge(result.pin)
         failed = []
         for k, blob, error in zip(todo, result.blobs, result.errors, strict=True):
             if blob is not None:
                 blobs[k] = blob
-                _record(url, [merged[k]])
+                record(url, [merged[k]])
                 continue
             if isinstance(error, Transient):
                 failed.append(k)
                 last = error
                 continue
-            if isinstance(error, CellCoaddError):
-                raise _redacted(error, storage_options) from None
-            if isinstance(error, FileNotFoundError | PermissionError):
-                raise FetchError(redact(f"{shown_url(url)}: {_what(error)}", storage_options)) from None
+            typed = _typed(error, url, storage_options) if error is not None else None
+            if typed is not None:
+                raise typed from None
             message = f"{shown_url(url)}: reading bytes {merged[k]} failed: {error!r}"
             raise FetchError(redact(message, storage_options)) from None
-        _record_failure(url, len(failed))
+        record_failure(url, len(failed))
         todo = failed
         if not todo:
             break

@@ -1,0 +1,208 @@
+"""How bytes are fetched from each kind of storage (used by :mod:`cellcoadd_dask.fetch` only).
+
+Every backend fetches a list of ranges of one object, or one open-ended part of it (the whole
+object, its end from an offset, its last bytes), and reports, with the bytes, what it learned
+of the object's identity (:class:`ObjectPin`): its size and its ETag (object stores, HTTP) or
+modification time (local files).  Given a pin, a backend refuses bytes from an object that
+changed since it was opened (``If-Match`` on HTTP and S3; size and modification time
+locally), so a replaced object is an error, never wrong pixels.
+
+- local files (:mod:`.local`): ``os.pread`` on one descriptor, ``fstat`` checked before and after;
+- ``http(s)://`` (:mod:`.http`): GETs on fsspec's own aiohttp session (its storage options
+  apply), ``If-Match`` when the ETag is known, the status, ``Content-Range`` and length checked;
+- ``s3://`` (:mod:`.s3`): GETs on presigned URLs, or ``GetObject`` calls through s3fs (its
+  credentials and endpoint apply), ``IfMatch`` when the ETag is known;
+- anything else fsspec offers (:mod:`.generic`): ``cat_ranges`` / ``cat_file`` (sizes only).
+
+Backends raise :class:`Transient` for failures worth retrying (timeouts, dropped
+connections, 5xx, 429/SlowDown) and typed errors for the rest; :mod:`cellcoadd_dask.fetch`
+retries, counts and redacts.  The layering is one-way: this package never imports
+:mod:`cellcoadd_dask.fetch`; what both need (pins, errors) lives in :mod:`.core`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import FetchError, shown_url
+from .core import (
+    ByteRange,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    ObjectPin,
+    PartialResult,
+    Tail,
+    TailResult,
+    Transient,
+    check_pin,
+    filesystem,
+    local_path,
+    protocol_of,
+)
+
+__all__ = [
+    "ObjectChangedError",
+    "ObjectNotFoundError",
+    "ObjectPin",
+    "PartialResult",
+    "Tail",
+    "TailResult",
+    "Transient",
+    "fetch_with_backend",
+    "filesystem",
+    "read_tail_with_backend",
+]
+
+
+def _denied(url: str) -> FetchError:
+    return FetchError(f"{shown_url(url)}: access denied (check the credentials in storage_options).")
+
+
+def _fetch_async(fs: Any, url: str, path: str, ranges: Sequence[ByteRange], pin: ObjectPin | None,
+                 timeout: float, concurrency: int, kind: str) -> PartialResult:
+    from fsspec.asyn import sync
+
+    from .http import Forbidden, http_range
+    from .s3 import presigned, s3_range
+
+    signed = presigned(fs, path) if kind == "s3" else None
+
+    async def run() -> list[Any]:
+        semaphore = asyncio.Semaphore(concurrency)
+        if kind == "http":
+            coros = [http_range(fs, url, a, b, pin, timeout, semaphore) for a, b in ranges]
+        elif signed is not None:
+            http, target = signed
+            coros = [http_range(http, url, a, b, pin, timeout, semaphore, target) for a, b in ranges]
+        else:
+            coros = [s3_range(fs, url, path, a, b, pin, timeout, semaphore) for a, b in ranges]
+        return await asyncio.gather(*coros, return_exceptions=True)
+
+    results = sync(fs.loop, run)
+    if signed is not None and any(isinstance(r, Forbidden) for r in results):
+        # Expired or refused signature: sign anew once; a second refusal is the answer.
+        renewed = presigned(fs, path, renew=True)
+        if renewed is not None:
+            signed = renewed
+            results = sync(fs.loop, run)
+        if any(isinstance(r, Forbidden) for r in results):
+            raise _denied(url)
+    blobs: list[bytes | None] = []
+    errors: list[BaseException | None] = []
+    seen = ObjectPin()
+    for result in results:
+        if isinstance(result, BaseException):
+            blobs.append(None)
+            errors.append(result)
+        else:
+            body, got = result
+            blobs.append(body)
+            errors.append(None)
+            seen = seen.merge(got)
+    return PartialResult(blobs, errors, seen)
+
+
+def fetch_with_backend(
+    url: str,
+    ranges: Sequence[ByteRange],
+    *,
+    storage_options: Any,
+    pin: ObjectPin | None,
+    timeout: float,
+    concurrency: int,
+    buffers: bool = False,
+) -> PartialResult:
+    """One attempt at fetching ``ranges`` of ``url``; failed ranges come back as errors.
+
+    With ``buffers``, a backend may hand back read-only memoryviews instead of ``bytes``
+    (local files read long ranges into numpy buffers).
+
+    Raises
+    ------
+    ArchiveFormatError
+        A range lies beyond the end of the object (truncated file).
+    ObjectChangedError
+        The object is not the one ``pin`` describes.
+    ObjectNotFoundError
+        The object does not exist.
+    FetchError
+        Other errors that retrying cannot fix (permission denied, Range ignored).
+    Transient
+        A failure of the whole attempt that is worth retrying.
+    """
+    local = local_path(url)
+    if local is not None:
+        from .local import fetch_local
+
+        return fetch_local(local, url, ranges, pin, buffers)
+    fs, path = filesystem(url, storage_options)
+    protocol = protocol_of(fs)
+    if protocol in ("http", "https"):
+        result = _fetch_async(fs, url, url, ranges, pin, timeout, concurrency, "http")
+    elif protocol in ("s3", "s3a"):
+        result = _fetch_async(fs, url, path, ranges, pin, timeout, concurrency, "s3")
+    else:
+        from .generic import fetch_generic
+
+        result = fetch_generic(fs, url, path, ranges)
+    if pin is not None:
+        check_pin(url, pin, result.pin)
+    return result
+
+
+def read_tail_with_backend(
+    url: str, tail: Tail, *, storage_options: Any, pin: ObjectPin | None, timeout: float
+) -> TailResult:
+    """One attempt at an open-ended read of ``url`` (whole object, from an offset, or its last bytes): one request.
+
+    Raises
+    ------
+    ArchiveFormatError
+        The offset lies beyond the end of the object.
+    ObjectChangedError
+        The object is not the one ``pin`` describes.
+    ObjectNotFoundError
+        The object does not exist.
+    FetchError
+        Other errors that retrying cannot fix.
+    Transient
+        A failure worth retrying.
+    """
+    local = local_path(url)
+    if local is not None:
+        from .local import read_local_tail
+
+        return read_local_tail(local, url, tail, pin)
+    fs, path = filesystem(url, storage_options)
+    protocol = protocol_of(fs)
+    if protocol in ("http", "https", "s3", "s3a"):
+        from fsspec.asyn import sync
+
+        from .http import Forbidden, http_tail
+        from .s3 import presigned, s3_tail
+
+        if protocol in ("http", "https"):
+            result = sync(fs.loop, http_tail, fs, url, tail, pin, timeout)
+        else:
+            signed = presigned(fs, path)
+            if signed is None:
+                result = sync(fs.loop, s3_tail, fs, url, path, tail, pin, timeout)
+            else:
+                try:
+                    result = sync(fs.loop, http_tail, signed[0], url, tail, pin, timeout, signed[1])
+                except Forbidden:
+                    renewed = presigned(fs, path, renew=True)
+                    if renewed is None:
+                        raise _denied(url) from None
+                    try:
+                        result = sync(fs.loop, http_tail, renewed[0], url, tail, pin, timeout, renewed[1])
+                    except Forbidden:
+                        raise _denied(url) from None
+    else:
+        from .generic import read_generic_tail
+
+        result = read_generic_tail(fs, url, path, tail)
+    check_pin(url, pin, result.pin)
+    return result

@@ -1,0 +1,119 @@
+"""HTTP(S): GETs on fsspec's own aiohttp session (its storage options apply).
+
+Ranged GETs carry ``If-Match`` when the object's ETag is known; the status, ``Content-Range``
+and body length of every answer are checked.  Presigned S3 URLs go through the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import FetchError, shown_url
+from .core import (
+    TRANSIENT_STATUS,
+    ObjectPin,
+    Tail,
+    TailResult,
+    Transient,
+    changed_error,
+    describe,
+    not_found,
+    parse_content_range,
+    short_error,
+)
+
+__all__ = ["Forbidden", "http_range", "http_tail"]
+
+
+class Forbidden(Exception):
+    """A presigned GET was refused: renew the signature once, then report the refusal."""
+
+
+async def _get(fs: Any, url: str, target: str | None, range_header: str | None, pin: ObjectPin | None,
+               timeout: float) -> tuple[int, bytes, Mapping[str, str], str]:
+    """One GET; returns ``(status, body, headers, reason)`` or raises the errors every GET shares."""
+    import aiohttp
+
+    kw = dict(fs.kwargs)
+    headers = dict(kw.pop("headers", None) or {})
+    if range_header is not None:
+        headers["Range"] = range_header
+    if pin is not None and pin.etag is not None:
+        headers["If-Match"] = pin.etag
+    kw.pop("timeout", None)
+    session = await fs.set_session()
+    try:
+        async with session.get(target if target is not None else fs.encode_url(url), headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=timeout), **kw) as r:
+            status = r.status
+            if status == 412:
+                raise changed_error(url)
+            if status == 404:
+                raise not_found(url, " (HTTP 404)")
+            if status == 403 and target is not None:
+                raise Forbidden()
+            if status in TRANSIENT_STATUS:
+                raise Transient(f"HTTP {status}")
+            if status >= 400 and status != 416:
+                raise FetchError(f"{shown_url(url)}: HTTP {status} {r.reason or ''}".rstrip() + ".")
+            body = b"" if status == 416 else await r.read()
+            return status, body, r.headers.copy(), r.reason or ""  # case-insensitive
+    except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError) as exc:
+        raise Transient(describe(exc)) from exc
+
+
+async def http_range(fs: Any, url: str, start: int, stop: int, pin: ObjectPin | None, timeout: float,
+                     semaphore: asyncio.Semaphore, target: str | None = None) -> tuple[bytes, ObjectPin]:
+    """One ranged GET of ``target`` (default ``url``; a presigned URL for S3), named ``url`` in errors."""
+    async with semaphore:
+        status, body, headers, _ = await _get(fs, url, target, f"bytes={start}-{stop - 1}", pin, timeout)
+    _, _, total = parse_content_range(headers.get("Content-Range"))
+    if status == 416:
+        raise short_error(start, stop, max(0, (total or start) - start), url)
+    seen = ObjectPin(size=total, etag=headers.get("ETag"))
+    if status == 200:
+        # The server ignored Range and sent the whole object: only acceptable if that is what was asked.
+        if start == 0 and len(body) == stop:
+            seen = ObjectPin(size=len(body), etag=seen.etag)
+        else:
+            raise FetchError(
+                f"{shown_url(url)}: asked for bytes [{start}, {stop}) ({stop - start} bytes) and got {len(body)} "
+                "with status 200 (the server ignores Range requests)."
+            )
+    if len(body) != stop - start:
+        if seen.size is not None and stop > seen.size:
+            raise short_error(start, stop, len(body), url)
+        raise Transient(f"short body: {len(body)} of {stop - start} bytes")
+    return body, seen
+
+
+async def http_tail(fs: Any, url: str, tail: Tail, pin: ObjectPin | None, timeout: float,
+                    target: str | None = None) -> TailResult:
+    """One GET of the whole object or of its end (suffix or open-ended ``Range``)."""
+    status, body, headers, _ = await _get(fs, url, target, tail.header(), pin, timeout)
+    first, last, total = parse_content_range(headers.get("Content-Range"))
+    etag = headers.get("ETag")
+    if status == 416:
+        # Nothing to send: an empty object (suffix), or an offset at or past the end.
+        if total is not None and tail.start(total) == total:
+            return TailResult(b"", total, ObjectPin(size=total, etag=etag))
+        start = tail.offset
+        raise short_error(start, start + 1, 0, url)
+    if status == 200:
+        size = len(body)  # aiohttp raises ClientPayloadError (transient) on a body shorter than announced
+        start = tail.start(size)
+        if start and tail.header() is not None:
+            raise FetchError(
+                f"{shown_url(url)}: asked for {tail} and got all {size} bytes with status 200 "
+                "(the server ignores Range requests)."
+            )
+        return TailResult(body[start:], start, ObjectPin(size=size, etag=etag))
+    if first is None or last is None or total is None:
+        raise FetchError(f"{shown_url(url)}: HTTP {status} without a valid Content-Range for {tail}.")
+    if len(body) != last + 1 - first:
+        raise Transient(f"short body: {len(body)} of {last + 1 - first} bytes")
+    if first != tail.start(total) or last + 1 != total:
+        raise FetchError(f"{shown_url(url)}: asked for {tail} and got bytes [{first}, {last + 1}) of {total}.")
+    return TailResult(body, first, ObjectPin(size=total, etag=etag))
