@@ -31,11 +31,13 @@ if TYPE_CHECKING:
     import xarray as xr
     from astropy.coordinates import SkyCoord
 
+    from .archives.output import OutputArchive
     from .lazy import Chunks
+    from .model import CellCoaddModel
     from .projection import SkyProjection
     from .stored import StoredArchive
 
-__all__ = ["CellCoadd"]
+__all__ = ["DEFAULT_COMPRESSION", "CellCoadd"]
 
 
 class _DefaultCompression:
@@ -46,6 +48,8 @@ class _DefaultCompression:
 
 
 _DEFAULT: Any = _DefaultCompression()
+DEFAULT_COMPRESSION: Any = _DEFAULT
+"""Marker for "the plane's default compression" (lossless ``GZIP_2``) in the ``write_fits`` options."""
 
 
 def _subset_provenance(parent: Any, cells: frozenset[CellIJ]) -> Any:
@@ -666,6 +670,92 @@ class CellCoadd(SlicedByBox):
         from .archives.zarr.writer import write_zarr
 
         return write_zarr(self, url, storage_options=storage_options, overwrite=overwrite)
+
+    def write_json(
+        self,
+        url: str | PathLike[str],
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+    ) -> str:
+        """Write the coadd as an lsst-images JSON archive, every array inline (small coadds only).
+
+        A ``.json.gz`` destination is gzip-compressed.  See
+        :mod:`cellcoadd_dask.archives.json.writer` for the size limit.
+
+        Returns
+        -------
+        str
+            The destination URL.
+
+        Raises
+        ------
+        ValidationError
+            Before anything is written, if the coadd is too large for a JSON archive or its
+            tree cannot be stored.
+        ArchiveExistsError
+            If the destination exists and ``overwrite`` is false.
+        """
+        from .archives.json.writer import write_json
+
+        return write_json(self, url, storage_options=storage_options, overwrite=overwrite)
+
+    def write(self, url: str | PathLike[str], **options: Any) -> str:
+        """Write the coadd in the format its destination's suffix names (``.fits``, ``.zarr``, ``.json``...).
+
+        Parameters
+        ----------
+        url
+            Destination; see :mod:`cellcoadd_dask.archives.registry` for the suffixes.
+        **options
+            Passed to that format's writer (:meth:`write_fits`, :meth:`write_zarr`,
+            :meth:`write_json`).
+
+        Returns
+        -------
+        str
+            The destination URL.
+
+        Raises
+        ------
+        ValidationError
+            If the suffix names no writable format, or as the format's writer raises.
+        """
+        from .archives.registry import format_for_destination
+        from .fetch import normalize_url
+
+        target = normalize_url(url)
+        return format_for_destination(target).write(self, target, **options)
+
+    def serialize(self, archive: OutputArchive) -> CellCoaddModel:
+        """Write the coadd into ``archive``, as the seed's ``CellCoadd.serialize`` does.
+
+        Every format is written this way (:mod:`cellcoadd_dask.archives.output`): the archive
+        stores each plane, the mask, the PSF, the tables and the arrays passed through from
+        the archive the coadd was read from, then takes the validated tree.  The archive's
+        bytes are committed when its ``with`` block ends::
+
+            with FitsOutputArchive("out.fits") as archive:
+                coadd.serialize(archive)
+
+        Parameters
+        ----------
+        archive
+            An :class:`~cellcoadd_dask.archives.output.OutputArchive` (FITS, Zarr, JSON ...).
+
+        Returns
+        -------
+        CellCoaddModel
+            The model of the tree written (its ``tree`` attribute is the JSON tree).
+
+        Raises
+        ------
+        ValidationError
+            For names, tables or a tree the archive cannot store, before it commits anything.
+        """
+        from .archives.output import serialize
+
+        return serialize(self, archive)
 
     # ----------------------------------------------------------------- views
     def to_xarray(self) -> xr.Dataset:

@@ -131,6 +131,11 @@ class MaskSchema:
         return out
 
     @property
+    def packed_dtype(self) -> np.dtype:
+        """Smallest unsigned dtype of a 2-d packed mask of this schema (see :func:`packed_dtype`)."""
+        return packed_dtype(self)
+
+    @property
     def n_disk_arrays(self) -> int:
         """Number of int32 arrays the mask takes on disk."""
         return max(1, -(-len(self._index) // DISK_PLANES_PER_ARRAY))
@@ -179,8 +184,10 @@ def disk_to_memory(disk: Sequence[np.ndarray], schema: MaskSchema) -> np.ndarray
             for d_arr, d_bit, _, m_bit, n in element_runs:
                 run = bits[d_arr][block] >> np.uint32(d_bit)
                 run &= np.uint32((1 << n) - 1)
+                if m_bit + n > 32:  # wider in-memory elements: shift in their own type
+                    run = run.astype(schema.dtype)
                 if m_bit:
-                    run <<= np.uint32(m_bit)
+                    run <<= run.dtype.type(m_bit)
                 if value is None:
                     value = run
                 else:
@@ -246,6 +253,25 @@ def packed_to_memory(packed: np.ndarray, schema: MaskSchema) -> np.ndarray:
     return out
 
 
+def combine_packed_array(schema: MaskSchema, arrays: list[np.ndarray], region: tuple[slice, ...]) -> np.ndarray:
+    """Source combiner: the one packed array of a region -> in-memory mask, sliced along the element axis."""
+    out = packed_to_memory(arrays[0], schema)
+    return out[..., region[2]] if len(region) > 2 else out
+
+
+def combine_packed_bit_plane(
+    schema: MaskSchema, name: str, arrays: list[np.ndarray], region: tuple[slice, ...]
+) -> np.ndarray:
+    """Source combiner: the one packed array of a region -> boolean array of one plane."""
+    packed = np.asarray(arrays[0])
+    return (packed >> packed.dtype.type(schema.index(name))) & 1 == 1
+
+
+def combine_stored_packed(schema: MaskSchema, arrays: list[np.ndarray], region: tuple[slice, ...]) -> np.ndarray:
+    """Source combiner: the one packed array of a region, as :meth:`Mask.packed` gives it."""
+    return np.asarray(arrays[0]).astype(packed_dtype(schema), copy=False)
+
+
 class Mask(SlicedByBox):
     """A lazy bit mask over an absolute bbox.
 
@@ -267,6 +293,7 @@ class Mask(SlicedByBox):
         bbox: Box,
         base: tuple[da.Array, Box] | None = None,
         origin: PlaneOrigin | None = None,
+        packed_origin: bool = False,
     ) -> None:
         if not isinstance(array, da.Array):
             array = da.asarray(array)
@@ -279,6 +306,7 @@ class Mask(SlicedByBox):
         self.bbox = bbox
         self._base = base if base is not None else (array, bbox)
         self._origin = origin
+        self._packed_origin = packed_origin
 
     @property
     def origin(self) -> PlaneOrigin | None:
@@ -289,18 +317,24 @@ class Mask(SlicedByBox):
         """
         return self._origin
 
+    @property
+    def stored_packed(self) -> bool:
+        """Whether the archive it was read from stores it as one packed array (Zarr), not int32 arrays (FITS)."""
+        return self._packed_origin
+
     def get(self, name: str) -> da.Array:
         """Lazy boolean array of one plane (a later slice still reads only the tiles it needs)."""
         element, bit = self.schema.bit(name)
         if self._origin is not None:
-            combine = functools.partial(combine_bit_plane, self.schema, name)
+            plane = combine_packed_bit_plane if self._packed_origin else combine_bit_plane
+            combine = functools.partial(plane, self.schema, name)
             return self._origin.derive(combine, bool, f"plane-{name}").cut(self.bbox)
         return (self.array[:, :, element] & bit) != 0
 
     def packed(self) -> da.Array:
         """Lazy 2-d array with schema plane ``n`` (placeholders counted) at bit ``n``."""
         if self._origin is not None:
-            combine = functools.partial(combine_packed, self.schema)
+            combine = functools.partial(combine_stored_packed if self._packed_origin else combine_packed, self.schema)
             return self._origin.derive(combine, packed_dtype(self.schema), "packed").cut(self.bbox)
         dtype = packed_dtype(self.schema)
         out = da.zeros(self.array.shape[:2], dtype=dtype, chunks=self.array.chunks[:2])
@@ -315,7 +349,8 @@ class Mask(SlicedByBox):
             raise TypeError(f"Masks are sliced with a Box (absolute coordinates), not {box!r}.")
         box.slice_within(self.bbox)
         if self._origin is not None:
-            return Mask(self._origin.cut(box), schema=self.schema, bbox=box, origin=self._origin)
+            return Mask(self._origin.cut(box), schema=self.schema, bbox=box, origin=self._origin,
+                        packed_origin=self._packed_origin)
         base, base_bbox = self._base
         sy, sx = box.slice_within(base_bbox)
         return Mask(base[sy, sx, :], schema=self.schema, bbox=box, base=self._base)

@@ -294,13 +294,22 @@ class MaskPlaneModel:
 
 @dataclass(frozen=True)
 class MaskModel:
-    """The mask: on-disk int32 arrays of 31 planes each, the schema planes (``None`` = reserved bit)."""
+    """The mask: its stored arrays and the schema planes (``None`` = reserved bit).
+
+    The arrays are either int32 arrays of 31 planes each (FITS), or one unsigned array with
+    schema plane ``n`` at bit ``n`` (:attr:`packed`; Zarr).
+    """
 
     arrays: tuple[ArrayModel, ...]
     bbox: Box
     planes: tuple[MaskPlaneModel | None, ...]
     dtype: str
     tree: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def packed(self) -> bool:
+        """Whether the mask is one packed unsigned array rather than int32 arrays of 31 planes."""
+        return len(self.arrays) == 1 and self.arrays[0].dtype.kind == "u"
 
 
 def _mask(ctx: _Ctx, value: Any, path: str) -> MaskModel:
@@ -329,7 +338,11 @@ def _mask(ctx: _Ctx, value: Any, path: str) -> MaskModel:
         raise ctx.error(f"{path}.dtype", f"mask dtype must be an integer type, got {dtype!r}")
     n_nonnull = len(names)
     expected = max(1, -(-n_nonnull // 31))
-    if len(arrays) != expected:
+    if len(arrays) == 1 and arrays[0].dtype.kind == "u":
+        # One unsigned array: the packed form (schema bit n at bit n), as Zarr archives store it.
+        if len(planes) > 64:
+            raise ctx.error(f"{path}.data", f"a packed mask holds at most 64 planes, the schema has {len(planes)}")
+    elif len(arrays) != expected:
         raise ctx.error(
             f"{path}.data", f"number of mask arrays ({len(arrays)}) does not match expectation ({expected})"
         )

@@ -115,6 +115,10 @@ def _for_scheme(schema: dict[str, Any], scheme: str) -> dict[str, Any]:
     # A Zarr table column is an array of its own: its source has no [column] suffix.
     defs["column_reference"]["properties"]["source"] = {"not": {"pattern": "(^zarr:/?|/)\\.\\.?(/|$)"}}
     defs["hdu_reference"]["properties"]["source"] = {"not": {"pattern": "(^zarr:/?|/)\\.\\.?(/|$)"}}
+    # The mask is int32 arrays of 31 planes, or one packed unsigned array (schema plane n at bit n).
+    data = defs["mask"]["properties"]["data"]
+    data["description"] = "Signed int32 2-d arrays of 31 planes each, or one packed unsigned 2-d array."
+    data["items"]["properties"]["datatype"] = {"enum": ["int32", "uint8", "uint16", "uint32", "uint64"]}
     return schema
 
 

@@ -381,7 +381,7 @@ def test_convert_box_lossy_json(synthetic: Path, oracle: Any, tmp_path: Path) ->
 def test_convert_refuses_bad_requests(synthetic: Path, tmp_path: Path) -> None:
     other = run("convert", synthetic, tmp_path / "b.h5")
     assert other.exit_code == 1
-    assert "destinations are FITS (.fits) or Zarr (.zarr)" in other.stderr
+    assert "destinations are FITS (.fits), JSON (.json) or Zarr (.zarr)" in other.stderr
     assert not (tmp_path / "b.h5").exists()
     lossy_zarr = run("convert", synthetic, tmp_path / "c.zarr", "--lossy")
     assert lossy_zarr.exit_code == 1 and "Zarr archives are lossless" in lossy_zarr.stderr

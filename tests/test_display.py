@@ -184,7 +184,7 @@ def test_zarr_archive_names_its_arrays_and_their_codecs_once_opened(
 ) -> None:
     coadd = ccd.open_coadd(synthetic.write_zarr(tmp_path / "synthetic.zarr"))
     text = coadd.describe()
-    assert "Zarr archive" in text and "zarr:image" in text and "zarr:mask/0" in text
+    assert "Zarr archive" in text and "zarr:/image" in text and "zarr:/mask" in text
     image_row = next(line for line in text.splitlines() if line.strip().startswith("image "))
     assert image_row.rstrip().endswith("—")
     coadd.image.array[:10, :10].compute()

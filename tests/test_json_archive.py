@@ -256,3 +256,35 @@ def test_broken_archive_raises_archive_format_error_naming_the_file(
 
 def test_every_broken_kind_is_tested(reference_dir: Path) -> None:
     assert sorted(_broken_archives(reference_dir)) == sorted(BROKEN)
+
+
+@pytest.mark.parametrize("name", ["synthetic_3x3_offset_cutout.fits", "min_default.fits", "many_planes.fits"])
+@pytest.mark.parametrize("suffix", [".json", ".json.gz"])
+def test_written_json_is_read_by_lsst_images(reference_dir: Path, tmp_path: Path, name: str, suffix: str) -> None:
+    """FITS -> our JSON writer -> lsst-images' reader and ours: equal to lsst-images' read of the FITS."""
+    from oracle import assert_planes_match, assert_provenance_match, assert_psf_match, lsst_planes
+
+    original = ccd.open_coadd(reference_dir / name)
+    path = tmp_path / f"out{suffix}"
+    assert ccd.open_coadd(reference_dir / name).write(path) == str(path)
+    ref = lsst_read(str(reference_dir / name))
+    ours = ccd.open_coadd(path)
+    assert_planes_match(ours, ref, f"{name} -> {suffix}")
+    assert_psf_match(ours, ref, name)
+    assert_provenance_match(ours, ref, name)
+    if suffix == ".json":
+        theirs = lsst_read(str(path))
+        got, expected = lsst_planes(theirs), lsst_planes(ref)
+        assert sorted(got) == sorted(expected)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{name}: {key}")
+    assert original.bbox == ours.bbox
+
+
+def test_json_refuses_what_it_cannot_hold(reference_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cellcoadd_dask.archives.json import writer
+
+    monkeypatch.setattr(writer, "MAX_JSON_PIXELS", 100)
+    with pytest.raises(ccd.ValidationError, match="at most 100 "):
+        ccd.open_coadd(reference_dir / "min_default.fits").write(tmp_path / "big.json")
+    assert not list(tmp_path.iterdir())

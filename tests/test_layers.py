@@ -199,17 +199,9 @@ def test_pure_modules_import_neither_dask_nor_xarray(module: str) -> None:
 
 # ---------------------------------------------------------------------------- privacy
 REWRITTEN_ELSEWHERE: dict[str, set[str]] = {
-    # being rewritten: remove each entry once its module uses the public name given
-    # Image.origin, Mask.origin, CellCoadd.stored; coadd._DEFAULT (the default-compression marker)
-    "archives/fits/writer.py": {"_origin", "_stored", "_DEFAULT"},
-    "archives/fits/tree_out.py": {"_patch"},  # CellCoadd.patch_definition
-    "archives/tree_out.py": {"_patch"},  # CellCoadd.patch_definition
-    "archives/zarr/writer.py": {"_stored"},  # CellCoadd.stored
     "fetch_backends.py": {"_call_s3", "_fs_token"},  # s3fs and fsspec internals
     "fetch_backends/s3.py": {"_call_s3", "_fs_token"},  # s3fs and fsspec internals
     "fetch_backends/core.py": {"_fs_token"},  # fsspec internals
-    # ZarrArraySource (archives/zarr/reader.py, being rewritten) has no public view of its opened arrays yet
-    "display/facts.py": {"_opened"},
 }
 """File -> private attributes of other modules' objects it still reads."""
 

@@ -66,16 +66,49 @@ def test_round_trip_matches_lsst_images(reference_dir: Path, tmp_path: Path, nam
     xs = np.array([ref.bbox.x.start, ref.bbox.x.stop - 1], dtype=float)
     assert_sky_match(ours, ref, y=ys, x=xs)
     assert ours.band == ref.band
-    # The layout the writer documents: arrays chunked by cell, the tree in the group attribute.
+    # Layout 2: the tree in /lsst_json, lsst-images' root attributes, chunk = cell in shards,
+    # the mask one packed array with CF flag attributes (int32 arrays past 64 planes).
+    group = zarr.open_group(str(path), mode="r")
+    assert group.attrs["cellcoadd"] == {"layout": 2}
+    lsst = group.attrs["lsst"]
+    assert lsst["archive_class"] == "CellCoadd" and lsst["json"] == "lsst_json" and lsst["version"] == 1
+    tree = json.loads(np.asarray(group["lsst_json"][...]).tobytes())
+    assert tree["image"]["data"]["value"]["source"] == "zarr:/image"
+    cell = (ref.bounds.grid.cell_shape.y, ref.bounds.grid.cell_shape.x)
+    assert group["image"].chunks == tuple(min(c, n) for c, n in zip(cell, ref.image.array.shape, strict=True))
+    assert all(s % c == 0 for s, c in zip(group["image"].shards, group["image"].chunks, strict=True))
+    assert group["psf"].chunks[:2] == (1, 1)
+    schema = ref.mask.schema
+    if len(schema) <= 64:
+        mask = group["mask"]
+        assert mask.ndim == 2 and mask.dtype.kind == "u"
+        assert mask.attrs["flag_meanings"].split() == list(schema.names)
+        positions = [n for n, p in enumerate(schema) if p is not None]
+        assert mask.attrs["flag_masks"] == [1 << n for n in positions]
+        assert tree["mask"]["data"][0]["source"] == "zarr:/mask"
+    else:
+        n_nonnull = len(schema.names)
+        assert sorted(k for k, _ in group["mask"].arrays()) == [str(k) for k in range(-(-n_nonnull // 31))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layout_1_still_opens(reference_dir: Path, tmp_path: Path, name: str) -> None:
+    from cellcoadd_dask.archives.zarr.writer import write_zarr
+
+    path = tmp_path / "old.zarr"
+    original = ccd.open_coadd(reference_dir / name)
+    write_zarr(original, path, layout=1)
     group = zarr.open_group(str(path), mode="r")
     attribute = group.attrs["cellcoadd"]
     assert attribute["container_version"] == 1
     assert attribute["tree"]["image"]["data"]["value"]["source"] == "zarr:image"
-    cell = (ref.bounds.grid.cell_shape.y, ref.bounds.grid.cell_shape.x)
-    assert group["image"].chunks == tuple(min(c, n) for c, n in zip(cell, ref.image.array.shape, strict=True))
-    assert group["psf"].chunks[:2] == (1, 1)
-    n_nonnull = len(ref.mask.schema.names)
+    n_nonnull = len(original.mask.schema.names)
     assert sorted(k for k, _ in group["mask"].arrays()) == [str(k) for k in range(max(1, -(-n_nonnull // 31)))]
+    ours = ccd.open_coadd(path)
+    ref = lsst_read(str(reference_dir / name))
+    assert_planes_match(ours, ref, name)
+    assert_psf_match(ours, ref, name)
+    assert_provenance_match(ours, ref, name)
 
 
 def _lsst_backgrounds(coadd: object) -> dict[str, np.ndarray]:
@@ -114,7 +147,9 @@ def test_zarr_to_fits_is_read_by_lsst_images(reference_dir: Path, tmp_path: Path
 def test_one_cell_reads_only_its_chunk(reference_dir: Path, tmp_path: Path) -> None:
     source = ccd.open_coadd(reference_dir / "synthetic_3x3.fits")
     path = tmp_path / "cells.zarr"
-    source.write_zarr(path)
+    from cellcoadd_dask.archives.zarr.writer import write_zarr
+
+    write_zarr(source, path, layout=1)  # one object per chunk (layout 2 shards them)
     # Break every image chunk but cell (1, 1)'s: reading any of them must fail.
     chunk_dir = path / "image" / "c"
     chunks = sorted(p for p in chunk_dir.rglob("*") if p.is_file())
@@ -130,7 +165,7 @@ def test_one_cell_reads_only_its_chunk(reference_dir: Path, tmp_path: Path) -> N
     cell = coadd[box].image.array
     assert cell.npartitions == 1
     assert_identical(cell.compute(), source[box].image.array.compute(), "cell (1, 1)")
-    with pytest.raises(Exception):  # noqa: B017 - zarr's codec error: any chunk but (1, 1) is unreadable
+    with pytest.raises(ccd.ArchiveFormatError, match="cannot be decoded"):  # any chunk but (1, 1)
         coadd.image.array.compute()
 
 
@@ -179,5 +214,6 @@ def test_overwrite_is_atomic_and_leaves_nothing_behind(reference_dir: Path, tmp_
     assert sorted(os.listdir(tmp_path)) == [path.name]
     ours = ccd.open_coadd(path)
     assert_planes_match(ours, lsst_read(str(reference_dir / "min_default.fits")), "overwritten")
-    tree = json.loads((path / "zarr.json").read_text())["attributes"]["cellcoadd"]["tree"]
-    assert tree["provenance"]["inputs"]["columns"][0]["data"]["source"].startswith("zarr:provenance/inputs/")
+    tree = json.loads(np.asarray(zarr.open_group(str(path), mode="r")["lsst_json"][...]).tobytes())
+    source = tree["provenance"]["inputs"]["columns"][0]["data"]["source"]
+    assert source.startswith("zarr:/lsst/tables/provenance/inputs/")

@@ -263,7 +263,7 @@ def coadd_from_archive(archive: InputArchive, *, bbox: Box | None = None, chunks
     """
     from ..image import Image
     from ..lazy import PlaneOrigin, cell_chunks, plane_array
-    from ..mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays
+    from ..mask import Mask, MaskPlane, MaskSchema, combine_disk_arrays, combine_packed_array
     from ..model import parse_cell_coadd
     from ..psf import CellPointSpreadFunction
 
@@ -290,13 +290,14 @@ def coadd_from_archive(archive: InputArchive, *, bbox: Box | None = None, chunks
 
     m = model.mask
     schema = MaskSchema([None if p is None else MaskPlane(p.name, p.description) for p in m.planes], dtype=m.dtype)
-    combine = functools.partial(combine_disk_arrays, schema)
+    combine = functools.partial(combine_packed_array if m.packed else combine_disk_arrays, schema)
     mask_source = archive.array_source(
         ArrayRequest(m.arrays, "mask", (*m.bbox.shape, schema.mask_size), schema.dtype, combine, tile_shape=cell)
     )
     yx_chunks = cell_chunks(m.bbox, grid, chunks, 4 * len(m.arrays))
     mask_array = plane_array(mask_source, name="mask", chunks=(*yx_chunks, (schema.mask_size,)))
-    mask = Mask(mask_array, schema=schema, bbox=m.bbox, origin=PlaneOrigin(mask_source, m.bbox, mask_array, "mask"))
+    mask = Mask(mask_array, schema=schema, bbox=m.bbox, origin=PlaneOrigin(mask_source, m.bbox, mask_array, "mask"),
+                packed_origin=m.packed)
 
     p = model.psf
     n_i, n_j, ky, kx = p.array.shape

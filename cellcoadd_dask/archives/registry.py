@@ -52,6 +52,10 @@ class ArchiveFormat:
         Whether an archive is a tree of objects (a directory or a key prefix) rather than one object.
     magic
         Recognises the format from an object's first :data:`SNIFF_BYTES` bytes, if it can.
+    array_reader
+        ``"module:function"`` of ``read(stored, source, shape, dtype) -> numpy array``: an array
+        of an archive a coadd was read from, by its source string (``None``: the format
+        references no arrays outside its tree).
     """
 
     name: str
@@ -61,6 +65,12 @@ class ArchiveFormat:
     writer: str | None = None
     store: bool = False
     magic: Callable[[bytes], bool] | None = None
+    array_reader: str | None = None
+
+    @property
+    def stored_array(self) -> Callable[..., Any] | None:
+        """The function :attr:`array_reader` names (imported now), or ``None``."""
+        return None if self.array_reader is None else _import(self.array_reader)
 
     def claims(self, url: str) -> bool:
         """Whether ``url`` ends with one of :attr:`suffixes`."""
@@ -93,12 +103,14 @@ FORMATS: tuple[ArchiveFormat, ...] = (
         reader="cellcoadd_dask.archives.fits.reader:read_fits",
         writer="cellcoadd_dask.archives.fits.writer:write_fits",
         magic=_fits_magic,
+        array_reader="cellcoadd_dask.archives.fits.reader:stored_array",
     ),
     ArchiveFormat(
         "json",
         "JSON",
         (".json", ".json.gz"),
         reader="cellcoadd_dask.archives.json.reader:read_json",
+        writer="cellcoadd_dask.archives.json.writer:write_json",
         magic=_json_magic,
     ),
     ArchiveFormat(
@@ -108,6 +120,7 @@ FORMATS: tuple[ArchiveFormat, ...] = (
         reader="cellcoadd_dask.archives.zarr.reader:read_zarr",
         writer="cellcoadd_dask.archives.zarr.writer:write_zarr",
         store=True,
+        array_reader="cellcoadd_dask.archives.zarr.reader:stored_array",
     ),
 )
 """Every supported format, in the order they are tried."""

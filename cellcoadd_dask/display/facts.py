@@ -223,18 +223,26 @@ def _fits_compression(source: Any) -> str:
     return "; ".join(out)
 
 
+def _codec_names(codecs: Any, names: list[str]) -> None:
+    for codec in codecs:
+        spec: Any = codec.to_dict() if hasattr(codec, "to_dict") else {}
+        name = str(spec.get("name", type(codec).__name__)) if isinstance(spec, Mapping) else type(codec).__name__
+        if name == "sharding_indexed":  # the codecs of the chunks inside each shard
+            if "sharded" not in names:
+                names.append("sharded")
+            _codec_names(getattr(codec, "codecs", ()), names)
+        # "bytes" only lays the array out as bytes: not a compression.
+        elif name not in names and name != "bytes":
+            names.append(name)
+
+
 def _zarr_compression(source: Any) -> str:
-    arrays = getattr(getattr(source, "_opened", None), "arrays", None)
+    arrays = getattr(source, "opened_arrays", None)
     if arrays is None:
         return NA
     names: list[str] = []
     for array in arrays:
-        for codec in getattr(array.metadata, "codecs", ()):
-            spec: Any = codec.to_dict() if hasattr(codec, "to_dict") else {}
-            name = str(spec.get("name", type(codec).__name__)) if isinstance(spec, Mapping) else type(codec).__name__
-            # "bytes" only lays the array out as bytes: not a compression.
-            if name not in names and name != "bytes":
-                names.append(name)
+        _codec_names(getattr(array.metadata, "codecs", ()), names)
     return ", ".join(names) or "none"
 
 
@@ -284,23 +292,30 @@ def is_cutout(plane: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------- mask
-def mask_table(schema: MaskSchema) -> Table:
-    """The mask planes: bit (schema position), name, on-disk position and description."""
+def mask_table(schema: MaskSchema, packed: bool = False) -> Table:
+    """The mask planes: bit (schema position), name, stored position and description.
+
+    ``packed``: the mask is stored as one packed array (schema bit ``n`` at bit ``n``), not
+    as int32 arrays of 31 planes.
+    """
     disk = schema.disk_positions()
     rows = []
     for k, name in enumerate(schema.names):
         d_arr, d_bit, _, _ = disk[k]
         label = "MASK" if d_arr == 0 else f"MASK,{d_arr + 1}"
-        rows.append((str(schema.index(name)), name, f"{label} bit {d_bit}", schema.descriptions()[name] or NA))
+        stored = f"mask bit {schema.index(name)}" if packed else f"{label} bit {d_bit}"
+        rows.append((str(schema.index(name)), name, stored, schema.descriptions()[name] or NA))
     reserved = len(schema) - len(schema.names)
     note = f"{plural(reserved, 'reserved bit')} not listed." if reserved else ""
     return Table(("bit", "name", "stored as", "description"), tuple(rows), note)
 
 
-def mask_fields(schema: MaskSchema) -> list[Field]:
-    """Plane count and the in-memory layout of a mask schema."""
+def mask_fields(schema: MaskSchema, packed: bool = False) -> list[Field]:
+    """Plane count and the in-memory and stored layouts of a mask schema (see :func:`mask_table`)."""
+    stored = (f"one packed {schema.packed_dtype} array" if packed
+              else plural(schema.n_disk_arrays, "int32 array"))
     return [
         ("planes", f"{len(schema.names)} named, {len(schema)} bits"),
         ("layout", f"{schema.mask_size} {TIMES} {schema.dtype} per pixel in memory (bit n: element n // "
-                   f"{schema.bits_per_element}); {plural(schema.n_disk_arrays, 'int32 array')} on disk"),
+                   f"{schema.bits_per_element}); {stored} on disk"),
     ]

@@ -74,13 +74,13 @@ def mask_report(mask: Mask) -> Report:
     fields = [
         ("bbox", box_text(mask.bbox)),
         ("dtype", f"{mask.schema.dtype}, shape {shape_text(mask.array.shape)} (y, x, element)"),
-        *mask_fields(mask.schema),
+        *mask_fields(mask.schema, mask.stored_packed),
         ("chunks", chunks_text(mask.array.chunks)),
         ("stored as", facts.where),
         ("on storage", facts.size),
         ("compression", facts.compression),
     ]
-    section = Section(f"Mask planes ({len(mask.schema.names)})", tables=(mask_table(mask.schema),),
+    section = Section(f"Mask planes ({len(mask.schema.names)})", tables=(mask_table(mask.schema, mask.stored_packed),),
                       open=len(mask.schema.names) <= 16)
     return Report("Mask", f"{len(mask.schema.names)} planes · {shape_text(mask.bbox.shape)}", tuple(fields), (section,))
 
@@ -233,7 +233,8 @@ def coadd_report(coadd: CellCoadd) -> Report:
     sections = (
         Section("Cells", tuple(cells_fields(coadd.bounds)), grid_map=cell_map(coadd.bounds, patch)),
         Section(f"Planes ({len(planes.rows)})", tables=(planes,)),
-        Section(f"Mask planes ({len(schema.names)})", tuple(mask_fields(schema)), tables=(mask_table(schema),),
+        Section(f"Mask planes ({len(schema.names)})", tuple(mask_fields(schema, coadd.mask.stored_packed)),
+                tables=(mask_table(schema, coadd.mask.stored_packed),),
                 open=len(schema.names) <= 16),
         Section("PSF", (("kernel", f"{shape_text(coadd.psf.array.shape[2:])} px, bbox {coadd.psf.kernel_bbox}, "
                                    f"{coadd.psf.array.dtype}, one per cell"),), open=False),

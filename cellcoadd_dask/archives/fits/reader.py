@@ -31,7 +31,7 @@ from .layout import FitsContainer, read_container
 from .source import FitsArraySource, HduRef
 from .tables import read_bintable, select_column
 
-__all__ = ["FitsInputArchive", "FitsTableReader", "read_fits"]
+__all__ = ["FitsInputArchive", "FitsTableReader", "read_fits", "stored_array"]
 
 
 class FitsTableReader(ColumnReader):
@@ -201,3 +201,21 @@ def read_fits(
     if preload is None:
         preload = distributed_client() is not None
     return coadd_from_archive(FitsInputArchive(container, storage_options, preload=preload), bbox=bbox, chunks=chunks)
+
+
+def stored_array(stored: StoredArchive, source: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The whole image HDU ``source`` names in the FITS archive a coadd was read from.
+
+    Raises
+    ------
+    ArchiveFormatError
+        If ``source`` names no image HDU of that archive.
+    """
+    parsed = parse_source(source, scheme="fits", url=stored.url, column=False)
+    entry = stored.hdus.get((parsed.name, parsed.extver))
+    if entry is None:
+        raise ArchiveFormatError(f"the tree references {source!r}, which the archive does not hold", url=stored.url)
+    reader = FitsArraySource(stored.url, [HduRef(entry, shape, np.dtype(dtype).name)], shape=shape, dtype=dtype,
+                             storage_options=stored.storage_options, pin=stored.pin)
+    return np.asarray(reader[tuple(slice(0, n) for n in shape)])
+

@@ -27,12 +27,15 @@ import dask.array as da
 import numpy as np
 
 from ...atomic import atomic_output
-from ...coadd import _DEFAULT as DEFAULT
+from ...coadd import DEFAULT_COMPRESSION as DEFAULT
 from ...compression import FitsCompressionOptions, FitsDitherAlgorithm, FitsQuantizationOptions
 from ...errors import ValidationError
 from ...fetch import fetch_ranges, normalize_url
 from ...mask import DISK_PLANES_PER_ARRAY
 from ...streaming import ordered_map
+from ..names import SCHEMA_NAME, SCHEMA_URL_PREFIX, SCHEMA_VERSION
+from ..output import OutputArchive, write_with
+from ..tree_out import array_ref
 from .encode import TileEncoder
 from .hdu_writer import Card, FitsStreamWriter, HduPosition, render_header, utc_now
 from .planes import (
@@ -46,19 +49,22 @@ from .planes import (
     plain_piece,
 )
 from .source import FitsArraySource
-from .table_hdus import column_models, table_hdu, table_subtrees
-from .tree_out import build_tree, merge_unknown
+from .table_hdus import column_models, table_hdu
 
 if TYPE_CHECKING:
     from ...coadd import CellCoadd
     from ...image import Image
+    from ...mask import Mask
+    from ...psf import CellPointSpreadFunction
+    from ...stored import StoredArchive
 
-__all__ = ["DEFAULT", "write_fits"]
+__all__ = ["DEFAULT", "FitsOutputArchive", "write_fits"]
 
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_SCHEMA_URL = "https://images.lsst.io/schemas/cell_coadd-1.0.0"
+_SCHEMA_URL = f"{SCHEMA_URL_PREFIX}{SCHEMA_NAME}-{SCHEMA_VERSION}"
+_KINDS = ("image", "mask", "variance", "mask_fractions", "psf")
 _FMTVER = 1
 
 
@@ -95,18 +101,6 @@ def _options(value: Any, what: str) -> FitsCompressionOptions | None:
         return FitsCompressionOptions.coerce(value)
     except ValidationError as exc:
         raise ValidationError(f"{what}: {exc}") from None
-
-
-def _check_names(coadd: CellCoadd) -> None:
-    seen: dict[str, str] = {}
-    for name in coadd.mask_fractions:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ValidationError(
-                f"Mask fraction name {name!r} cannot be an HDU name (use letters, digits, '_' and '-')."
-            )
-        if name.upper() in seen:
-            raise ValidationError(f"Mask fraction names {seen[name.upper()]!r} and {name!r} differ only in case.")
-        seen[name.upper()] = name
 
 
 def _unit_cards(unit: Any) -> list[Card]:
@@ -150,7 +144,7 @@ def _quantized_copy(image: Image, options: FitsCompressionOptions | None, bbox: 
     """The stored HDU to copy as is when a quantized plane is re-written lossy, unchanged."""
     from .tiles import TiledArray
 
-    origin = image._origin
+    origin = image.origin
     if options is None or options.quantization is None or origin is None:
         return None
     source = origin.source
@@ -170,7 +164,7 @@ def _image_plane(
 ) -> _Plane:
     shape = tuple(int(n) for n in image.array.shape)
     tile = tuple(options.tile_shape) if options is not None and options.tile_shape else cell
-    origin = image._origin
+    origin = image.origin
     pieces: Callable[[Sequence[int]], list[da.Array]]
     if origin is not None:
         start, window = origin_window(origin, image.bbox)
@@ -185,13 +179,12 @@ def _image_plane(
     return plane
 
 
-def _mask_planes(coadd: CellCoadd, options: FitsCompressionOptions | None, cell: tuple[int, int],
+def _mask_planes(mask: Mask, options: FitsCompressionOptions | None, cell: tuple[int, int],
                  celestial: list[Any]) -> list[_Plane]:
-    mask = coadd.mask
     schema = mask.schema
     shape = tuple(int(n) for n in mask.array.shape[:2])
     tile = tuple(options.tile_shape) if options is not None and options.tile_shape else cell
-    origin = mask._origin
+    origin = mask.origin
     out = []
     for k in range(schema.n_disk_arrays):
         cards = [*celestial, *_offset_wcs(mask.bbox), *_mask_cards(schema, k)]
@@ -218,8 +211,7 @@ def _mask_planes(coadd: CellCoadd, options: FitsCompressionOptions | None, cell:
     return out
 
 
-def _psf_plane(coadd: CellCoadd, options: FitsCompressionOptions | None) -> _Plane:
-    psf = coadd.psf
+def _psf_plane(psf: CellPointSpreadFunction, options: FitsCompressionOptions | None) -> _Plane:
     shape = tuple(int(n) for n in psf.array.shape)
     tile = tuple(options.tile_shape) if options is not None and options.tile_shape else (1,) * (len(shape) - 1) + (
         shape[-1],)
@@ -270,37 +262,6 @@ def _check_compression(planes: Sequence[_Plane]) -> None:
             raise
         if len(plane.tile_shape) != len(plane.shape) or any(t <= 0 for t in plane.tile_shape):
             raise ValidationError(f"{plane.extname}: tile shape {plane.tile_shape} does not fit shape {plane.shape}.")
-
-
-def _tables(coadd: CellCoadd) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    """Table HDUs to write (EXTNAME, table) and the subtrees that describe them."""
-    tables, subtrees = table_subtrees(coadd, lambda table, path: column_models(table, path.upper()))
-    return [(path.upper(), table) for path, table in tables], subtrees
-
-
-def _passthrough(coadd: CellCoadd, written: set[tuple[str, int]], referenced: set[tuple[str, int]]) -> list[Any]:
-    """Stored HDUs the tree still references (backgrounds, unknown fields) that are not written anew."""
-    stored = coadd._stored
-    if stored is None or not stored.hdus:
-        return []
-    out = []
-    for key, entry in stored.hdus.items():
-        if key in written or key[0] in ("", "JSON", "INDEX") or key not in referenced:
-            continue
-        out.append((stored.url, stored.storage_options, entry, stored.pin))
-    return out
-
-
-def _sources(tree: Any) -> Iterator[str]:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if key == "source" and isinstance(value, str):
-                yield value
-            else:
-                yield from _sources(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            yield from _sources(value)
 
 
 def _source_key(source: str) -> tuple[str, int] | None:
@@ -451,113 +412,177 @@ def _primary(addresses: Mapping[str, int], date: str) -> bytes:
     return render_header(cards)
 
 
-@dataclass
-class WritePlan:
-    """Everything a write does, decided and checked before the first byte."""
+class FitsOutputArchive(OutputArchive):
+    """A FITS archive being written: pixel HDUs planned as items are added, streamed on commit.
 
-    planes: list[_Plane]
-    tables: list[tuple[str, Any]]
-    passthrough: list[Any]
-    tree: dict[str, Any]
+    Parameters
+    ----------
+    url
+        Destination (normalized).
+    compression
+        Options per plane kind (``"image"``, ``"mask"``, ``"variance"``, ``"mask_fractions"``,
+        ``"psf"``): :class:`~cellcoadd_dask.FitsCompressionOptions`, ``None`` (uncompressed) or
+        :data:`DEFAULT`.
+    compression_seed
+        First dither seed of quantized planes (lsst-images' ``compression_seed``).
+    storage_options
+        fsspec options of the destination.
+    overwrite
+        Whether an existing file may be replaced.
+    progress
+        Show a progress bar while writing.
+    """
+
+    scheme = "fits"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        compression: Mapping[str, Any] | None = None,
+        compression_seed: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+        progress: bool = False,
+    ) -> None:
+        if compression_seed is not None and (
+            isinstance(compression_seed, bool) or not isinstance(compression_seed, int)
+            or not 1 <= compression_seed <= 10000
+        ):
+            raise ValidationError(f"compression_seed must be an int in 1..10000, not {compression_seed!r}.")
+        given = dict(compression or {})
+        self.options = {kind: _options(given.get(kind, DEFAULT), f"{kind}_compression") for kind in _KINDS}
+        self.url = url
+        self.compression_seed = compression_seed
+        self.storage_options = storage_options
+        self.overwrite = overwrite
+        self.progress = progress
+        self.planes: list[_Plane] = []
+        self.tables: list[tuple[str, Any]] = []
+        self.passthrough: list[Any] = []
+        self.extra: list[_Plane] = []
+        self.tree: dict[str, Any] | None = None
+        self._celestial: list[Any] | None = None
+        self._cell: tuple[int, int] = (0, 0)
+
+    def _names(self) -> set[tuple[str, int]]:
+        written = {(p.extname, p.extver) for p in (*self.planes, *self.extra)}
+        return written | {(name, 1) for name, _ in self.tables} | {(e.extname, e.extver) for _, _, e, _ in
+                                                                    self.passthrough}
+
+    def add_image(self, key: str, image: Image) -> dict[str, Any]:
+        """Plan the HDU of an image plane (IMAGE, VARIANCE, MASK_FRACTIONS/<NAME>, NOISE_REALIZATIONS/<n>)."""
+        kind, _, name = key.partition("/")
+        offset = _offset_wcs(image.bbox)
+        if kind in ("image", "variance"):
+            extname, cards = kind.upper(), [*_unit_cards(image.unit), *(self._celestial or []), *offset]
+            options = self.options[kind]
+        else:
+            extname, cards = f"{kind.upper()}/{name.upper()}", [*_unit_cards(image.unit), *offset]
+            options = self.options["image" if kind == "noise_realizations" else kind]
+        plane = _image_plane(key, extname, image, options, self._cell, cards)
+        self.planes.append(plane)
+        return array_ref(plane.source, plane.shape, plane.dtype)
+
+    def add_mask(self, mask: Mask) -> list[dict[str, Any]]:
+        """Plan the MASK HDUs (31 planes each); also fixes the cell (tile) shape and celestial cards."""
+        planes = _mask_planes(mask, self.options["mask"], self._cell, self._celestial or [])
+        self.planes.extend(planes)
+        return [array_ref(p.source, p.shape, p.dtype) for p in planes]
+
+    def begin(self, coadd: CellCoadd) -> None:
+        """Take what every HDU header shares from ``coadd`` (celestial WCS cards, cell shape)."""
+        self._cell = (int(coadd.grid.cell_shape.y), int(coadd.grid.cell_shape.x))
+        self._celestial = _celestial_wcs(coadd)
+
+    def add_psf(self, psf: CellPointSpreadFunction) -> dict[str, Any]:
+        """Plan the PSF HDU (one tile per cell kernel)."""
+        plane = _psf_plane(psf, self.options["psf"])
+        self.planes.append(plane)
+        return array_ref(plane.source, plane.shape, plane.dtype)
+
+    def add_table(self, path: str, table: Any) -> list[dict[str, Any]]:
+        """Plan a binary-table HDU named ``path`` in capitals."""
+        extname = path.upper()
+        self.tables.append((extname, table))
+        return column_models(table, extname)
+
+    def add_array(self, path: str, values: np.ndarray) -> dict[str, Any]:
+        """Plan an uncompressed image HDU named ``path`` in capitals (numbered when the name is taken)."""
+        extname = re.sub(r"[^A-Z0-9_/-]", "_", path.upper()) or "ARRAY"
+        extver = 1
+        while (extname, extver) in self._names():
+            extver += 1
+        shape = tuple(int(n) for n in values.shape)
+        array = da.from_array(np.ascontiguousarray(values), chunks=-1)
+        plane = _Plane(path, extname, extver, shape, np.dtype(values.dtype), shape or (1,), None,
+                       functools.partial(pieces_from_array, array))
+        self.extra.append(plane)
+        return array_ref(plane.source, shape, values.dtype)
+
+    def add_stored(self, source: str, stored: StoredArchive) -> str | None:
+        """Copy an HDU of the FITS archive the coadd was read from, header and bytes as they are."""
+        key = _source_key(source)
+        if stored.format != "fits" or key is None or key in self._names():
+            return None
+        entry = stored.hdus.get(key)
+        if entry is None:
+            return None
+        self.passthrough.append((stored.url, stored.storage_options, entry, stored.pin))
+        return source
+
+    def add_tree(self, tree: dict[str, Any]) -> None:
+        """Check compression against every plane, choose dither seeds, and keep the tree."""
+        _check_compression(self.planes)
+        _resolve_seeds(self.planes, self.compression_seed)
+        self.tree = tree
 
     @property
     def n_pieces(self) -> int:
         """Pieces the pixel planes are read and written in (the unit of progress)."""
-        return sum(len(plane.edges()) - 1 for plane in self.planes)
+        return sum(len(plane.edges()) - 1 for plane in (*self.planes, *self.extra))
 
+    def write_to(self, stream: IO[bytes], progress: Callable[[int], Any] | None = None) -> None:
+        """Stream every HDU into ``stream`` (opened ``w+b``, empty); ``progress(n)`` counts pieces."""
+        import json
 
-def plan_write(
-    coadd: CellCoadd,
-    *,
-    image_compression: Any = DEFAULT,
-    mask_compression: Any = DEFAULT,
-    variance_compression: Any = DEFAULT,
-    mask_fractions_compression: Any = DEFAULT,
-    psf_compression: Any = DEFAULT,
-    compression_seed: int | None = None,
-) -> WritePlan:
-    """Check a write and decide its HDUs and tree (reads no pixel; see :func:`write_fits`)."""
-    from ...schema import validate_tree
+        if self.tree is None:
+            raise ValidationError(f"Nothing to write to {self.url}: the tree was never added.")
+        writer = FitsStreamWriter(stream)
+        date = utc_now()
+        primary = writer.write_hdu(_primary({}, date), b"", extname="", xtension="IMAGE")
+        _write_planes(writer, self.planes, progress)
+        for extname, table in self.tables:
+            header, data = table_hdu(table, extname)
+            writer.write_hdu(header, data, extname=extname, xtension="BINTABLE")
+        for url, storage_options, entry, pin in self.passthrough:
+            _copy_hdu(writer, url, storage_options, entry, pin)
+        _write_planes(writer, self.extra, progress)
+        text = json.dumps(self.tree, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode("utf-8")
+        json_header, json_data = _json_hdu(text)
+        json_position = writer.write_hdu(json_header, json_data, extname="JSON", xtension="BINTABLE")
+        index_header, index_data = _index_hdu(writer.positions)
+        index_position = writer.write_hdu(index_header, index_data, extname="INDEX", xtension="BINTABLE")
+        addresses = {
+            "INDXADDR": index_position.hdraddr,
+            "INDXSIZE": index_position.dataddr + index_position.datsize - index_position.hdraddr,
+            "JSONADDR": json_position.hdraddr,
+            "JSONSIZE": json_position.dataddr + json_position.datsize - json_position.hdraddr,
+        }
+        writer.rewrite_header(primary, _primary(addresses, date))
 
-    if compression_seed is not None and (
-        isinstance(compression_seed, bool) or not isinstance(compression_seed, int)
-        or not 1 <= compression_seed <= 10000
-    ):
-        raise ValidationError(f"compression_seed must be an int in 1..10000, not {compression_seed!r}.")
-    _check_names(coadd)
-    opts = {
-        "image": _options(image_compression, "image_compression"),
-        "mask": _options(mask_compression, "mask_compression"),
-        "variance": _options(variance_compression, "variance_compression"),
-        "mask_fractions": _options(mask_fractions_compression, "mask_fractions_compression"),
-        "psf": _options(psf_compression, "psf_compression"),
-    }
-    cell = (int(coadd.grid.cell_shape.y), int(coadd.grid.cell_shape.x))
-    celestial = _celestial_wcs(coadd)
-    offset = _offset_wcs(coadd.bbox)
-    planes: list[_Plane] = [
-        _image_plane("image", "IMAGE", coadd.image, opts["image"], cell,
-                     [*_unit_cards(coadd.image.unit), *celestial, *offset]),
-        *_mask_planes(coadd, opts["mask"], cell, celestial),
-        _image_plane("variance", "VARIANCE", coadd.variance, opts["variance"], cell,
-                     [*_unit_cards(coadd.variance.unit), *celestial, *offset]),
-    ]
-    for name, image in coadd.mask_fractions.items():
-        planes.append(_image_plane(f"mask_fractions/{name}", f"MASK_FRACTIONS/{name.upper()}", image,
-                                   opts["mask_fractions"], cell, [*_unit_cards(image.unit), *offset]))
-    for n, image in enumerate(coadd.noise_realizations):
-        planes.append(_image_plane(f"noise_realizations/{n}", f"NOISE_REALIZATIONS/{n}", image, opts["image"],
-                                   cell, [*_unit_cards(image.unit), *offset]))
-    planes.append(_psf_plane(coadd, opts["psf"]))
-    _check_compression(planes)
-    _resolve_seeds(planes, compression_seed)
-    tables, subtrees = _tables(coadd)
-    sources = {plane.key: plane.source for plane in planes}
-    tree = build_tree(coadd, sources, subtrees)
-    if coadd._stored is not None:
-        tree = merge_unknown(tree, coadd._stored.tree)
-    written = {(p.extname, p.extver) for p in planes} | {(name, 1) for name, _ in tables}
-    referenced = {key for s in _sources(tree) if (key := _source_key(s)) is not None}
-    passthrough = _passthrough(coadd, written, referenced)
-    available = written | {(e.extname, e.extver) for _, _, e, _ in passthrough} | {("JSON", 1)}
-    missing = sorted(referenced - available)
-    if missing:
-        raise ValidationError(
-            f"The tree references HDUs {missing} that this coadd cannot provide (they belong to an archive "
-            "it was not read from)."
-        )
-    validate_tree(tree)
-    return WritePlan(planes, tables, passthrough, tree)
+    def commit(self) -> None:
+        """Write the file; it appears atomically at :attr:`url`."""
+        with atomic_output(self.url, storage_options=self.storage_options, overwrite=self.overwrite) as stream:
+            if not self.progress:
+                self.write_to(stream)
+                return
+            import sys
 
+            from tqdm import tqdm
 
-def write_plan(plan: WritePlan, stream: IO[bytes], progress: Callable[[int], Any] | None = None) -> None:
-    """Stream the HDUs of ``plan`` into ``stream`` (opened ``w+b``, empty).
-
-    ``progress``, if given, is called with the number of pieces done as they are written.
-    """
-    import json
-
-    writer = FitsStreamWriter(stream)
-    date = utc_now()
-    primary = writer.write_hdu(_primary({}, date), b"", extname="", xtension="IMAGE")
-    _write_planes(writer, plan.planes, progress)
-    for extname, table in plan.tables:
-        header, data = table_hdu(table, extname)
-        writer.write_hdu(header, data, extname=extname, xtension="BINTABLE")
-    for url, storage_options, entry, pin in plan.passthrough:
-        _copy_hdu(writer, url, storage_options, entry, pin)
-    text = json.dumps(plan.tree, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode("utf-8")
-    json_header, json_data = _json_hdu(text)
-    json_position = writer.write_hdu(json_header, json_data, extname="JSON", xtension="BINTABLE")
-    index_header, index_data = _index_hdu(writer.positions)
-    index_position = writer.write_hdu(index_header, index_data, extname="INDEX", xtension="BINTABLE")
-    addresses = {
-        "INDXADDR": index_position.hdraddr,
-        "INDXSIZE": index_position.dataddr + index_position.datsize - index_position.hdraddr,
-        "JSONADDR": json_position.hdraddr,
-        "JSONSIZE": json_position.dataddr + json_position.datsize - json_position.hdraddr,
-    }
-    writer.rewrite_header(primary, _primary(addresses, date))
+            with tqdm(total=self.n_pieces, unit="piece", desc="writing", file=sys.stderr) as bar:
+                self.write_to(stream, bar.update)
 
 
 def write_fits(
@@ -581,24 +606,20 @@ def write_fits(
     str
         The normalized destination URL.
     """
-    plan = plan_write(
-        coadd,
-        image_compression=image_compression,
-        mask_compression=mask_compression,
-        variance_compression=variance_compression,
-        mask_fractions_compression=mask_fractions_compression,
-        psf_compression=psf_compression,
-        compression_seed=compression_seed,
-    )
     url = normalize_url(url)
-    with atomic_output(url, storage_options=storage_options, overwrite=overwrite) as stream:
-        if not progress:
-            write_plan(plan, stream)
-        else:
-            import sys
-
-            from tqdm import tqdm
-
-            with tqdm(total=plan.n_pieces, unit="piece", desc="writing", file=sys.stderr) as bar:
-                write_plan(plan, stream, bar.update)
+    archive = FitsOutputArchive(
+        url,
+        compression={
+            "image": image_compression,
+            "mask": mask_compression,
+            "variance": variance_compression,
+            "mask_fractions": mask_fractions_compression,
+            "psf": psf_compression,
+        },
+        compression_seed=compression_seed,
+        storage_options=storage_options,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    write_with(archive, coadd)
     return url

@@ -1,45 +1,26 @@
-"""Write a :class:`~cellcoadd_dask.CellCoadd` as a Zarr v3 archive.
+"""Write a :class:`~cellcoadd_dask.CellCoadd` as a Zarr v3 archive (layouts: :mod:`.layout`).
 
-Layout
-------
-The archive is one Zarr v3 group:
+:class:`ZarrOutputArchive` is the Zarr answer to :func:`~cellcoadd_dask.archives.output.serialize`:
+each item becomes an array (planned when added, written on commit), the tree is written after
+every array, and in layout 2 the metadata is consolidated last, so that a reader never sees a
+tree pointing at missing arrays.  Pixels are read and written in bands of whole shard rows,
+several at a time (:func:`~cellcoadd_dask.streaming.ordered_map`), so memory stays bounded.
 
-- group attribute ``cellcoadd`` = ``{"container_version": 1, "tree": <tree>}``, where ``<tree>``
-  is the lsst-images ``cell_coadd`` 1.0.0 JSON tree (the same tree a FITS archive stores)
-  with every array and table-column ``source`` of the form ``zarr:<array path>``.  The
-  container version counts changes of this layout, independently of the tree's schema
-  version;
-- ``image``, ``variance``, ``mask_fractions/<name>``, ``noise_realizations/<n>``: 2-d arrays of
-  the planes, chunked by cell shape (chunks start at the array origin, so they are the cells
-  when the coadd's bbox is cell-aligned);
-- ``mask/0``, ``mask/1`` ...: the mask as signed int32 2-d arrays of 31 planes each, reserved
-  (null) planes dropped, exactly as in FITS archives;
-- ``psf``: the 4-d ``(n_i, n_j, ky, kx)`` kernel array, one chunk per cell's kernel;
-- ``aperture_corrections/table/<column>``, ``provenance/inputs/<column>``,
-  ``provenance/contributions/<column>``: one array per table column (1-d, or n-d for vector
-  columns), in the stored form of the FITS tables;
-- ``backgrounds/<name>/data``: node values of background fields whose data is not inline.
-
-Arrays use Zarr's default lossless compression.
-
-Writes are atomic where the store allows it: a local archive is written into a hidden
-temporary sibling directory and renamed into place (an existing archive is renamed away
-first and deleted after).  On other stores the arrays are written first and the group
-attribute holding the tree last, so a reader never sees a tree pointing at missing arrays.
-Pixels are read and written in bands of whole chunk rows, several at a time
-(``streaming.ordered_map``), so memory stays bounded.
+A local archive is written into a hidden temporary sibling directory and renamed into place
+(an existing archive is renamed away first and deleted after).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
+import json
 import os
-import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -49,226 +30,283 @@ from ...atomic import ArchiveExistsError, is_local
 from ...errors import ValidationError
 from ...fetch import normalize_url
 from ...streaming import ordered_map
-from ..fits.table_hdus import table_column_models, table_subtrees
-from ..fits.tree_out import build_tree, merge_unknown
-from .reader import CONTAINER_VERSION, TREE_ATTRIBUTE, zarr_store
+from ..output import OutputArchive, write_with
+from ..tree_out import array_ref, table_column_models
+from .layout import (
+    ARCHIVE_CLASS,
+    DATA_MODEL,
+    LATEST_LAYOUT,
+    LAYOUT_ATTRIBUTE,
+    LSST_ATTRIBUTE,
+    LSST_VERSION,
+    TREE_ARRAY,
+    TREE_ATTRIBUTE,
+    ZarrLayout,
+    codecs,
+    shard_shape,
+)
 
 if TYPE_CHECKING:
     import dask.array as da
 
     from ...coadd import CellCoadd
+    from ...image import Image
+    from ...mask import Mask
+    from ...psf import CellPointSpreadFunction
 
-__all__ = ["zarr_column_models", "write_zarr"]
+__all__ = ["ZarrOutputArchive", "write_zarr"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_COLUMN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 Job = tuple[Callable[[np.ndarray], int], "da.Array"]
 
 
-def _column_path(group: str, name: str, n: int) -> str:
-    """Array path of column ``n`` (0-based) named ``name``; unusual names get a numbered path."""
-    if _COLUMN.fullmatch(name) and not name.startswith("__"):
-        return f"{group}/{name}"
-    return f"{group}/column_{n}"
+@dataclass
+class _Planned:
+    """One array to create and fill."""
+
+    path: str
+    values: Any  # dask array (pixels) or numpy array (small)
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None = None
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None
+    dtype: np.dtype | None = None
+    dimension_names: tuple[str, ...] | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.values.shape)
 
 
-def zarr_column_models(table: Any, group: str) -> list[dict[str, Any]]:
-    """JSON column models of ``table`` stored as one Zarr array per column under ``group``.
-
-    Parameters
-    ----------
-    table
-        An :class:`astropy.table.Table` in its stored form.
-    group
-        Path of the table's group in the archive (``"provenance/inputs"`` ...).
-
-    Returns
-    -------
-    list of dict
-        ``TableColumnModel`` dicts whose ``data.source`` is ``zarr:<group>/<column>``.
-
-    Raises
-    ------
-    ValidationError
-        If a column has a type the format cannot hold (strings, objects).
-    """
-    return table_column_models(table, group, lambda n, name: f"zarr:{_column_path(group, name, n)}")
-
-
-def _tables(coadd: CellCoadd) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Column arrays to write (array path -> values) and the table subtrees."""
-    arrays: dict[str, np.ndarray] = {}
-
-    def models_for(table: Any, group: str) -> list[dict[str, Any]]:
-        models = zarr_column_models(table, group)
-        for model in models:
-            arrays[model["data"]["source"][len("zarr:") :]] = np.asarray(table[model["name"]])
-        return models
-
-    _, subtrees = table_subtrees(coadd, models_for)
-    return arrays, subtrees
-
-
-def _stored_array(coadd: CellCoadd, source: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    """Read an array the coadd's tree references in the archive it was read from (background data)."""
-    from ..names import parse_source
-
-    stored = coadd._stored
-    if stored is None:
-        raise ValidationError(f"The coadd references {source!r} but was not read from an archive.")
-    if source.startswith("zarr:"):
-        from .reader import read_stored_array
-
-        return read_stored_array(stored.url, source, stored.storage_options)
-    from ..fits.source import FitsArraySource, HduRef
-
-    parsed = parse_source(source, scheme="fits", url=stored.url)
-    entry = stored.hdus.get((parsed.name, parsed.extver))
-    if entry is None or parsed.column is not None:
-        raise ValidationError(f"The coadd references {source!r}, which its archive {stored.url} does not hold.")
-    reader = FitsArraySource(stored.url, [HduRef(entry, shape, dtype)], shape=shape, dtype=dtype,
-                             storage_options=stored.storage_options, pin=stored.pin)
-    return np.asarray(reader[tuple(slice(0, n) for n in shape)])
-
-
-def _backgrounds(coadd: CellCoadd, tree: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Move referenced background data to ``backgrounds/<name>/data`` (rewriting ``tree``)."""
-    arrays: dict[str, np.ndarray] = {}
-    fields = (tree.get("backgrounds") or {}).get("fields") or {}
-    for name, field in fields.items():
-        data = field.get("data") if isinstance(field, dict) else None
-        if not (isinstance(data, dict) and isinstance(data.get("source"), str)):
-            continue
-        if not _NAME.fullmatch(name):
-            raise ValidationError(f"Background name {name!r} cannot be an array name (use letters, digits, _ and -).")
-        shape = tuple(int(n) for n in data["shape"])
-        path = f"backgrounds/{name}/data"
-        arrays[path] = _stored_array(coadd, data["source"], shape, data["datatype"])
-        data["source"] = f"zarr:{path}"
-        data["byteorder"] = "big"
-    return arrays
-
-
-def _check_names(coadd: CellCoadd) -> None:
-    for name in coadd.mask_fractions:
-        if not _NAME.fullmatch(name):
-            raise ValidationError(
-                f"Mask fraction name {name!r} cannot be an array name (use letters, digits, _ and -)."
-            )
-
-
-def _sources(tree: Any) -> Iterator[str]:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if key == "source" and isinstance(value, str):
-                yield value
-            else:
-                yield from _sources(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            yield from _sources(value)
-
-
-def _cell_chunks(coadd: CellCoadd, shape: tuple[int, ...]) -> tuple[int, ...]:
-    cell = (int(coadd.grid.cell_shape.y), int(coadd.grid.cell_shape.x))
-    return tuple(max(1, min(c, n)) for c, n in zip(cell, shape[:2], strict=True)) + tuple(shape[2:])
-
-
-def _write_region(target: Any, region: tuple[slice, ...], block: np.ndarray) -> int:
-    target[region] = block
+def _write_region(target: Any, region: tuple[slice, ...], prepare: Any, block: np.ndarray) -> int:
+    block = np.asarray(block)
+    target[region] = block if prepare is None else prepare(block)
     return int(block.nbytes)
 
 
-def _write_mask_region(targets: list[Any], schema: Any, region: tuple[slice, ...], block: np.ndarray) -> int:
+def _write_masks(targets: list[Any], schema: Any, region: tuple[slice, ...], block: np.ndarray) -> int:
     from ...mask import memory_to_disk
 
-    for target, disk in zip(targets, memory_to_disk(block, schema), strict=True):
+    for target, disk in zip(targets, memory_to_disk(np.asarray(block), schema), strict=True):
         target[region] = disk
     return int(block.nbytes)
 
 
 def _bands(n: int, step: int) -> Iterator[slice]:
-    for start in range(0, n, step):
+    for start in range(0, n, max(1, step)):
         yield slice(start, min(n, start + step))
 
 
-class _Planned:
-    """Everything a write needs, decided (and validated) before the first byte is written."""
+class ZarrOutputArchive(OutputArchive):
+    """A Zarr v3 archive being written.
 
-    def __init__(self, coadd: CellCoadd, url: str) -> None:
-        from ...schema import validate_tree
+    Parameters
+    ----------
+    url
+        Destination group (normalized; conventionally ending in ``.zarr``).
+    layout
+        2 (default, sharded, for object stores) or 1 (the first layout, for older readers).
+    storage_options
+        fsspec options of a remote destination.
+    overwrite
+        Whether an existing archive may be replaced.
+    shard_bytes
+        Target uncompressed shard size (layout 2).
+    """
 
-        _check_names(coadd)
-        self.coadd = coadd
-        self.tables, subtrees = _tables(coadd)
-        schema = coadd.mask.schema
-        sources = {"image": "zarr:image", "variance": "zarr:variance", "psf": "zarr:psf"}
-        sources.update({f"mask/{k}": f"zarr:mask/{k}" for k in range(schema.n_disk_arrays)})
-        sources.update({f"mask_fractions/{name}": f"zarr:mask_fractions/{name}" for name in coadd.mask_fractions})
-        sources.update({
-            f"noise_realizations/{n}": f"zarr:noise_realizations/{n}" for n in range(len(coadd.noise_realizations))
-        })
-        tree = build_tree(coadd, sources, subtrees)
-        if coadd._stored is not None:
-            tree = merge_unknown(tree, coadd._stored.tree)
-        tree = copy.deepcopy(tree)
-        self.extra_arrays = _backgrounds(coadd, tree)
-        written = set(sources.values()) | {f"zarr:{p}" for p in (*self.tables, *self.extra_arrays)}
-        foreign = sorted({s for s in _sources(tree) if s not in written})
-        if foreign:
-            raise ValidationError(
-                f"The tree references arrays {foreign} that this coadd cannot provide in a Zarr archive."
-            )
-        validate_tree(tree, url=url, scheme="zarr")
+    scheme = "zarr"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        layout: int = LATEST_LAYOUT,
+        storage_options: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+        shard_bytes: int | None = None,
+    ) -> None:
+        if layout not in (1, 2):
+            raise ValidationError(f"Zarr layout must be 1 or 2, not {layout!r}.")
+        self.url = url
+        self.layout = ZarrLayout(layout)
+        self.storage_options = dict(storage_options or {})
+        self.overwrite = overwrite
+        self.shard_bytes = shard_bytes
+        self.arrays: list[_Planned] = []
+        self.mask_group: tuple[list[str], Any, Any] | None = None
+        self.tree: dict[str, Any] | None = None
+        self._cell: tuple[int, int] = (1, 1)
+        self._yx0: tuple[int, int] = (0, 0)
+
+    def begin(self, coadd: CellCoadd) -> None:
+        """Take the cell shape (the chunk shape) and the image origin (the OME translation)."""
+        self._cell = (int(coadd.grid.cell_shape.y), int(coadd.grid.cell_shape.x))
+        self._yx0 = (int(coadd.bbox.y.start), int(coadd.bbox.x.start))
+
+    def _shards(self, chunks: tuple[int, ...], shape: tuple[int, ...], itemsize: int, axes: int) -> Any:
+        if self.layout.number < 2:
+            return None
+        kwargs = {} if self.shard_bytes is None else {"target": self.shard_bytes}
+        return shard_shape(chunks, shape, itemsize, axes, **kwargs)
+
+    def _plane(self, path: str, array: da.Array, dtype: np.dtype, *, prepare: Any = None,
+               attributes: dict[str, Any] | None = None) -> _Planned:
+        shape = tuple(int(n) for n in array.shape[:2])
+        chunks = tuple(max(1, min(c, n)) for c, n in zip(self._cell, shape, strict=True))
+        planned = _Planned(path, array, chunks, self._shards(chunks, shape, dtype.itemsize, 2), prepare, dtype,
+                           ("y", "x"), attributes or {})
+        self.arrays.append(planned)
+        return planned
+
+    def add_image(self, key: str, image: Image) -> dict[str, Any]:
+        """Plan a 2-d plane array, chunked by cell."""
+        path = self.layout.path(key)
+        attributes = {} if image.unit is None else {"units": image.unit.to_string("vounit")}
+        self._plane(path, image.array, np.dtype(image.dtype), attributes=attributes)
+        return array_ref(self.layout.source(path), image.array.shape, image.dtype)
+
+    def add_mask(self, mask: Mask) -> list[dict[str, Any]]:
+        """Plan the mask: one packed array with CF flag attributes, or int32 arrays of 31 planes."""
+        from ...mask import packed_dtype
+
+        schema = mask.schema
+        shape = tuple(int(n) for n in mask.array.shape[:2])
+        if self.layout.packs_mask(len(schema)) and schema.dtype.kind == "u":
+            dtype = packed_dtype(schema)
+            names = schema.names
+            attributes = {
+                "flag_masks": [1 << schema.index(name) for name in names],
+                "flag_meanings": " ".join(names),
+                "flag_descriptions": [schema.descriptions()[name] for name in names],
+            }
+            path = self.layout.path("mask")
+            self._plane(path, mask.packed(), dtype, attributes=attributes)
+            return [array_ref(self.layout.source(path), shape, schema.dtype)]
+        paths = [self.layout.path(f"mask/{k}") for k in range(schema.n_disk_arrays)]
+        self.mask_group = (paths, mask.array, schema)
+        return [array_ref(self.layout.source(p), shape, "int32") for p in paths]
+
+    def add_psf(self, psf: CellPointSpreadFunction) -> dict[str, Any]:
+        """Plan the 4-d PSF array, one chunk per cell kernel."""
+        array = psf.array
+        shape = tuple(int(n) for n in array.shape)
+        chunks = (1, 1, *shape[2:])
+        path = self.layout.path("psf")
+        shards = self._shards(chunks, shape, np.dtype(array.dtype).itemsize, 2)
+        self.arrays.append(_Planned(path, array, chunks, shards, dtype=np.dtype(array.dtype)))
+        return array_ref(self.layout.source(path), shape, array.dtype)
+
+    def add_table(self, path: str, table: Any) -> list[dict[str, Any]]:
+        """Plan one array per column."""
+        def source_of(n: int, name: str) -> str:
+            column = self.layout.column(path, name, n)
+            self.arrays.append(_small(column, np.asarray(table[name])))
+            return self.layout.source(column)
+
+        return table_column_models(table, path, source_of)
+
+    def add_array(self, path: str, values: np.ndarray) -> dict[str, Any]:
+        """Plan a small array at the tree path it was found at."""
+        target = self.layout.extra(path)
+        taken = {a.path for a in self.arrays}
+        n = 1
+        while target in taken:
+            n += 1
+            target = self.layout.extra(f"{path}_{n}")
+        self.arrays.append(_small(target, np.asarray(values)))
+        return array_ref(self.layout.source(target), values.shape, values.dtype)
+
+    def add_tree(self, tree: dict[str, Any]) -> None:
+        """Keep the tree; it is written after every array."""
         self.tree = tree
 
-    def create(self, group: Any) -> list[Job]:
-        """Create every array in ``group``, write the small ones, and return the pixel jobs."""
-        coadd = self.coadd
+    # ------------------------------------------------------------------ writing
+    def _jobs(self, group: Any) -> list[Job]:
         jobs: list[Job] = []
-        planes = {"image": coadd.image, "variance": coadd.variance}
-        planes.update({f"mask_fractions/{k}": v for k, v in coadd.mask_fractions.items()})
-        planes.update({f"noise_realizations/{n}": v for n, v in enumerate(coadd.noise_realizations)})
-        for path, image in planes.items():
-            shape = tuple(int(n) for n in image.array.shape)
-            chunks = _cell_chunks(coadd, shape)
-            target = group.create_array(path, shape=shape, dtype=image.dtype, chunks=chunks, fill_value=0)
-            for band in _bands(shape[0], chunks[0]):
-                jobs.append((functools.partial(_write_region, target, (band,)), image.array[band]))
-        mask = coadd.mask
-        shape2 = tuple(int(n) for n in mask.array.shape[:2])
-        chunks = _cell_chunks(coadd, shape2)
-        targets = [
-            group.create_array(f"mask/{k}", shape=shape2, dtype="int32", chunks=chunks, fill_value=0)
-            for k in range(mask.schema.n_disk_arrays)
-        ]
-        for band in _bands(shape2[0], chunks[0]):
-            jobs.append((functools.partial(_write_mask_region, targets, mask.schema, (band,)), mask.array[band]))
-        psf = coadd.psf.array
-        pshape = tuple(int(n) for n in psf.shape)
-        target = group.create_array("psf", shape=pshape, dtype=psf.dtype, chunks=(1, 1, *pshape[2:]),
-                                    fill_value=0)
-        for i in range(pshape[0]):
-            jobs.append((functools.partial(_write_region, target, (slice(i, i + 1),)), psf[i : i + 1]))
-        for path, values in {**self.tables, **self.extra_arrays}.items():
-            chunks = tuple(max(1, int(n)) for n in values.shape)
-            array = group.create_array(path, shape=values.shape, dtype=values.dtype, chunks=chunks, fill_value=0)
-            if values.size:
-                array[...] = values
+        for planned in self.arrays:
+            dtype = planned.dtype or np.dtype(planned.values.dtype)
+            target = group.create_array(
+                planned.path.lstrip("/"), shape=planned.shape, dtype=dtype, chunks=planned.chunks,
+                shards=planned.shards, fill_value=0, dimension_names=planned.dimension_names,
+                attributes=planned.attributes or None, **codecs(dtype, layout=self.layout.number),
+            )
+            if isinstance(planned.values, np.ndarray):
+                if planned.values.size:
+                    target[...] = planned.values
+                continue
+            step = (planned.shards or planned.chunks)[0]
+            for band in _bands(planned.shape[0], step):
+                jobs.append((functools.partial(_write_region, target, (band,), planned.prepare),
+                             planned.values[band]))
+        if self.mask_group is not None:
+            paths, array, schema = self.mask_group
+            shape = tuple(int(n) for n in array.shape[:2])
+            chunks = tuple(max(1, min(c, n)) for c, n in zip(self._cell, shape, strict=True))
+            shards = self._shards(chunks, shape, 4, 2)
+            targets = [
+                group.create_array(p.lstrip("/"), shape=shape, dtype="int32", chunks=chunks, shards=shards,
+                                   fill_value=0, dimension_names=("y", "x"),
+                                   **codecs(np.dtype("int32"), layout=self.layout.number))
+                for p in paths
+            ]
+            for band in _bands(shape[0], (shards or chunks)[0]):
+                jobs.append((functools.partial(_write_masks, targets, schema, (band,)), array[band]))
         return jobs
 
-    def write(self, group: Any) -> None:
-        """Write the arrays, then the tree (last)."""
-        for _ in ordered_map(self.create(group)):
+    def _root_attributes(self) -> dict[str, Any]:
+        if self.layout.number < 2:
+            return {TREE_ATTRIBUTE: {"container_version": 1, "tree": self.tree}}
+        return {
+            LSST_ATTRIBUTE: {"version": LSST_VERSION, "archive_class": ARCHIVE_CLASS, "json": TREE_ARRAY,
+                             "data_model": DATA_MODEL},
+            TREE_ATTRIBUTE: {LAYOUT_ATTRIBUTE: self.layout.number},
+            "ome": {"version": "0.5", "multiscales": [{
+                "name": "image",
+                "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                "datasets": [{"path": "image", "coordinateTransformations": [
+                    {"type": "scale", "scale": [1.0, 1.0]},
+                    {"type": "translation", "translation": [float(self._yx0[0]), float(self._yx0[1])]},
+                ]}],
+            }]},
+        }
+
+    def fill(self, store: Any) -> None:
+        """Write every array, then the tree, then (layout 2) the consolidated metadata, into ``store``."""
+        import zarr
+
+        if self.tree is None:
+            raise ValidationError(f"Nothing to write to {self.url}: the tree was never added.")
+        group = zarr.open_group(store, mode="w", zarr_format=3)
+        for _ in ordered_map(self._jobs(group)):
             pass
-        group.attrs[TREE_ATTRIBUTE] = {"container_version": CONTAINER_VERSION, "tree": self.tree}
+        if self.layout.number >= 2:
+            text = json.dumps(self.tree, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode("utf-8")
+            values = np.frombuffer(text, dtype=np.uint8)
+            tree = group.create_array(TREE_ARRAY, shape=values.shape, dtype="uint8", chunks=(max(1, values.size),),
+                                      fill_value=0, **codecs(np.dtype("uint8"), layout=self.layout.number))
+            tree[...] = values
+        group.attrs.update(self._root_attributes())
+        if self.layout.number >= 2:
+            with warnings.catch_warnings():  # consolidated metadata is a zarr-python convention, known here
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                zarr.consolidate_metadata(store)
+
+    def commit(self) -> None:
+        """Write the archive (atomically for a local destination)."""
+        if is_local(self.url):
+            _write_local(self, _local_path(self.url), self.overwrite)
+        else:
+            _write_remote(self, self.url, self.storage_options, self.overwrite)
+
+
+def _small(path: str, values: np.ndarray) -> _Planned:
+    return _Planned(path, np.ascontiguousarray(values), tuple(max(1, int(n)) for n in values.shape))
 
 
 def _local_path(url: str) -> str:
     return os.path.abspath(url[len("file://") :] if url.startswith("file://") else url)
 
 
-def _write_local(plan: _Planned, path: str, overwrite: bool) -> None:
+def _write_local(archive: ZarrOutputArchive, path: str, overwrite: bool) -> None:
     import zarr
 
     directory, name = os.path.split(path.rstrip(os.sep))
@@ -279,8 +317,7 @@ def _write_local(plan: _Planned, path: str, overwrite: bool) -> None:
     spool = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.partial")
     old = None
     try:
-        group = zarr.open_group(zarr.storage.LocalStore(spool), mode="w-")
-        plan.write(group)
+        archive.fill(zarr.storage.LocalStore(spool))
         if os.path.lexists(path):
             old = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.old")
             os.rename(path, old)
@@ -299,19 +336,20 @@ def _write_local(plan: _Planned, path: str, overwrite: bool) -> None:
                 os.unlink(old)
 
 
-def _write_remote(plan: _Planned, url: str, storage_options: Mapping[str, Any] | None, overwrite: bool) -> None:
+def _write_remote(archive: ZarrOutputArchive, url: str, storage_options: Mapping[str, Any] | None,
+                  overwrite: bool) -> None:
     import zarr
 
-    store = zarr_store(url, storage_options, read_only=False)
+    store = zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=False)
     if not overwrite:
+        probe = zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=True)
         try:
-            zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r")
+            zarr.open_group(probe, mode="r")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             pass
         else:
             raise ArchiveExistsError(f"Archive {url!r} already exists.")
-    # mode "w" clears the store first: the old tree is gone before any array changes.
-    plan.write(zarr.open_group(store, mode="w"))
+    archive.fill(store)
 
 
 def write_zarr(
@@ -320,8 +358,9 @@ def write_zarr(
     *,
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = True,
+    layout: int = LATEST_LAYOUT,
 ) -> str:
-    """Write ``coadd`` as a Zarr v3 archive (see :meth:`CellCoadd.write_zarr` and the module notes).
+    """Write ``coadd`` as a Zarr v3 archive (see :meth:`CellCoadd.write_zarr` and :mod:`.layout`).
 
     Returns
     -------
@@ -336,10 +375,7 @@ def write_zarr(
     ArchiveExistsError
         If the destination exists and ``overwrite`` is false.
     """
-    url = normalize_url(url)
-    plan = _Planned(coadd, url)
-    if is_local(url):
-        _write_local(plan, _local_path(url), overwrite)
-    else:
-        _write_remote(plan, url, storage_options, overwrite)
+    url = normalize_url(url).rstrip("/")
+    archive = ZarrOutputArchive(url, layout=layout, storage_options=storage_options, overwrite=overwrite)
+    write_with(archive, coadd)
     return url
