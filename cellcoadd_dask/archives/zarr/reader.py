@@ -26,9 +26,11 @@ from ...lazy import Chunks, apply_rest, normalize_key
 from ...stored import StoredArchive
 from ..input import ArrayRequest, ColumnReader, Combine, InputArchive, coadd_from_archive
 from ..names import parse_source
+from .layout import ARCHIVE_CLASS, LATEST_LAYOUT, LAYOUT_ATTRIBUTE, LSST_ATTRIBUTE, TREE_ARRAY, TREE_ATTRIBUTE
 
 __all__ = [
     "CONTAINER_VERSION",
+    "MAX_TREE_BYTES",
     "TREE_ATTRIBUTE",
     "ZarrArraySource",
     "ZarrInputArchive",
@@ -36,13 +38,14 @@ __all__ = [
     "parse_zarr_source",
     "read_stored_array",
     "read_zarr",
+    "stored_array",
     "zarr_store",
 ]
 
 CONTAINER_VERSION = 1
-"""Version of the Zarr container layout this package writes and reads (not the tree's schema version)."""
-TREE_ATTRIBUTE = "cellcoadd"
-"""Group attribute holding ``{"container_version": ..., "tree": ...}``."""
+"""Version of layout 1 (``container_version`` in its ``cellcoadd`` attribute); see :mod:`.layout`."""
+MAX_TREE_BYTES = 1 << 30
+"""Largest JSON tree (``/lsst_json``) this reader accepts."""
 
 
 def _is_local(url: str) -> bool:
@@ -88,12 +91,22 @@ def parse_zarr_source(source: str, *, url: str | None = None) -> str:
     return parse_source(source, scheme="zarr", url=url).name
 
 
-def _open_array(url: str, storage_options: Mapping[str, Any] | None, path: str) -> Any:
+def _open_array(
+    url: str, storage_options: Mapping[str, Any] | None, path: str, metadata: Mapping[str, Any] | None = None
+) -> Any:
     import zarr
 
     try:
-        return zarr.open_array(zarr_store(url, storage_options), path=path, mode="r", zarr_format=3)
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError) as exc:
+        store = zarr_store(url, storage_options)
+        if metadata is not None:  # known from the consolidated metadata: no request
+            from zarr.core.array import Array, AsyncArray
+            from zarr.core.metadata import ArrayV3Metadata
+            from zarr.storage import StorePath
+
+            meta = ArrayV3Metadata.from_dict(dict(metadata))
+            return Array(AsyncArray(metadata=meta, store_path=StorePath(store, path.lstrip("/"))))
+        return zarr.open_array(store, path=path.lstrip("/"), mode="r", zarr_format=3)
+    except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.ArrayNotFoundError) as exc:
         raise ArchiveFormatError(f"array {path!r} is missing or unreadable ({exc})", url=url) from None
 
 
@@ -142,9 +155,13 @@ class ZarrArraySource:
         dtype: np.dtype | str,
         combine: Combine | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        metadata: list[Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.url = url
         self.paths = list(paths)
+        self.metadata: list[Mapping[str, Any] | None] = (
+            list(metadata) if metadata is not None else [None] * len(self.paths)
+        )
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.ndim = len(self.shape)
@@ -172,9 +189,14 @@ class ZarrArraySource:
     def derive(self, combine: Combine, shape: tuple[int, ...], dtype: np.dtype | str) -> ZarrArraySource:
         """A source over the same arrays with another combiner (sharing the opened arrays)."""
         out = ZarrArraySource(self.url, self.paths, shape=shape, dtype=dtype, combine=combine,
-                              storage_options=self.storage_options)
+                              storage_options=self.storage_options, metadata=self.metadata)
         out._opened = self._opened
         return out
+
+    @property
+    def opened_arrays(self) -> list[Any] | None:
+        """The Zarr arrays if a read has opened them already, else ``None`` (never opens them)."""
+        return self._opened.arrays
 
     def arrays(self) -> list[Any]:
         """The opened Zarr arrays (opened and checked on first use)."""
@@ -182,7 +204,10 @@ class ZarrArraySource:
         if opened.arrays is None:
             with opened.lock:
                 if opened.arrays is None:
-                    arrays = [_open_array(self.url, self.storage_options, p) for p in self.paths]
+                    arrays = [
+                        _open_array(self.url, self.storage_options, p, m)
+                        for p, m in zip(self.paths, self.metadata, strict=True)
+                    ]
                     stored = self.shape if self.combine is None else self.shape[:2]
                     for path, array in zip(self.paths, arrays, strict=True):
                         if tuple(array.shape) != stored:
@@ -226,18 +251,18 @@ class ZarrTableReader(ColumnReader):
         return read_stored_array(self.url, source, self.storage_options)
 
 
-def _read_tree(url: str, storage_options: Mapping[str, Any] | None) -> Any:
+def _open_group(url: str, storage_options: Mapping[str, Any] | None) -> Any:
     import zarr
 
     if _is_local(url) and not os.path.isdir(url[len("file://") :] if url.startswith("file://") else url):
         raise ArchiveFormatError("no Zarr archive (directory) at this path", url=url)
     try:
-        group = zarr.open_group(zarr_store(url, storage_options), mode="r", zarr_format=3)
+        return zarr.open_group(zarr_store(url, storage_options), mode="r", zarr_format=3)
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
         raise ArchiveFormatError(f"not a Zarr group ({exc})", url=url) from None
-    attribute = group.attrs.get(TREE_ATTRIBUTE)
-    if attribute is None:
-        raise ArchiveFormatError(f"the group has no {TREE_ATTRIBUTE!r} attribute: not a cell coadd archive", url=url)
+
+
+def _layout_1_tree(attribute: Any, url: str) -> Any:
     if not isinstance(attribute, Mapping) or "tree" not in attribute:
         raise ArchiveFormatError(f"group attribute {TREE_ATTRIBUTE!r} must be an object with a 'tree'", url=url)
     version = attribute.get("container_version")
@@ -248,6 +273,55 @@ def _read_tree(url: str, storage_options: Mapping[str, Any] | None) -> Any:
             f"container_version {version} needs a newer reader (this one reads {CONTAINER_VERSION})", url=url
         )
     return attribute["tree"]
+
+
+def _layout_2_tree(group: Any, url: str) -> Any:
+    import json
+
+    lsst = group.attrs.get(LSST_ATTRIBUTE)
+    name = lsst.get("json", TREE_ARRAY) if isinstance(lsst, Mapping) else TREE_ARRAY
+    if not isinstance(name, str) or parse_source(f"zarr:{name}", scheme="zarr", url=url) is None:
+        raise ArchiveFormatError(f"bad tree array name {name!r} in the {LSST_ATTRIBUTE!r} attribute", url=url)
+    array = _member(group, name, url)
+    if array.ndim != 1 or np.dtype(array.dtype) != np.uint8:
+        raise ArchiveFormatError(f"tree array {name!r} must be 1-d uint8, not {array.dtype} {array.shape}", url=url)
+    if array.shape[0] > MAX_TREE_BYTES:
+        raise ArchiveFormatError(
+            f"tree array {name!r} holds {array.shape[0]} bytes, more than the {MAX_TREE_BYTES} accepted", url=url
+        )
+    raw = _checked_read(lambda: np.asarray(array[...]), url, name)
+    try:
+        return json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ArchiveFormatError(f"tree array {name!r} is not UTF-8 JSON ({exc})", url=url) from None
+
+
+def _read_tree(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, Any, int]:
+    """The tree of the group at ``url``, the opened group and its layout number."""
+    group = _open_group(url, storage_options)
+    attribute = group.attrs.get(TREE_ATTRIBUTE)
+    if isinstance(attribute, Mapping) and LAYOUT_ATTRIBUTE in attribute:
+        layout = attribute[LAYOUT_ATTRIBUTE]
+        if isinstance(layout, bool) or not isinstance(layout, int) or layout < 2:
+            raise ArchiveFormatError(f"bad layout {layout!r} in {TREE_ATTRIBUTE!r}", url=url)
+        if layout > LATEST_LAYOUT:
+            raise ArchiveFormatError(f"layout {layout} needs a newer reader (this one reads {LATEST_LAYOUT})", url=url)
+        return _layout_2_tree(group, url), group, layout
+    if attribute is not None:
+        return _layout_1_tree(attribute, url), group, 1
+    lsst = group.attrs.get(LSST_ATTRIBUTE)
+    if isinstance(lsst, Mapping) and lsst.get("archive_class") == ARCHIVE_CLASS:
+        return _layout_2_tree(group, url), group, LATEST_LAYOUT
+    raise ArchiveFormatError(
+        f"the group has no {TREE_ATTRIBUTE!r} or {LSST_ATTRIBUTE!r} attribute: not a cell coadd archive", url=url
+    )
+
+
+def _member(group: Any, path: str, url: str) -> Any:
+    try:
+        return group[path.lstrip("/")]
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise ArchiveFormatError(f"array {path!r} is missing or unreadable ({exc})", url=url) from None
 
 
 def _checked_read(read: Callable[[], np.ndarray], url: str, path: str) -> np.ndarray:
@@ -296,7 +370,7 @@ class ZarrInputArchive(InputArchive):
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
         self.url = url
         self.storage_options = dict(storage_options or {})
-        self._tree = _read_tree(url, storage_options)
+        self._tree, self._group, self.layout = _read_tree(url, storage_options)
 
     @property
     def tree(self) -> Mapping[str, Any]:
@@ -310,11 +384,24 @@ class ZarrInputArchive(InputArchive):
         for where, array in zip(request.labels(), request.arrays, strict=True):
             if array.source is None:
                 raise ArchiveFormatError(f"array {where} is inline; a Zarr archive stores it as an array", url=self.url)
-            paths.append(parse_zarr_source(array.source, url=self.url))
+            parsed = parse_source(array.source, scheme="zarr", url=self.url)
+            paths.append(f"/{parsed.name}" if parsed.rooted else parsed.name)
+        metadata = [self._metadata(p) for p in paths]
         return ZarrArraySource(
             self.url, paths, shape=request.shape, dtype=request.dtype, combine=request.combine,
-            storage_options=self.storage_options,
+            storage_options=self.storage_options, metadata=metadata,
         )
+
+    def _metadata(self, path: str) -> Mapping[str, Any] | None:
+        """The array's metadata when the group's consolidated metadata has it (else read on first use)."""
+        consolidated = getattr(self._group.metadata, "consolidated_metadata", None)
+        if consolidated is None:
+            return None
+        entry = consolidated.flattened_metadata.get(path.lstrip("/"))
+        if entry is None or getattr(entry, "node_type", "") != "array":
+            raise ArchiveFormatError(f"array {path!r} is not in the archive's metadata", url=self.url)
+        result: Mapping[str, Any] = entry.to_dict()
+        return result
 
     def table_reader(self) -> ZarrTableReader:
         """Reads table columns (one array each) on demand."""
@@ -359,3 +446,13 @@ def read_zarr(
     """
     url = normalize_url(url).rstrip("/")
     return coadd_from_archive(ZarrInputArchive(url, storage_options), bbox=bbox, chunks=chunks)
+
+
+def stored_array(stored: StoredArchive, source: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The whole array ``source`` names in the Zarr archive a coadd was read from."""
+    values = read_stored_array(stored.url, source, stored.storage_options)
+    if tuple(values.shape) != tuple(shape) or (dtype and values.dtype != np.dtype(dtype)):
+        raise ArchiveFormatError(f"array {source!r} is {values.dtype} {values.shape}, the tree says {dtype} {shape}",
+                                 url=stored.url)
+    return values
+
