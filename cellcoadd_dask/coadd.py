@@ -638,12 +638,12 @@ class CellCoadd(SlicedByBox):
     ) -> str:
         """Write the coadd as a Zarr v3 archive (streaming, parallel, lossless).
 
-        The group's ``cellcoadd`` attribute holds the ``cell_coadd`` 1.0.0 tree with
-        ``zarr:<path>`` sources; planes are arrays chunked by cell, the mask is stored as the
-        int32 arrays of FITS archives, tables as one array per column (layout: see
-        :mod:`cellcoadd_dask.archives.zarr.writer`).  A local archive appears atomically (a
-        temporary sibling directory renamed into place); on other stores the tree is written
-        last, after every array.
+        Layout 2 (:mod:`cellcoadd_dask.archives.zarr.layout`): one array per plane, chunked by
+        cell in shards of about 16 MiB, the mask packed with CF flag attributes, the
+        ``cell_coadd`` 1.0.0 tree (``zarr:/<path>`` sources) in the ``lsst_json`` array, and
+        consolidated metadata, so that opening reads two objects.  A local archive appears
+        atomically (a temporary sibling directory renamed into place); on other stores the
+        tree and the root metadata are written last, after every array.
 
         Parameters
         ----------
