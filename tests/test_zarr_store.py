@@ -230,13 +230,14 @@ def test_store_byte_requests(archive: Path, http_server: Any) -> None:
         assert parts[0] is not None and parts[0].to_bytes() == data[:2] and parts[1] is None
 
 
-def test_listing_local_and_memory(archive: Path) -> None:
+def test_listing_local_memory_and_s3(archive: Path, s3_server: Any) -> None:
     async def collect(iterator: Any) -> list[str]:
         return [k async for k in iterator]
 
     want = sorted(p.relative_to(archive).as_posix() for p in _files(archive))
-    for url in (str(archive), _to_memory(archive)):
-        store = FetchStore(url)
+    s3 = (_to_s3(archive, s3_server), s3_server.storage_options)
+    for url, options in ((str(archive), None), (_to_memory(archive), None), s3):
+        store = FetchStore(url, options)
         assert sorted(sync(collect(store.list()))) == want
         assert sorted(sync(collect(store.list_prefix("image/")))) == [k for k in want if k.startswith("image/")]
         top = sorted(sync(collect(store.list_dir(""))))
