@@ -635,8 +635,9 @@ class CellCoadd(SlicedByBox):
         *,
         storage_options: Mapping[str, Any] | None = None,
         overwrite: bool = True,
+        keep_bits: int | None = None,
     ) -> str:
-        """Write the coadd as a Zarr v3 archive (streaming, parallel, lossless).
+        """Write the coadd as a Zarr v3 archive (streaming, parallel, lossless by default).
 
         Layout 2 (:mod:`cellcoadd_dask.archives.zarr.layout`): one array per plane, chunked by
         cell in shards of about 16 MiB, the mask packed with CF flag attributes, the
@@ -653,6 +654,10 @@ class CellCoadd(SlicedByBox):
             Passed to fsspec.
         overwrite
             Whether an existing archive may be replaced.
+        keep_bits
+            Lossy mode: keep this many mantissa bits of every floating-point plane (not the
+            PSF).  The error of each value ``x`` is at most ``2**-(keep_bits + 1) * |x|``; zeros,
+            NaN and infinities are exact.  ``None`` (default): lossless.
 
         Returns
         -------
@@ -662,14 +667,14 @@ class CellCoadd(SlicedByBox):
         Raises
         ------
         ValidationError
-            Before anything is written, for plane or table names that cannot be stored or a
-            tree that does not match the ``cell_coadd`` 1.0.0 schema.
+            Before anything is written, for plane or table names that cannot be stored, a
+            tree that does not match the ``cell_coadd`` 1.0.0 schema, or a bad ``keep_bits``.
         ArchiveExistsError
             If the destination exists and ``overwrite`` is false.
         """
         from .archives.zarr.writer import write_zarr
 
-        return write_zarr(self, url, storage_options=storage_options, overwrite=overwrite)
+        return write_zarr(self, url, storage_options=storage_options, overwrite=overwrite, keep_bits=keep_bits)
 
     def write_json(
         self,

@@ -266,3 +266,40 @@ def _sources(tree: object) -> list[str]:
     if isinstance(tree, list):
         return [s for value in tree for s in _sources(value)]
     return []
+
+
+@pytest.mark.parametrize("keep_bits", [4, 12])
+def test_lossy_mode_keeps_its_documented_error_bound(reference_dir: Path, tmp_path: Path, keep_bits: int) -> None:
+    source = ccd.open_coadd(reference_dir / "synthetic_3x3.fits")
+    lossless = tmp_path / "lossless.zarr"
+    lossy = tmp_path / f"lossy{keep_bits}.zarr"
+    source.write_zarr(lossless)
+    source.write_zarr(lossy, keep_bits=keep_bits)
+    ours = ccd.open_coadd(lossy)
+    bound = 2.0 ** -(keep_bits + 1)
+    for name in ("image", "variance", "noise_realizations/0", "mask_fractions/rejected"):
+        plane = source.image if name == "image" else source.variance if name == "variance" else None
+        if plane is None:
+            kind, _, key = name.partition("/")
+            plane = source.noise_realizations[int(key)] if kind == "noise_realizations" else source.mask_fractions[key]
+        got_plane = {"image": ours.image, "variance": ours.variance}.get(name)
+        if got_plane is None:
+            kind, _, key = name.partition("/")
+            got_plane = ours.noise_realizations[int(key)] if kind == "noise_realizations" else ours.mask_fractions[key]
+        expected, got = np.asarray(plane.array.compute()), np.asarray(got_plane.array.compute())
+        assert got.dtype == expected.dtype
+        exact = ~np.isfinite(expected) | (expected == 0)
+        assert_identical(got[exact], expected[exact], f"{name}: non-finite and zero values")
+        finite = ~exact
+        assert np.all(np.abs(got[finite] - expected[finite]) <= bound * np.abs(expected[finite])), name
+    # Mask and PSF stay lossless.
+    assert_identical(ours.mask.array.compute(), source.mask.array.compute(), "mask")
+    assert_identical(ours.psf.array.compute(), source.psf.array.compute(), "psf")
+
+    def size(path: Path) -> int:
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+    if keep_bits <= 8:
+        assert size(lossy) < 0.8 * size(lossless)
+    with pytest.raises(ccd.ValidationError, match="keep_bits"):
+        source.write_zarr(tmp_path / "bad.zarr", keep_bits=0)

@@ -117,20 +117,10 @@ def write_json(
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = True,
 ) -> str:
-    """Write ``coadd`` as a JSON archive lsst-images reads (every array inline).
+    """Write ``coadd`` as a JSON archive lsst-images reads (see :meth:`CellCoadd.write_json`).
 
-    Returns
-    -------
-    str
-        The normalized destination URL.
-
-    Raises
-    ------
-    ValidationError
-        Before anything is written, if the coadd holds more than :data:`MAX_JSON_PIXELS`
-        array elements or its tree does not match the ``cell_coadd`` 1.0.0 schema.
-    ArchiveExistsError
-        If the destination exists and ``overwrite`` is false.
+    At most :data:`MAX_JSON_PIXELS` array elements are accepted (a :class:`ValidationError`
+    otherwise, before anything is written).  Returns the normalized destination URL.
     """
     url = normalize_url(url)
     write_with(JsonOutputArchive(url, storage_options=storage_options, overwrite=overwrite), coadd)

@@ -336,7 +336,7 @@ def _checked_read(read: Callable[[], np.ndarray], url: str, path: str) -> np.nda
 
 
 def _inline_backgrounds(
-    backgrounds: Mapping[str, Any] | None, url: str, storage_options: Mapping[str, Any] | None
+    backgrounds: Mapping[str, Any] | None, url: str, read: Callable[[str], np.ndarray]
 ) -> Mapping[str, Any] | None:
     """The backgrounds subtree with field data stored as arrays read into the tree (they are small)."""
     if backgrounds is None:
@@ -348,7 +348,7 @@ def _inline_backgrounds(
     for field in fields.values():
         data = field.get("data") if isinstance(field, dict) else None
         if isinstance(data, dict) and isinstance(data.get("source"), str):
-            values = read_stored_array(url, data["source"], storage_options)
+            values = read(data["source"])
             datatype = data.get("datatype", values.dtype.name)
             if values.dtype.name != datatype or list(values.shape) != list(data.get("shape", values.shape)):
                 raise ArchiveFormatError(f"background array {data['source']!r} disagrees with the tree", url=url)
@@ -413,7 +413,14 @@ class ZarrInputArchive(InputArchive):
 
     def resolve_backgrounds(self, backgrounds: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         """Background field data stored as arrays, read into the tree (they are small)."""
-        return _inline_backgrounds(backgrounds, self.url, self.storage_options)
+        return _inline_backgrounds(backgrounds, self.url, self._read_whole)
+
+    def _read_whole(self, source: str) -> np.ndarray:
+        """The whole array ``source`` names (its metadata from the consolidated metadata when there is some)."""
+        parsed = parse_source(source, scheme="zarr", url=self.url)
+        path = f"/{parsed.name}" if parsed.rooted else parsed.name
+        array = _open_array(self.url, self.storage_options, path, self._metadata(path))
+        return np.asarray(_checked_read(lambda: array[...], self.url, path))
 
 
 def read_zarr(

@@ -71,6 +71,7 @@ class _Planned:
     dtype: np.dtype | None = None
     dimension_names: tuple[str, ...] | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    filters: tuple[Any, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -111,6 +112,11 @@ class ZarrOutputArchive(OutputArchive):
         Whether an existing archive may be replaced.
     shard_bytes
         Target uncompressed shard size (layout 2).
+    keep_bits
+        Lossy mode (layout 2): keep this many mantissa bits of every floating-point plane
+        (image, variance, mask fractions, noise realizations; not the PSF), rounding to
+        nearest.  Each value ``x`` is stored as ``x'`` with ``|x' - x| <= 2**-(keep_bits + 1) * |x|``;
+        zeros, NaN and infinities are kept exactly.  ``None`` (default): lossless.
     """
 
     scheme = "zarr"
@@ -123,9 +129,15 @@ class ZarrOutputArchive(OutputArchive):
         storage_options: Mapping[str, Any] | None = None,
         overwrite: bool = True,
         shard_bytes: int | None = None,
+        keep_bits: int | None = None,
     ) -> None:
         if layout not in (1, 2):
             raise ValidationError(f"Zarr layout must be 1 or 2, not {layout!r}.")
+        if keep_bits is not None and (
+            isinstance(keep_bits, bool) or not isinstance(keep_bits, int) or not 1 <= keep_bits <= 51 or layout < 2
+        ):
+            raise ValidationError(f"keep_bits must be an int in 1..51 (layout 2 only), not {keep_bits!r}.")
+        self.keep_bits = keep_bits
         self.url = url
         self.layout = ZarrLayout(layout)
         self.storage_options = dict(storage_options or {})
@@ -161,7 +173,13 @@ class ZarrOutputArchive(OutputArchive):
         """Plan a 2-d plane array, chunked by cell."""
         path = self.layout.path(key)
         attributes = {} if image.unit is None else {"units": image.unit.to_string("vounit")}
-        self._plane(path, image.array, np.dtype(image.dtype), attributes=attributes)
+        planned = self._plane(path, image.array, np.dtype(image.dtype), attributes=attributes)
+        dtype = np.dtype(image.dtype)
+        if self.keep_bits is not None and dtype.kind == "f":
+            from zarr.codecs import BitRound
+
+            mantissa = np.finfo(dtype).nmant
+            planned.filters = (BitRound(keepbits=min(self.keep_bits, mantissa)),)
         return array_ref(self.layout.source(path), image.array.shape, image.dtype)
 
     def add_mask(self, mask: Mask) -> list[dict[str, Any]]:
@@ -227,7 +245,8 @@ class ZarrOutputArchive(OutputArchive):
             target = group.create_array(
                 planned.path.lstrip("/"), shape=planned.shape, dtype=dtype, chunks=planned.chunks,
                 shards=planned.shards, fill_value=0, dimension_names=planned.dimension_names,
-                attributes=planned.attributes or None, **codecs(dtype, layout=self.layout.number),
+                attributes=planned.attributes or None, filters=planned.filters or None,
+                **codecs(dtype, layout=self.layout.number),
             )
             if isinstance(planned.values, np.ndarray):
                 if planned.values.size:
@@ -359,8 +378,11 @@ def write_zarr(
     storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = True,
     layout: int = LATEST_LAYOUT,
+    keep_bits: int | None = None,
 ) -> str:
     """Write ``coadd`` as a Zarr v3 archive (see :meth:`CellCoadd.write_zarr` and :mod:`.layout`).
+
+    ``layout`` and ``keep_bits`` (lossy mode) are those of :class:`ZarrOutputArchive`.
 
     Returns
     -------
@@ -376,6 +398,7 @@ def write_zarr(
         If the destination exists and ``overwrite`` is false.
     """
     url = normalize_url(url).rstrip("/")
-    archive = ZarrOutputArchive(url, layout=layout, storage_options=storage_options, overwrite=overwrite)
+    archive = ZarrOutputArchive(url, layout=layout, storage_options=storage_options, overwrite=overwrite,
+                                keep_bits=keep_bits)
     write_with(archive, coadd)
     return url
