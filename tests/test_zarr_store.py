@@ -162,6 +162,8 @@ def test_fetch_stats_equal_the_nginx_log_for_open_and_one_cell(archive: Path, ht
     log = http_server.requests_since(mark)
     assert (opened.requests, opened.nbytes) == (len(log), _data_bytes(log))
     assert all(r.method == "GET" for r in log)
+    # Layout 2: the root zarr.json (consolidated metadata) and the tree, nothing else.
+    assert opened.requests <= 2, log.requests
     counts["open"] = (opened.requests, opened.nbytes)
 
     mark = http_server.mark()
@@ -172,6 +174,7 @@ def test_fetch_stats_equal_the_nginx_log_for_open_and_one_cell(archive: Path, ht
     assert (cell.requests, cell.nbytes) == (len(log), _data_bytes(log))
     # Only the image's objects are read for one cell of the image.
     assert all(r.name.split("/", 1)[1].startswith("image/") for r in log), log.requests
+    assert cell.requests <= 2, log.requests  # the shard index and the chunk
     counts["cell"] = (cell.requests, cell.nbytes)
     print(f"\nnginx requests (count, bytes): {counts}")
     # A second cell of the same array needs no metadata again.

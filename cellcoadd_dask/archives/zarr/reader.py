@@ -1,15 +1,15 @@
-"""Open a Zarr v3 archive (layout: :mod:`cellcoadd_dask.archives.zarr.writer`) as a lazy coadd.
+"""Open a Zarr v3 archive (layouts: :mod:`cellcoadd_dask.archives.zarr.layout`) as a lazy coadd.
 
-Opening reads the group's ``cellcoadd`` attribute (the JSON tree) and the node values of
-referenced background fields, nothing else.  Every plane becomes a dask array over a
-:class:`ZarrArraySource` chunked on cell edges; a read opens the arrays it needs (their
-metadata) and fetches only the chunks the requested region touches.  Tables are read the
-first time they are asked for.
+Opening reads the tree and nothing else: in layout 2 the root ``zarr.json`` (consolidated
+metadata of every array) and the ``lsst_json`` array, two requests; in layout 1 the group's
+``cellcoadd`` attribute.  Every plane becomes a dask array over a :class:`ZarrArraySource`
+chunked on cell edges; a read fetches only the chunks (and shard indexes) the requested region
+touches.  Tables and arrays that only background models reference are read when asked for.
+All reads go through the package's fetch layer (:class:`~.store.FetchStore`).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -335,27 +335,6 @@ def _checked_read(read: Callable[[], np.ndarray], url: str, path: str) -> np.nda
                                  url=url) from None
 
 
-def _inline_backgrounds(
-    backgrounds: Mapping[str, Any] | None, url: str, read: Callable[[str], np.ndarray]
-) -> Mapping[str, Any] | None:
-    """The backgrounds subtree with field data stored as arrays read into the tree (they are small)."""
-    if backgrounds is None:
-        return None
-    out = copy.deepcopy(dict(backgrounds))
-    fields = out.get("fields")
-    if not isinstance(fields, dict):
-        return out
-    for field in fields.values():
-        data = field.get("data") if isinstance(field, dict) else None
-        if isinstance(data, dict) and isinstance(data.get("source"), str):
-            values = read(data["source"])
-            datatype = data.get("datatype", values.dtype.name)
-            if values.dtype.name != datatype or list(values.shape) != list(data.get("shape", values.shape)):
-                raise ArchiveFormatError(f"background array {data['source']!r} disagrees with the tree", url=url)
-            field["data"] = {"data": values.tolist(), "datatype": datatype}
-    return out
-
-
 class ZarrInputArchive(InputArchive):
     """An opened Zarr archive: the tree of its group attribute and its arrays, opened on first use.
 
@@ -410,17 +389,6 @@ class ZarrInputArchive(InputArchive):
     def stored(self, tree: Mapping[str, Any]) -> StoredArchive:
         """The tree (backgrounds inline) and the storage options."""
         return StoredArchive(self.url, tree, storage_options=self.storage_options, format="zarr")
-
-    def resolve_backgrounds(self, backgrounds: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-        """Background field data stored as arrays, read into the tree (they are small)."""
-        return _inline_backgrounds(backgrounds, self.url, self._read_whole)
-
-    def _read_whole(self, source: str) -> np.ndarray:
-        """The whole array ``source`` names (its metadata from the consolidated metadata when there is some)."""
-        parsed = parse_source(source, scheme="zarr", url=self.url)
-        path = f"/{parsed.name}" if parsed.rooted else parsed.name
-        array = _open_array(self.url, self.storage_options, path, self._metadata(path))
-        return np.asarray(_checked_read(lambda: array[...], self.url, path))
 
 
 def read_zarr(
