@@ -12,7 +12,7 @@ from .compression import (
     FitsQuantizationOptions,
 )
 from .errors import ArchiveFormatError, BoundsError, CellCoaddError, FetchError, ValidationError
-from .fetch import FetchStats, ObjectChangedError, fetch_stats
+from .fetch import FetchStats, ObjectChangedError, ObjectNotFoundError, fetch_stats
 from .geom import YX, Box, Interval
 from .image import Image
 from .mask import Mask, MaskPlane, MaskSchema
@@ -45,6 +45,7 @@ __all__ = [
     "MaskPlane",
     "MaskSchema",
     "ObjectChangedError",
+    "ObjectNotFoundError",
     "PatchDefinition",
     "ValidationError",
     "__version__",
