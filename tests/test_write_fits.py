@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import zarr
 from lsst_files import VARIANTS, make_coadd
 from oracle import (
     assert_identical,
@@ -441,6 +442,30 @@ def test_unknown_fields_and_hdus_are_passed_through(reference_dir: Path, tmp_pat
     # The background data HDU (referenced by a field we keep verbatim) is carried too.
     with fits.open(out) as hl:
         assert "BACKGROUND/FIELDS/SKY_SPLINE/DATA" in [h.name for h in hl]
+
+
+def test_unknown_fields_and_their_arrays_survive_every_archive(reference_dir: Path, tmp_path: Path) -> None:
+    """FITS with extras -> Zarr -> JSON -> FITS: the unknown fields, the array only they reference and
+    the background data all arrive, and lsst-images reads the result as the original."""
+    source = tmp_path / "extras.fits"
+    _with_extras(reference_dir / "synthetic_3x3_offset_cutout.fits", source)
+    zarr_url = ccd.open_coadd(source).write(tmp_path / "extras.zarr")
+    json_url = ccd.open_coadd(zarr_url).write(tmp_path / "extras.json")
+    out = tmp_path / "back.fits"
+    ccd.open_coadd(json_url).write(out)
+    for url in (zarr_url, json_url, str(out)):
+        tree = ccd.open_coadd(url).stored.tree
+        assert tree["future_thing"]["note"] == "kept", url
+        assert tree["image"]["future_nested"] == [1, 2, 3], url
+    json_tree = json.loads((tmp_path / "extras.json").read_text())
+    assert json_tree["future_thing"]["data"] == {"data": np.arange(12).reshape(3, 4).tolist(), "datatype": "int32"}
+    # Inline values stay inline (a FITS tree may hold them); an array read from Zarr became an array.
+    assert read_container(str(out)).tree["future_thing"]["data"] == json_tree["future_thing"]["data"]
+    zarr_tree = json.loads(np.asarray(zarr.open_group(zarr_url, mode="r")["lsst_json"][...]).tobytes())
+    path = zarr_tree["future_thing"]["data"]["source"].removeprefix("zarr:")
+    assert np.array_equal(zarr.open_group(zarr_url, mode="r")[path.lstrip("/")][...], np.arange(12).reshape(3, 4))
+    assert_lsst_coadds_equal(lsst_read(str(out)), lsst_read(str(reference_dir / "synthetic_3x3_offset_cutout.fits")),
+                             "extras through every archive")
 
 
 def test_tree_without_sources_is_stable_for_cutout(reference_dir: Path, tmp_path: Path) -> None:
