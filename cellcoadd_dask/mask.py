@@ -244,6 +244,16 @@ def combine_packed(schema: MaskSchema, arrays: list[np.ndarray], region: tuple[s
 def packed_to_memory(packed: np.ndarray, schema: MaskSchema) -> np.ndarray:
     """Unpack a 2-d packed mask (schema bit ``n`` at bit ``n``) into the ``(y, x, mask_size)`` layout."""
     packed = np.asarray(packed)
+    if schema.dtype.kind == "u" and packed.dtype.kind == "u":
+        # Unsigned elements hold schema bits [8k * itemsize, 8(k+1) * itemsize) of the packed
+        # integer: a little-endian byte view of it (after clearing bits no named plane owns).
+        named = sum(1 << schema.index(name) for name in schema.names)
+        nbytes = schema.mask_size * schema.dtype.itemsize
+        wide = np.dtype("<u8") if packed.dtype.itemsize < nbytes else packed.dtype.newbyteorder("<")
+        bits = np.bitwise_and(packed, np.array(named, dtype=packed.dtype), dtype=wide)
+        raw = bits.view(np.uint8).reshape(*packed.shape, wide.itemsize)[..., :nbytes]
+        elements = np.ascontiguousarray(raw).view(schema.dtype.newbyteorder("<"))
+        return elements.reshape(*packed.shape, schema.mask_size).astype(schema.dtype, copy=False)
     out = np.zeros((*packed.shape, schema.mask_size), dtype=schema.dtype)
     for name in schema.names:
         n = schema.index(name)

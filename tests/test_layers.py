@@ -96,10 +96,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "schema.py", "archives/names.py", "starlink_sandbox.py", "_starlink_sandbox_child.py",
     )),
     ("storage", ("fetch*.py", "fetch_backends/*", "atomic.py")),
-    ("fits codecs", tuple(f"archives/fits/{name}.py" for name in (
-        "_astropy_codecs", "cards", "codecs", "decode_pool", "tiles", "tile_tables", "tables", "layout", "encode",
-        "hdu_writer",
-    ))),
+    ("codecs", (*(f"archives/fits/{name}.py" for name in (
+        "_astropy_codecs", "cards", "codecs", "tiles", "tile_tables", "tables", "layout", "encode", "hdu_writer",
+    )), "archives/decode_pool.py", "archives/zarr/shards.py")),
     ("model", ("model.py", "projection.py", "provenance.py", "aperture.py", "backgrounds.py")),
     ("lazy", ("lazy.py",)),
     # Reports from metadata: the objects' describe() and _repr_html_ call down into it, and it

@@ -29,9 +29,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ...errors import ArchiveFormatError, BoundsError
+from ..decode_pool import run_indexed
 from .cards import Header
 from .codecs import TileCodec, TileDecodeError, decode_tile, decode_tile_into
-from .decode_pool import run_indexed
 
 __all__ = ["PlainArray", "StoredArray", "TiledArray"]
 

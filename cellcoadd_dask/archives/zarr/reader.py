@@ -27,6 +27,7 @@ from ...stored import StoredArchive
 from ..input import ArrayRequest, ColumnReader, Combine, InputArchive, coadd_from_archive
 from ..names import parse_source
 from .layout import ARCHIVE_CLASS, LATEST_LAYOUT, LAYOUT_ATTRIBUTE, LSST_ATTRIBUTE, TREE_ARRAY, TREE_ATTRIBUTE
+from .shards import ShardedArray, plan
 
 __all__ = [
     "CONTAINER_VERSION",
@@ -121,6 +122,7 @@ class _Opened:
 
     def __init__(self) -> None:
         self.arrays: list[Any] | None = None
+        self.fast: list[ShardedArray | None] = []
         self.lock = threading.Lock()
 
 
@@ -218,18 +220,28 @@ class ZarrArraySource:
                             raise ArchiveFormatError(
                                 f"array {path!r} holds {array.dtype}, the tree says {self.dtype}", url=self.url
                             )
+                    opened.fast = [
+                        None if (shape_plan := plan(m)) is None
+                        else ShardedArray(self.url, p, shape_plan, self.storage_options)
+                        for p, m in zip(self.paths, self.metadata, strict=True)
+                    ]
                     opened.arrays = arrays
         return opened.arrays
 
+    def _region(self, k: int, region: tuple[slice, ...]) -> np.ndarray:
+        """Stored array ``k`` over ``region``: directly from its shards when it is of layout 2's shape."""
+        fast = self._opened.fast[k]
+        if fast is not None:
+            return fast.read(region)
+        array = self.arrays()[k]
+        return np.asarray(_checked_read(lambda: array[region], self.url, self.paths[k]))
+
     def read(self, region: tuple[slice, ...]) -> np.ndarray:
         """The logical array over ``region`` (unit-step slices, one per axis)."""
-        arrays = self.arrays()
+        self.arrays()
         if self.combine is None:
-            return np.asarray(_checked_read(lambda: arrays[0][region], self.url, self.paths[0]), dtype=self.dtype)
-        parts = [
-            np.asarray(_checked_read(lambda a=a: a[region[:2]], self.url, p))  # type: ignore[misc]
-            for a, p in zip(arrays, self.paths, strict=True)
-        ]
+            return np.asarray(self._region(0, region), dtype=self.dtype)
+        parts = [self._region(k, region[:2]) for k in range(len(self.paths))]
         return np.asarray(self.combine(parts, region), dtype=self.dtype)
 
     def __getitem__(self, key: Any) -> np.ndarray:
