@@ -424,6 +424,8 @@ def _compression_args(ctx: click.Context, lossy: bool, items: tuple[str, ...]) -
                    "SPEC is GZIP_1, GZIP_2, RICE_1, NONE or LOSSY[:LEVEL]. Default: lossless GZIP_2.")
 @click.option("--seed", "compression_seed", type=click.IntRange(1, 10000), default=None,
               help="Dither seed of quantized planes (incremented per plane, as lsst-images does).")
+@click.option("--keep-bits", "keep_bits", type=click.IntRange(1, 51), default=None,
+              help="Zarr only: lossy, keep N mantissa bits of float planes (relative error <= 2**-(N+1)).")
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True,
               help="Replace an existing destination (atomically).")
 @_json
@@ -433,9 +435,9 @@ def _compression_args(ctx: click.Context, lossy: bool, items: tuple[str, ...]) -
               help="fsspec storage option of the destination (default: those of the source).")
 @click.pass_context
 def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool, compress: tuple[str, ...],
-            compression_seed: int | None, overwrite: bool, as_json: bool, progress: bool | None,
-            storage_option: tuple[str, ...], dst_storage_option: tuple[str, ...]) -> None:
-    """Write SRC (FITS, JSON or Zarr archive) as DST: an lsst-images FITS archive (.fits) or Zarr (.zarr)."""
+            compression_seed: int | None, keep_bits: int | None, overwrite: bool, as_json: bool,
+            progress: bool | None, storage_option: tuple[str, ...], dst_storage_option: tuple[str, ...]) -> None:
+    """Write SRC (FITS, JSON or Zarr archive) as DST: FITS (.fits), JSON (.json, .json.gz) or Zarr (.zarr)."""
     import time
 
     from .archives.registry import format_for_destination
@@ -444,13 +446,16 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
     from .summary import box_json, fetched_json
 
     try:
-        to_zarr = format_for_destination(dst).name == "zarr"
+        fmt = format_for_destination(dst)
     except ValidationError as exc:
         raise click.ClickException(f"convert {src} -> {dst}: {exc}") from None
-    if to_zarr and (lossy or compress or compression_seed is not None):
+    if fmt.name != "fits" and (lossy or compress or compression_seed is not None):
         raise click.ClickException(
-            f"convert {src} -> {dst}: Zarr archives are lossless; drop --lossy/--compress/--seed"
+            f"convert {src} -> {dst}: --lossy/--compress/--seed are FITS compression options; "
+            f"drop them for a {fmt.description} archive" + (" (Zarr: --keep-bits N)" if fmt.name == "zarr" else "")
         )
+    if keep_bits is not None and fmt.name != "zarr":
+        raise click.ClickException(f"convert {src} -> {dst}: --keep-bits applies to Zarr archives only")
     kwargs = _compression_args(ctx, lossy, compress)
     src_options = _options(ctx, storage_option)
     try:
@@ -463,8 +468,10 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
     shown = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
     with fetch_stats() as reading:
-        if to_zarr:
-            url = coadd.write_zarr(dst, storage_options=dst_options, overwrite=overwrite)
+        if fmt.name == "zarr":
+            url = coadd.write_zarr(dst, storage_options=dst_options, overwrite=overwrite, keep_bits=keep_bits)
+        elif fmt.name == "json":
+            url = coadd.write_json(dst, storage_options=dst_options, overwrite=overwrite)
         else:
             url = coadd.write_fits(dst, compression_seed=compression_seed, storage_options=dst_options,
                                    overwrite=overwrite, progress=shown, **kwargs)

@@ -378,14 +378,35 @@ def test_convert_box_lossy_json(synthetic: Path, oracle: Any, tmp_path: Path) ->
         assert hl["PSF"].header["XTENSION"] == "IMAGE"
 
 
+def test_convert_writes_json_and_lossy_zarr(synthetic: Path, tmp_path: Path) -> None:
+    cut = ["--box", "1350:1500,1800:1950"]
+    as_json = run("convert", synthetic, tmp_path / "cell.json", *cut)
+    assert as_json.exit_code == 0, as_json.stderr
+    assert json.loads((tmp_path / "cell.json").read_text())["image"]["data"]["value"]["datatype"] == "float32"
+    original = ccd.open_coadd(synthetic).absolute[1350:1500, 1800:1950]
+    np.testing.assert_array_equal(ccd.open_coadd(tmp_path / "cell.json").image.array.compute(),
+                                  original.image.array.compute())
+    lossy = run("convert", synthetic, tmp_path / "cell.zarr", *cut, "--keep-bits", "6")
+    assert lossy.exit_code == 0, lossy.stderr
+    got = ccd.open_coadd(tmp_path / "cell.zarr").image.array.compute()
+    expected = original.image.array.compute()
+    finite = np.isfinite(expected)
+    assert np.all(np.abs(got[finite] - expected[finite]) <= 2.0**-7 * np.abs(expected[finite]))
+    assert not np.array_equal(got, expected)
+
+
 def test_convert_refuses_bad_requests(synthetic: Path, tmp_path: Path) -> None:
     other = run("convert", synthetic, tmp_path / "b.h5")
     assert other.exit_code == 1
     assert "destinations are FITS (.fits), JSON (.json) or Zarr (.zarr)" in other.stderr
     assert not (tmp_path / "b.h5").exists()
     lossy_zarr = run("convert", synthetic, tmp_path / "c.zarr", "--lossy")
-    assert lossy_zarr.exit_code == 1 and "Zarr archives are lossless" in lossy_zarr.stderr
+    assert lossy_zarr.exit_code == 1 and "FITS compression options" in lossy_zarr.stderr
+    assert "--keep-bits" in lossy_zarr.stderr
     assert not (tmp_path / "c.zarr").exists()
+    bits_fits = run("convert", synthetic, tmp_path / "d.fits", "--keep-bits", "8")
+    assert bits_fits.exit_code == 1 and "Zarr archives only" in bits_fits.stderr
+    assert not (tmp_path / "d.fits").exists()
     quantized_mask = run("convert", synthetic, tmp_path / "m.fits", "--compress", "mask=LOSSY")
     assert quantized_mask.exit_code == 1
     assert quantized_mask.stderr.strip().splitlines() == [
