@@ -200,7 +200,7 @@ ARCHIVES: tuple[Archive, ...] = (
     Archive("json-gz", ".json.gz", False, _written(write_json, ".json.gz"), write_json, _same, None, 0,
             SINGLE_OBJECT_DAMAGE, (SMALL,)),
     # Layout 1 is read-only in spirit: still read, never a write target.
-    Archive("zarr-1", ".zarr", True, _written(write_zarr_layout_1, ".zarr"), None, _same, 4, 2,
+    Archive("zarr-1", ".zarr", True, _written(write_zarr_layout_1, ".zarr"), None, _same, 2, 2,
             {**ZARR_DAMAGE, "scrambled tree": _scramble_root_metadata}),
     Archive("zarr-2", ".zarr", True, _written(write_zarr, ".zarr"), write_zarr, _same, 2, 2,
             {**ZARR_DAMAGE, "scrambled tree": _scramble_tree_layout_2, "scrambled root": _scramble_root_metadata}),

@@ -2,7 +2,9 @@
 
 Tests that take both ``archive`` and ``source`` are run for every pair of `archives.ARCHIVES`
 and `sources.SOURCE_NAMES`, except stores over presigned URLs (a presigned URL signs one
-object); tests that also take ``name`` run over each reference file of ``archive.files``.
+object).  Tests that also take ``name`` run over each reference file of ``archive.files``,
+tests taking ``damage`` over each of ``archive.damage``, tests taking ``target`` over
+`round_trip_targets`.
 Markers narrow the matrix for one test:
 
 - ``@pytest.mark.sources("local", ...)``: only these sources;
@@ -31,7 +33,6 @@ from .sources import (
     LocalSource,
     MemorySource,
     PresignedSource,
-    Published,
     S3Source,
     Source,
 )
@@ -51,8 +52,62 @@ def applicable(archive: Archive, source: str) -> bool:
     return not (archive.store and source == "presigned")
 
 
+KNOWN_BUGS: tuple[tuple[str, str, str | None, str | None, str], ...] = (
+    # (test function, archive, source or None for any, extra parameter or None for any, the bug).
+    # Each is reported with a minimal reproduction; the cases are strict xfails (they must fail).
+    *(
+        ("test_open_one_cell_and_cutout_read_little", archive, "memory", None,
+         "a JSON archive on memory:// (any fsspec filesystem of the generic backend) is read with "
+         "fs.cat_file outside the fetch layer: fetch_stats counts 1 request of 1 byte for opening")
+        for archive in ("json-lsst", "json", "json-gz")
+    ),
+    *(
+        ("test_damaged_archive_gives_a_typed_error_naming_its_url", archive, None, "deleted chunk",
+         "a deleted chunk (layout 1) or shard (layout 2) of a cell with data is read as the fill value, "
+         "without an error")
+        for archive in ("zarr-1", "zarr-2")
+    ),
+)
+
+
+def _known_bug(test: str, archive: str, source: str, extra: str | None) -> str | None:
+    for name, bug_archive, bug_source, bug_extra, reason in KNOWN_BUGS:
+        if (name, bug_archive) == (test, archive) and bug_source in (None, source) and bug_extra in (None, extra):
+            return reason
+    return None
+
+
+def round_trip_targets(archive: Archive, source: str) -> tuple[Archive, ...]:
+    """The archives a round-trip test writes ``archive`` read from ``source`` to.
+
+    From local files, every other writable archive; from any other source one of them, in turn
+    (every source meets every target over the archives), to keep the suite short: the source
+    only changes how the original is read, which every target reads alike.
+    """
+    targets = tuple(a for a in ARCHIVES if a.write is not None and a is not archive)
+    if source == "local":
+        return targets
+    turn = ARCHIVES.index(archive) + SOURCE_NAMES.index(source)
+    return (targets[turn % len(targets)],)
+
+
+def _extras(axis: str, archive: Archive, source: str) -> tuple[Any, ...]:
+    """Values of the extra axis ``axis`` of a test for one archive and source."""
+    if axis == "name":  # tests over several reference files: those each archive is made from
+        return archive.files
+    if axis == "damage":
+        return tuple(archive.damage)
+    if axis == "target":
+        return round_trip_targets(archive, source)
+    raise ValueError(f"unknown axis {axis!r}")
+
+
+def _ident(value: Any) -> str:
+    return str(value).removesuffix(".fits").replace(" ", "-")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise ``archive`` x ``source`` over the matrix, narrowed by the test's markers."""
+    """Parametrise ``archive`` x ``source`` (x one extra axis) over the matrix, narrowed by the test's markers."""
     names = set(metafunc.fixturenames)
     if "archive" not in names:
         return
@@ -66,14 +121,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     sources = tuple(marker.args) if marker else SOURCE_NAMES
     if metafunc.definition.get_closest_marker("cross_process"):
         sources = tuple(s for s in sources if s != "memory")
-    pairs = [(a, s) for a in archives for s in sources if applicable(a, s)]
-    if "name" not in names:
-        params = [pytest.param(a, s, id=f"{a.name}-{s}") for a, s in pairs]
-        metafunc.parametrize(("archive", "source"), params, indirect=["source"])
-        return
-    # Tests over several reference files: the files each archive is made from.
-    params = [pytest.param(a, s, n, id=f"{a.name}-{s}-{n.removesuffix('.fits')}") for a, s in pairs for n in a.files]
-    metafunc.parametrize(("archive", "source", "name"), params, indirect=["source"])
+    axis = next((a for a in ("name", "damage", "target") if a in names), None)
+    test = metafunc.function.__name__
+    params = []
+    for archive in archives:
+        for source in sources:
+            if not applicable(archive, source):
+                continue
+            for extra in _extras(axis, archive, source) if axis else (None,):
+                values = (archive, source) if axis is None else (archive, source, extra)
+                ident = "-".join(_ident(v) for v in values)
+                bug = _known_bug(test, archive.name, source, None if extra is None else str(extra))
+                marks = [pytest.mark.xfail(reason=bug, strict=True)] if bug else []
+                params.append(pytest.param(*values, id=ident, marks=marks))
+    argnames = ("archive", "source") if axis is None else ("archive", "source", axis)
+    metafunc.parametrize(argnames, params, indirect=["source"])
 
 
 @pytest.fixture(scope="session")
@@ -131,10 +193,3 @@ def source(request: pytest.FixtureRequest, source_objects: dict[str, Source],
 def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
     """The session's `Library` of archives."""
     return Library(tmp_path_factory.mktemp("archives"))
-
-
-@pytest.fixture
-def case(archive: Archive, source: Source, library: Library) -> Published:
-    """The archive made from `SMALL`, published on the source."""
-    return library.published(archive, source)
-
