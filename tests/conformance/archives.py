@@ -157,6 +157,14 @@ def _scramble_fits_tile(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _scramble_fits_tree(path: Path) -> None:
+    """Garbage inside the JSON HDU's data (the ``cell_coadd`` tree)."""
+    start, _ = hdu_bytes(path, "JSON").table
+    data = bytearray(path.read_bytes())
+    data[start + 100 : start + 164] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
 def _chunk_files(path: Path, array: str = "image") -> list[Path]:
     chunks = sorted(p for p in (path / array / "c").rglob("*") if p.is_file())
     assert chunks, f"{path} has no chunk of {array}"
@@ -178,13 +186,19 @@ def _scramble_tree_layout_2(path: Path) -> None:
         chunk.write_bytes(b"\xa5" * chunk.stat().st_size)
 
 
+def _delete_tree_layout_2(path: Path) -> None:
+    for chunk in _chunk_files(path, "lsst_json"):
+        chunk.unlink()
+
+
 def _scramble_root_metadata(path: Path) -> None:
     """The root ``zarr.json`` (layout 1 holds the tree in its attributes) cut in half."""
     _truncate(path / "zarr.json")
 
 
 SINGLE_OBJECT_DAMAGE: dict[str, Damage] = {"truncated": _truncate, "scrambled": _scramble_middle}
-FITS_DAMAGE: dict[str, Damage] = {"truncated": _truncate, "scrambled tile": _scramble_fits_tile}
+FITS_DAMAGE: dict[str, Damage] = {"truncated": _truncate, "scrambled tile": _scramble_fits_tile,
+                                  "scrambled tree": _scramble_fits_tree}
 ZARR_DAMAGE: dict[str, Damage] = {"scrambled chunk": _scramble_chunk, "deleted chunk": _delete_chunk}
 
 # ----------------------------------------------------------------------------- the archives
@@ -203,7 +217,8 @@ ARCHIVES: tuple[Archive, ...] = (
     Archive("zarr-1", ".zarr", True, _written(write_zarr_layout_1, ".zarr"), None, _same, 2, 2,
             {**ZARR_DAMAGE, "scrambled tree": _scramble_root_metadata}),
     Archive("zarr-2", ".zarr", True, _written(write_zarr, ".zarr"), write_zarr, _same, 2, 2,
-            {**ZARR_DAMAGE, "scrambled tree": _scramble_tree_layout_2, "scrambled root": _scramble_root_metadata}),
+            {**ZARR_DAMAGE, "scrambled tree": _scramble_tree_layout_2, "deleted tree": _delete_tree_layout_2,
+             "scrambled root": _scramble_root_metadata}),
 )
 """Every archive of the suite."""
 

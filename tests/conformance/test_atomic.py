@@ -13,7 +13,7 @@ from oracle import lsst_read
 
 import cellcoadd_dask as ccd
 
-from .archives import CELLS, Archive, oracle_path
+from .archives import CELLS, Archive, archive_named, oracle_path
 from .checks import assert_matches_lsst
 from .library import Library
 from .sources import Source
@@ -46,15 +46,10 @@ def test_a_failing_write_keeps_the_previous_archive(archive: Archive, source: So
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     assert archive.write is not None
     previous = Path(source.publish(library.local(archive, archive.files[0])).url)
-    other = _poisoned(ccd.open_coadd(library.local(archive_of_cells(), CELLS)), monkeypatch)
+    # Another coadd (lsst-images' 3x3-cell one), so that a partial overwrite could not go unnoticed.
+    other = _poisoned(ccd.open_coadd(library.local(archive_named("fits-lsst"), CELLS)), monkeypatch)
     with pytest.raises(PixelsRead):
         archive.write(other, str(previous))
     assert sorted(os.listdir(previous.parent)) == [previous.name], "temporary files left behind"
     assert_matches_lsst(ccd.open_coadd(previous), lsst_read(oracle_path(archive, archive.files[0])), "previous")
 
-
-def archive_of_cells() -> Archive:
-    """The archive the failing coadd is read from (lsst-images' FITS of the 3x3-cell coadd)."""
-    from .archives import archive_named
-
-    return archive_named("fits-lsst")

@@ -8,8 +8,10 @@ counts is exactly what nginx's access log shows.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 import dask
-import pytest
 
 import cellcoadd_dask as ccd
 
@@ -36,47 +38,38 @@ def _cutout_box(coadd: ccd.CellCoadd) -> ccd.Box:
     return box
 
 
-class Counted:
-    """The requests of one phase, by the fetch layer and (over nginx) by nginx's log."""
-
-    def __init__(self, source: Source, published: Published) -> None:
-        self.source, self.published = source, published
-        self.http = source if isinstance(source, HttpSource) else None
-
-    def __enter__(self) -> ccd.FetchStats:
-        self.mark = self.http.mark() if self.http else 0
-        self._stats = ccd.fetch_stats()
-        self.stats = self._stats.__enter__()
-        return self.stats
-
-    def __exit__(self, *exc: object) -> None:
-        self._stats.__exit__(*exc)
-        if self.http is None or exc[0] is not None:
-            return
-        log = self.http.requests_since(self.mark, self.published)
-        assert all(r.status in (200, 206) for r in log), log
-        assert len(log) == self.stats.requests, (log, self.stats.ranges)
-        assert sum(r.body_bytes for r in log) == self.stats.nbytes, (log, self.stats.ranges)
+@contextlib.contextmanager
+def counted(source: Source, published: Published) -> Iterator[ccd.FetchStats]:
+    """Count the requests of the block with ``fetch_stats``; over nginx, check them against its access log."""
+    http = source if isinstance(source, HttpSource) else None
+    mark = http.mark() if http else 0
+    with ccd.fetch_stats() as stats:
+        yield stats
+    if http is None:
+        return
+    log = http.requests_since(mark, published)
+    assert all(r.status in (200, 206) for r in log), log
+    assert len(log) == stats.requests, (log, stats.ranges)
+    assert sum(r.body_bytes for r in log) == stats.nbytes, (log, stats.ranges)
 
 
 def test_open_one_cell_and_cutout_read_little(archive: Archive, source: Source, library: Library,
-                                              record_property: pytest.RecordProperty) -> None:
+                                              record_property: Callable[[str, object], None]) -> None:
     name = CELLS if CELLS in archive.files else archive.files[0]
     published = library.published(archive, source, name)
-    with Counted(source, published) as opening:
+    with counted(source, published) as opening:
         coadd = ccd.open_coadd(published.url, **published.open_kwargs())
-    with Counted(source, published) as cell:
+    with counted(source, published) as cell:
         coadd[_cell_box(coadd)].image.array.compute()
-    with Counted(source, published) as cutout:
+    with counted(source, published) as cutout:
         cut = coadd[_cutout_box(coadd)]
         dask.compute(cut.image.array, cut.mask.array, cut.variance.array)
+    retried = opening.failures + cell.failures + cutout.failures
     counts = {"open": (opening.requests, opening.nbytes), "cell": (cell.requests, cell.nbytes),
-              "cutout": (cutout.requests, cutout.nbytes), "size": published.nbytes,
-              "retried": opening.failures + cell.failures + cutout.failures}
+              "cutout": (cutout.requests, cutout.nbytes), "size": published.nbytes, "retried": retried}
     record_property("counts", counts)
-    print(f"\nCOUNTS {archive}-{source}-{name}: {counts}")
     if source.name == "faulty":
-        assert counts["retried"] >= 1, "the proxy reset requests and the fetch layer retried them"
+        assert retried >= 1, "the proxy reset requests and the fetch layer retried them"
     if archive.reads_whole_at_open:
         assert opening.requests <= 2 and opening.nbytes >= published.nbytes, counts
         assert (cell.requests, cutout.requests) == (0, 0), counts
