@@ -137,16 +137,7 @@ def test_memory_read_equals_the_local_read(archive: Path, expected: dict[str, np
     assert stats.requests > 0 and all(u.startswith(url) for u, _, _ in stats.ranges)
 
 
-def test_http_read_equals_the_local_read(archive: Path, expected: dict[str, np.ndarray], http_server: Any) -> None:
-    url, _ = _publish(archive, http_server)
-    _assert_same(_read(url), expected)
-
-
-def test_s3_read_equals_the_local_read(archive: Path, expected: dict[str, np.ndarray], s3_server: Any) -> None:
-    url = _to_s3(archive, s3_server)
-    with ccd.fetch_stats() as stats:
-        _assert_same(_read(url, s3_server.storage_options), expected)
-    assert stats.requests > 0 and stats.failures == 0
+# Reads over HTTP and S3 equal lsst-images': tests/conformance (test_values, zarr-2 x http, s3).
 
 
 # ----------------------------------------------------------------------------- counting
