@@ -11,8 +11,10 @@ __all__ = [
     "ArchiveFormatError",
     "BoundsError",
     "CellCoaddError",
+    "DestinationNotFoundError",
     "FetchError",
     "ValidationError",
+    "WriteError",
 ]
 
 
@@ -77,3 +79,16 @@ class BoundsError(CellCoaddError, IndexError):
 
 class ValidationError(CellCoaddError, ValueError):
     """Constructor arguments are inconsistent with each other."""
+
+
+class WriteError(CellCoaddError, OSError):
+    """An archive could not be written (read-only or full storage, file-size limit, storage unreachable).
+
+    The message names the destination; :attr:`errno` is that of the operating-system error, when
+    there was one (``ENOSPC``, ``EFBIG``, ``EROFS``, ``EACCES`` ...).  Nothing is left at the
+    destination: it holds the previous archive, or nothing if there was none.
+    """
+
+
+class DestinationNotFoundError(WriteError, FileNotFoundError):
+    """The directory an archive is to be written into does not exist."""

@@ -6,18 +6,27 @@ every array, and in layout 2 the metadata is consolidated last, so that a reader
 tree pointing at missing arrays.  Pixels are read and written in bands of whole shard rows,
 several at a time (:func:`~cellcoadd_dask.streaming.ordered_map`), so memory stays bounded.
 
-A local archive is written into a hidden temporary sibling directory and renamed into place
-(an existing archive is renamed away first and deleted after).
+Committing (:mod:`.commit`) is atomic everywhere:
+
+- a local archive is written into a hidden temporary sibling directory and renamed into place
+  (an existing archive is renamed away first and deleted after); its arrays are at the top
+  level of the group (``/image`` ...);
+- an object-store archive (no rename there) is versioned: every object of a write goes under a
+  fresh prefix ``<url>/<version>/`` (:attr:`ZarrOutputArchive.prefix`; the tree's sources, the
+  ``lsst.json`` root attribute and OME ``datasets.path`` point there), the root ``zarr.json``
+  (attributes and consolidated metadata) is written last, in one PUT, as the commit point, and
+  the previous version's objects are deleted after.  A failed or killed write leaves the
+  previous archive readable and unchanged.
+
+Storage failures (read-only or full disk, file-size limit, an object store that refuses or
+resets requests) are :class:`~cellcoadd_dask.errors.WriteError` naming the destination.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import secrets
-import shutil
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...atomic import ArchiveExistsError, is_local
+from ...atomic import is_local
 from ...errors import ValidationError
 from ...fetch import normalize_url
 from ...streaming import ordered_map
 from ..output import OutputArchive, write_with
 from ..tree_out import array_ref, table_column_models
+from .commit import new_version, write_local, write_remote
 from .layout import (
     ARCHIVE_CLASS,
     DATA_MODEL,
@@ -148,6 +158,23 @@ class ZarrOutputArchive(OutputArchive):
         self.tree: dict[str, Any] | None = None
         self._cell: tuple[int, int] = (1, 1)
         self._yx0: tuple[int, int] = (0, 0)
+        self.prefix = "" if is_local(url) else new_version()
+        """Version prefix of every array (object stores; see :mod:`.commit`), ``""`` for a local archive."""
+
+    @property
+    def layout_number(self) -> int:
+        """The layout written."""
+        return self.layout.number
+
+    def _source(self, path: str) -> str:
+        """The ``zarr:`` source of the array written at ``path`` (below :attr:`prefix`)."""
+        if not self.prefix:
+            return self.layout.source(path)
+        return self.layout.source(("/" if path.startswith("/") else "") + f"{self.prefix}/{path.lstrip('/')}")
+
+    def _in_group(self, path: str) -> str:
+        """``path`` (relative, no leading ``/``) from the root of the group."""
+        return f"{self.prefix}/{path}" if self.prefix else path
 
     def begin(self, coadd: CellCoadd) -> None:
         """Take the cell shape (the chunk shape) and the image origin (the OME translation)."""
@@ -180,7 +207,7 @@ class ZarrOutputArchive(OutputArchive):
 
             mantissa = np.finfo(dtype).nmant
             planned.filters = (BitRound(keepbits=min(self.keep_bits, mantissa)),)
-        return array_ref(self.layout.source(path), image.array.shape, image.dtype)
+        return array_ref(self._source(path), image.array.shape, image.dtype)
 
     def add_mask(self, mask: Mask) -> list[dict[str, Any]]:
         """Plan the mask: one packed array with CF flag attributes, or int32 arrays of 31 planes."""
@@ -198,10 +225,10 @@ class ZarrOutputArchive(OutputArchive):
             }
             path = self.layout.path("mask")
             self._plane(path, mask.packed(), dtype, attributes=attributes)
-            return [array_ref(self.layout.source(path), shape, schema.dtype)]
+            return [array_ref(self._source(path), shape, schema.dtype)]
         paths = [self.layout.path(f"mask/{k}") for k in range(schema.n_disk_arrays)]
         self.mask_group = (paths, mask.array, schema)
-        return [array_ref(self.layout.source(p), shape, "int32") for p in paths]
+        return [array_ref(self._source(p), shape, "int32") for p in paths]
 
     def add_psf(self, psf: CellPointSpreadFunction) -> dict[str, Any]:
         """Plan the 4-d PSF array, one chunk per cell kernel."""
@@ -211,14 +238,14 @@ class ZarrOutputArchive(OutputArchive):
         path = self.layout.path("psf")
         shards = self._shards(chunks, shape, np.dtype(array.dtype).itemsize, 2)
         self.arrays.append(_Planned(path, array, chunks, shards, dtype=np.dtype(array.dtype)))
-        return array_ref(self.layout.source(path), shape, array.dtype)
+        return array_ref(self._source(path), shape, array.dtype)
 
     def add_table(self, path: str, table: Any) -> list[dict[str, Any]]:
         """Plan one array per column."""
         def source_of(n: int, name: str) -> str:
             column = self.layout.column(path, name, n)
             self.arrays.append(_small(column, np.asarray(table[name])))
-            return self.layout.source(column)
+            return self._source(column)
 
         return table_column_models(table, path, source_of)
 
@@ -231,7 +258,7 @@ class ZarrOutputArchive(OutputArchive):
             n += 1
             target = self.layout.extra(f"{path}_{n}")
         self.arrays.append(_small(target, np.asarray(values)))
-        return array_ref(self.layout.source(target), values.shape, values.dtype)
+        return array_ref(self._source(target), values.shape, values.dtype)
 
     def add_tree(self, tree: dict[str, Any]) -> None:
         """Keep the tree; it is written after every array."""
@@ -271,25 +298,30 @@ class ZarrOutputArchive(OutputArchive):
                 jobs.append((functools.partial(_write_masks, targets, schema, (band,)), array[band]))
         return jobs
 
-    def _root_attributes(self) -> dict[str, Any]:
+    def root_attributes(self) -> dict[str, Any]:
+        """The root group's attributes (the tree in layout 1; ``lsst``, ``cellcoadd``, ``ome`` in layout 2)."""
         if self.layout.number < 2:
             return {TREE_ATTRIBUTE: {"container_version": 1, "tree": self.tree}}
         return {
-            LSST_ATTRIBUTE: {"version": LSST_VERSION, "archive_class": ARCHIVE_CLASS, "json": TREE_ARRAY,
-                             "data_model": DATA_MODEL},
+            LSST_ATTRIBUTE: {"version": LSST_VERSION, "archive_class": ARCHIVE_CLASS,
+                             "json": self._in_group(TREE_ARRAY), "data_model": DATA_MODEL},
             TREE_ATTRIBUTE: {LAYOUT_ATTRIBUTE: self.layout.number},
             "ome": {"version": "0.5", "multiscales": [{
                 "name": "image",
                 "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-                "datasets": [{"path": "image", "coordinateTransformations": [
+                "datasets": [{"path": self._in_group("image"), "coordinateTransformations": [
                     {"type": "scale", "scale": [1.0, 1.0]},
                     {"type": "translation", "translation": [float(self._yx0[0]), float(self._yx0[1])]},
                 ]}],
             }]},
         }
 
-    def fill(self, store: Any) -> None:
-        """Write every array, then the tree, then (layout 2) the consolidated metadata, into ``store``."""
+    def fill(self, store: Any, *, root: bool = True) -> None:
+        """Write every array, then the tree, then (layout 2) the consolidated metadata, into ``store``.
+
+        With ``root`` false (a version group of an object-store archive), the root attributes
+        are left out: they belong to the root document written at the commit.
+        """
         import zarr
 
         if self.tree is None:
@@ -303,18 +335,19 @@ class ZarrOutputArchive(OutputArchive):
             tree = group.create_array(TREE_ARRAY, shape=values.shape, dtype="uint8", chunks=(max(1, values.size),),
                                       fill_value=0, **codecs(np.dtype("uint8"), layout=self.layout.number))
             tree[...] = values
-        group.attrs.update(self._root_attributes())
+        if root:
+            group.attrs.update(self.root_attributes())
         if self.layout.number >= 2:
             with warnings.catch_warnings():  # consolidated metadata is a zarr-python convention, known here
                 warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
                 zarr.consolidate_metadata(store)
 
     def commit(self) -> None:
-        """Write the archive (atomically for a local destination)."""
+        """Write the archive, atomically (see :mod:`.commit`)."""
         if is_local(self.url):
-            _write_local(self, _local_path(self.url), self.overwrite)
+            write_local(self, _local_path(self.url), self.overwrite)
         else:
-            _write_remote(self, self.url, self.storage_options, self.overwrite)
+            write_remote(self, self.url, self.storage_options, self.overwrite)
 
 
 def _small(path: str, values: np.ndarray) -> _Planned:
@@ -323,52 +356,6 @@ def _small(path: str, values: np.ndarray) -> _Planned:
 
 def _local_path(url: str) -> str:
     return os.path.abspath(url[len("file://") :] if url.startswith("file://") else url)
-
-
-def _write_local(archive: ZarrOutputArchive, path: str, overwrite: bool) -> None:
-    import zarr
-
-    directory, name = os.path.split(path.rstrip(os.sep))
-    if os.path.exists(path) and not overwrite:
-        raise ArchiveExistsError(f"Archive {path!r} already exists.")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"Directory {directory!r} of {path!r} does not exist.")
-    spool = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.partial")
-    old = None
-    try:
-        archive.fill(zarr.storage.LocalStore(spool))
-        if os.path.lexists(path):
-            old = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.old")
-            os.rename(path, old)
-        os.rename(spool, path)
-    except BaseException:
-        shutil.rmtree(spool, ignore_errors=True)
-        if old is not None and not os.path.lexists(path):
-            os.rename(old, path)
-            old = None
-        raise
-    if old is not None:
-        if os.path.isdir(old) and not os.path.islink(old):
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(old)
-
-
-def _write_remote(archive: ZarrOutputArchive, url: str, storage_options: Mapping[str, Any] | None,
-                  overwrite: bool) -> None:
-    import zarr
-
-    store = zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=False)
-    if not overwrite:
-        probe = zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=True)
-        try:
-            zarr.open_group(probe, mode="r")
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            pass
-        else:
-            raise ArchiveExistsError(f"Archive {url!r} already exists.")
-    archive.fill(store)
 
 
 def write_zarr(
@@ -396,6 +383,11 @@ def write_zarr(
         cannot hold, or a tree that does not match the ``cell_coadd`` 1.0.0 schema.
     ArchiveExistsError
         If the destination exists and ``overwrite`` is false.
+    DestinationNotFoundError
+        If the directory of a local destination does not exist.
+    WriteError
+        If the storage fails (read-only, full, file-size limit, an object store refusing or
+        resetting requests); the previous archive, if any, is then unchanged.
     """
     url = normalize_url(url).rstrip("/")
     archive = ZarrOutputArchive(url, layout=layout, storage_options=storage_options, overwrite=overwrite,
