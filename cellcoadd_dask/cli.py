@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .errors import CellCoaddError
+from .errors import CellCoaddError, shown_url
 from .geom import Box, Interval
 
 __all__ = ["main", "parse_box", "parse_chunks", "parse_compression", "parse_storage_options"]
@@ -266,7 +266,7 @@ def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bo
 
         unit = plane_image(coadd, plane).unit
         _echo_json({
-            "url": url,
+            "url": shown_url(url),
             "plane": plane,
             "unit": None if unit is None else unit.to_string(),
             "bbox": box_json(coadd.bbox),
@@ -275,7 +275,7 @@ def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bo
             "fetched": {"open": fetched_json(at_open), "statistics": fetched_json(computing)},
         })
         return
-    click.echo(f"{plane} of {url} {coadd.bbox}: finite pixels per cell")
+    click.echo(f"{plane} of {shown_url(url)} {coadd.bbox}: finite pixels per cell")
     click.echo(f"{'cell':>8} {'finite':>8} {'mean':>12} {'std':>12} {'min':>12} {'max':>12}")
     for r in rows:
         values = [r[k] for k in ("mean", "std", "min", "max")]
@@ -445,17 +445,18 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
     from .fetch import fetch_stats
     from .summary import box_json, fetched_json
 
+    where = f"convert {shown_url(src)} -> {shown_url(dst)}"
     try:
         fmt = format_for_destination(dst)
     except ValidationError as exc:
-        raise click.ClickException(f"convert {src} -> {dst}: {exc}") from None
+        raise click.ClickException(f"{where}: {exc}") from None
     if fmt.name != "fits" and (lossy or compress or compression_seed is not None):
         raise click.ClickException(
-            f"convert {src} -> {dst}: --lossy/--compress/--seed are FITS compression options; "
+            f"{where}: --lossy/--compress/--seed are FITS compression options; "
             f"drop them for a {fmt.description} archive" + (" (Zarr: --keep-bits N)" if fmt.name == "zarr" else "")
         )
     if keep_bits is not None and fmt.name != "zarr":
-        raise click.ClickException(f"convert {src} -> {dst}: --keep-bits applies to Zarr archives only")
+        raise click.ClickException(f"{where}: --keep-bits applies to Zarr archives only")
     kwargs = _compression_args(ctx, lossy, compress)
     src_options = _options(ctx, storage_option)
     try:
@@ -477,11 +478,12 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
                                    overwrite=overwrite, progress=shown, **kwargs)
     elapsed = time.perf_counter() - start
     if as_json:
-        _echo_json({"source": src, "destination": url, "bbox": box_json(coadd.bbox), "seconds": round(elapsed, 3),
+        _echo_json({"source": shown_url(src), "destination": shown_url(url), "bbox": box_json(coadd.bbox),
+                    "seconds": round(elapsed, 3),
                     "fetched": {"open": fetched_json(at_open), "write": fetched_json(reading)}})
     else:
-        click.echo(f"wrote {url}: {coadd.bbox} in {elapsed:.2f} s (read {at_open.requests + reading.requests} "
-                   f"requests, {at_open.nbytes + reading.nbytes:,} bytes)")
+        click.echo(f"wrote {shown_url(url)}: {coadd.bbox} in {elapsed:.2f} s "
+                   f"(read {at_open.requests + reading.requests} requests, {at_open.nbytes + reading.nbytes:,} bytes)")
 
 
 @cli.command()

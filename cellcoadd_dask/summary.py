@@ -16,6 +16,7 @@ import dask
 import numpy as np
 
 from .cells import CellIJ
+from .errors import shown_url
 from .geom import Box, Interval
 
 if TYPE_CHECKING:
@@ -120,7 +121,9 @@ def coadd_summary(
     coadd
         An opened coadd.
     url
-        Where it was opened from (copied to the ``"url"`` key).
+        Where it was opened from (copied to the ``"url"`` key without its query string or
+        password, as :func:`~cellcoadd_dask.errors.shown_url` shows it: a presigned URL's
+        signature is never reported).
     fetched
         The fetch counters of the open call, reported under ``"fetched"``.
 
@@ -158,7 +161,7 @@ def coadd_summary(
     planes += [_plane_json(f"noise_realizations/{n}", v.array, v.unit)
                for n, v in enumerate(coadd.noise_realizations)]
     return {
-        "url": url,
+        "url": None if url is None else shown_url(url),
         "bbox": box_json(coadd.bbox),
         "grid_bbox": box_json(grid.bbox),
         "cell_shape": {"y": grid.cell_shape.y, "x": grid.cell_shape.x},

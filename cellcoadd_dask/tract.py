@@ -330,7 +330,8 @@ def open_tract(
         ``NO_DATA`` set (nothing when the schema has no such plane).  Attributes: ``skymap``,
         ``tract``, ``band``, ``bbox``, ``cell_shape``, ``cell_grid``, ``sky_projection``,
         and per patch (in order of patch index) ``patches`` (ids), ``patch_indices`` and
-        ``urls``.
+        ``urls`` (without query strings or passwords: a presigned URL's signature is
+        never kept).
 
     Raises
     ------
@@ -351,7 +352,7 @@ def open_tract(
     """
     import xarray as xr
 
-    from .xarray_dataset import coadd_to_dataset, stack_planes
+    from .xarray_dataset import attr_url, coadd_to_dataset, stack_planes
 
     url_list = _as_url_list(urls)
     coadds = _open_all(url_list, storage_options, chunks)
@@ -442,6 +443,6 @@ def open_tract(
         "sky_projection": template.attrs["sky_projection"],
         "patches": [p.coadd.patch.id for p in patches],
         "patch_indices": json.dumps([[p.coadd.patch.index.y, p.coadd.patch.index.x] for p in patches]),
-        "urls": [p.url for p in patches],
+        "urls": [attr_url(p.url) for p in patches],
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

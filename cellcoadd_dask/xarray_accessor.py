@@ -118,6 +118,7 @@ class CellCoaddAccessor:
         Provenance, aperture corrections and backgrounds are not Dataset variables: when
         the Dataset has a ``source_url`` attribute they are re-read from that archive on
         first access (without storage options, so a private object store needs them in
-        the environment).
+        the environment).  A presigned ``source_url`` keeps no signature in the attrs
+        (``...?***``), so such a coadd has none of them.
         """
         return dataset_to_coadd(self._ds)

@@ -18,7 +18,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from .coadd import CellCoadd
-from .errors import BoundsError
+from .errors import BoundsError, shown_url
 from .geom import Box, Interval
 from .image import Image
 from .lazy import PlaneOrigin, apply_rest, normalize_key, plane_array
@@ -35,6 +35,21 @@ from .model import bounds_from_json, patch_from_json
 from .psf import CellPointSpreadFunction
 
 __all__ = ["box_of", "coadd_to_dataset", "dataset_to_coadd", "schema_from_attrs", "stack_planes"]
+
+
+def attr_url(url: str) -> str:
+    """``url`` as a Dataset may keep it in ``attrs`` and ``encoding``: no password, no query string.
+
+    A presigned URL signs its object in the query (``X-Amz-Signature=...``,
+    ``Signature=...``): attrs reach saved notebooks and ``to_netcdf`` files, so the query
+    is replaced by ``?***`` (and a password by ``***``), as in every message of the package.
+    """
+    return shown_url(url)
+
+
+def _is_redacted(url: str) -> bool:
+    """Whether :func:`attr_url` removed something from ``url`` (it can no longer be opened as is)."""
+    return "?***" in url or "://***@" in url
 
 
 def _unit_string(unit: u.UnitBase | None) -> str | None:
@@ -189,9 +204,12 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
         attrs["patch_index"] = [coadd.patch.index.y, coadd.patch.index.x]
         attrs["patch_definition"] = json.dumps(coadd.patch.to_json())
     source_url = source_url if source_url is not None else coadd.source_url
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     if source_url is not None:
-        attrs["source_url"] = source_url
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+        ds.attrs["source_url"] = attr_url(source_url)
+        # Set here, xarray's ``open_dataset`` keeps it instead of recording the URL as given.
+        ds.encoding["source"] = attr_url(source_url)
+    return ds
 
 
 def schema_from_attrs(attrs: Mapping[str, Any]) -> MaskSchema:
@@ -227,7 +245,8 @@ def dataset_to_coadd(ds: xr.Dataset) -> CellCoadd:
     Provenance, aperture corrections and backgrounds are not Dataset variables: when
     the Dataset has a ``source_url`` attribute they are re-read from that archive on
     first access (without storage options, so a private object store needs them in
-    the environment).
+    the environment).  A ``source_url`` whose query or password was removed
+    (:func:`attr_url`: a presigned URL) cannot be opened again: such a coadd has none.
     """
     from .projection import SkyProjection
 
@@ -261,7 +280,7 @@ def dataset_to_coadd(ds: xr.Dataset) -> CellCoadd:
     patch = patch_from_json(json.loads(ds.attrs["patch_definition"])) if "patch_definition" in ds.attrs else None
     url = ds.attrs.get("source_url")
     provenance = aperture = backgrounds = None
-    if url is not None:
+    if url is not None and not _is_redacted(url):
         if patch is not None:
             provenance = _deferred_from_source(url, bbox, "provenance")
         aperture = _deferred_from_source(url, bbox, "aperture_corrections")
