@@ -1,0 +1,1 @@
+"""The archive conformance suite: every archive (`archives.ARCHIVES`) over every byte source (`sources`)."""

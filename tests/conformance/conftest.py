@@ -148,7 +148,7 @@ def fault_proxy(http_server: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def source_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Source]:
+def source_objects() -> dict[str, Source]:
     """The sources made so far, by name (each made on first use: servers start only when needed)."""
     return {}
 
