@@ -84,7 +84,6 @@ def write_error(
                               storage_options))
     if isinstance(exc, OSError) and exc.errno is not None:
         error.errno = exc.errno
-        error.strerror = exc.strerror
     return error
 
 

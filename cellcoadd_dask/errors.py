@@ -84,7 +84,7 @@ class ValidationError(CellCoaddError, ValueError):
 class WriteError(CellCoaddError, OSError):
     """An archive could not be written (read-only or full storage, file-size limit, storage unreachable).
 
-    The message names the destination; :attr:`errno` is that of the operating-system error, when
+    The message names the destination; ``errno`` is that of the operating-system error, when
     there was one (``ENOSPC``, ``EFBIG``, ``EROFS``, ``EACCES`` ...).  Nothing is left at the
     destination: it holds the previous archive, or nothing if there was none.
     """

@@ -6,13 +6,13 @@ every array, and in layout 2 the metadata is consolidated last, so that a reader
 tree pointing at missing arrays.  Pixels are read and written in bands of whole shard rows,
 several at a time (:func:`~cellcoadd_dask.streaming.ordered_map`), so memory stays bounded.
 
-Committing (:mod:`.commit`) is atomic everywhere:
+Committing (``cellcoadd_dask.archives.zarr.commit``) is atomic everywhere:
 
 - a local archive is written into a hidden temporary sibling directory and renamed into place
   (an existing archive is renamed away first and deleted after); its arrays are at the top
   level of the group (``/image`` ...);
 - an object-store archive (no rename there) is versioned: every object of a write goes under a
-  fresh prefix ``<url>/<version>/`` (:attr:`ZarrOutputArchive.prefix`; the tree's sources, the
+  fresh prefix ``<url>/<version>/`` (``ZarrOutputArchive.prefix``; the tree's sources, the
   ``lsst.json`` root attribute and OME ``datasets.path`` point there), the root ``zarr.json``
   (attributes and consolidated metadata) is written last, in one PUT, as the commit point, and
   the previous version's objects are deleted after.  A failed or killed write leaves the
