@@ -239,6 +239,8 @@ def fetch_object(
     offset: int = 0,
     storage_options: Mapping[str, Any] | None = None,
     pin: ObjectPin | None = None,
+    limit: int | None = None,
+    cap: str | None = None,
 ) -> tuple[bytes, ObjectPin]:
     """The bytes of one object of unknown size (from ``offset`` to its end), in one request.
 
@@ -255,6 +257,11 @@ def fetch_object(
         Passed to fsspec (never shown in errors).
     pin
         The object's identity when it was first read: bytes of a changed object are refused.
+    limit
+        Most bytes accepted: a larger object is refused without reading it all (on HTTP and
+        S3 at most ``limit + 1`` bytes are asked for; locally its size is known first).
+    cap
+        The name of the cap ``limit`` comes from (``cellcoadd.limits.<cap>``), for the error.
 
     Returns
     -------
@@ -263,6 +270,8 @@ def fetch_object(
 
     Raises
     ------
+    LimitExceededError
+        If the object holds more than ``limit`` bytes from ``offset`` on.
     ObjectNotFoundError
         If there is no such object (a :class:`FetchError` and a ``FileNotFoundError``).
     ObjectChangedError
@@ -276,7 +285,7 @@ def fetch_object(
 
     if offset < 0:
         raise FetchError(f"{shown_url(url)}: invalid offset {offset}.")
-    return _fetch_tail(url, Tail(offset=offset), storage_options=storage_options, pin=pin)
+    return _fetch_tail(url, Tail(offset=offset, limit=limit, cap=cap), storage_options=storage_options, pin=pin)
 
 
 def fetch_suffix(

@@ -3,9 +3,10 @@
 Every backend fetches a list of ranges of one object, or one open-ended part of it (the whole
 object, its end from an offset, its last bytes), and reports, with the bytes, what it learned
 of the object's identity (:class:`ObjectPin`): its size and its ETag (object stores, HTTP) or
-modification time (local files).  Given a pin, a backend refuses bytes from an object that
-changed since it was opened (``If-Match`` on HTTP and S3; size and modification time
-locally), so a replaced object is an error, never wrong pixels.
+nanosecond modification and status-change times, device and inode (local files).  Given a
+pin, a backend refuses bytes from an object that changed since it was opened (``If-Match`` on
+HTTP and S3; ``fstat`` locally, see :class:`ObjectPin` for what that does and does not
+detect), so a replaced object is an error, never wrong pixels.
 
 - local files (:mod:`.local`): ``os.pread`` on one descriptor, ``fstat`` checked before and after;
 - ``http(s)://`` (:mod:`.http`): GETs on fsspec's own aiohttp session (its storage options

@@ -55,6 +55,21 @@ class ObjectNotFoundError(FetchError, FileNotFoundError):
 class ObjectPin:
     """What identifies the version of an object that was opened.
 
+    On object stores and HTTP the ETag identifies a version (with ``If-Match`` the server
+    itself refuses another).  Local files have no ETag; their pin is what ``fstat`` gives for
+    free: size, modification time and status-change time in nanoseconds, device and inode.
+
+    What a local pin detects: a file replaced by another (a rename over it, as atomic writers
+    do: new inode), a file rewritten in place whatever its new size and modification time
+    (the kernel sets ``ctime`` on every write and on ``utime``, so restoring the old ``mtime``
+    does not hide a rewrite), a truncation or extension (size).  What it does not detect: an
+    in-place rewrite of the same size within one tick of the clock the kernel stamps files
+    with (a few milliseconds on Linux, although the fields hold nanoseconds) after the file's
+    previous change, or within the timestamp resolution of coarse file systems (2 s on FAT,
+    1 s on ext3); a change made by someone who sets the system clock back or writes the raw
+    block device; changes on network file systems whose clients cache attributes (NFS
+    ``actimeo``) until the cache expires.  Contents are never hashed.
+
     Attributes
     ----------
     size
@@ -62,12 +77,18 @@ class ObjectPin:
     etag
         ETag (HTTP, object stores), if the server gave one.
     mtime_ns
-        Modification time of a local file.
+        Modification time of a local file (nanoseconds).
+    ctime_ns
+        Status-change time of a local file (nanoseconds): set by the kernel on every write.
+    inode
+        ``(st_dev, st_ino)`` of a local file: another file renamed over it has another.
     """
 
     size: int | None = None
     etag: str | None = None
     mtime_ns: int | None = None
+    ctime_ns: int | None = None
+    inode: tuple[int, int] | None = None
 
     def merge(self, other: ObjectPin) -> ObjectPin:
         """Return this pin completed with what ``other`` knows and this one does not."""
@@ -75,6 +96,8 @@ class ObjectPin:
             self.size if self.size is not None else other.size,
             self.etag if self.etag is not None else other.etag,
             self.mtime_ns if self.mtime_ns is not None else other.mtime_ns,
+            self.ctime_ns if self.ctime_ns is not None else other.ctime_ns,
+            self.inode if self.inode is not None else other.inode,
         )
 
 
@@ -95,17 +118,46 @@ class PartialResult:
 class Tail:
     """An open-ended read: bytes from ``offset`` to the end, or the last ``suffix`` bytes (``offset`` unused).
 
-    ``Tail()`` is the whole object.
+    ``Tail()`` is the whole object.  With ``limit`` (for reads from an offset), an object
+    holding more than ``limit`` bytes from there is refused (:meth:`check_size`) before its
+    bytes are read where the backend can tell (local ``fstat``, HTTP/S3 ``Content-Range``);
+    ``cap`` names the cap in the error.
     """
 
     offset: int = 0
     suffix: int | None = None
+    limit: int | None = None
+    cap: str | None = None
 
     def header(self) -> str | None:
-        """The HTTP ``Range`` header asking for these bytes (``None``: the whole object)."""
+        """The HTTP ``Range`` header asking for these bytes (``None``: the whole object).
+
+        With a :attr:`limit`, one byte more than the limit is asked for, so that an object
+        too large is seen without reading it all.
+        """
         if self.suffix is not None:
             return f"bytes=-{self.suffix}"
+        if self.limit is not None:
+            return f"bytes={self.offset}-{self.offset + self.limit}"
         return f"bytes={self.offset}-" if self.offset else None
+
+    def check_size(self, url: str, size: int | None) -> None:
+        """Refuse an object whose bytes from :meth:`start` on exceed :attr:`limit`.
+
+        Raises
+        ------
+        LimitExceededError
+            Naming :attr:`cap`.
+        """
+        if self.limit is None or size is None or size - self.start(size) <= self.limit:
+            return
+        from ..limits import LimitExceededError
+
+        where = f"cellcoadd.limits.{self.cap} = {self.limit}" if self.cap else str(self.limit)
+        raise LimitExceededError(
+            f"the object holds {size - self.start(size)} bytes, more than the cap {where}",
+            field="object size", cap=self.cap, url=url,
+        )
 
     def start(self, size: int) -> int:
         """Where these bytes start in an object of ``size`` bytes."""
@@ -157,6 +209,10 @@ def check_pin(url: str, pin: ObjectPin | None, seen: ObjectPin) -> None:
         changed.append("ETag")
     if pin.mtime_ns is not None and seen.mtime_ns is not None and pin.mtime_ns != seen.mtime_ns:
         changed.append("modification time")
+    if pin.ctime_ns is not None and seen.ctime_ns is not None and pin.ctime_ns != seen.ctime_ns:
+        changed.append("status-change time")
+    if pin.inode is not None and seen.inode is not None and pin.inode != seen.inode:
+        changed.append("inode")
     if changed:
         raise ObjectChangedError(f"{shown_url(url)}: the object changed since it was opened ({', '.join(changed)}).")
 

@@ -50,6 +50,7 @@ def read_generic_tail(fs: Any, url: str, path: str, tail: Tail) -> TailResult:
         if info.get("type", "file") != "file":
             raise FetchError(f"{shown_url(url)}: is a directory, not a file.")
         size = int(info["size"])
+        tail.check_size(url, size)
         start = tail.start(size)
         if start > size:
             raise short_error(start, start + 1, 0, url)

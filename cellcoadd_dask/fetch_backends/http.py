@@ -32,8 +32,12 @@ class Forbidden(Exception):
 
 
 async def _get(fs: Any, url: str, target: str | None, range_header: str | None, pin: ObjectPin | None,
-               timeout: float) -> tuple[int, bytes, Mapping[str, str], str]:
-    """One GET; returns ``(status, body, headers, reason)`` or raises the errors every GET shares."""
+               timeout: float, tail: Tail | None = None) -> tuple[int, bytes, Mapping[str, str], str]:
+    """One GET; returns ``(status, body, headers, reason)`` or raises the errors every GET shares.
+
+    With a ``tail`` that has a limit, an object larger than the limit (by its ``Content-Range``
+    or ``Content-Length``) is refused before its body is read.
+    """
     import aiohttp
 
     kw = dict(fs.kwargs)
@@ -58,10 +62,20 @@ async def _get(fs: Any, url: str, target: str | None, range_header: str | None, 
                 raise Transient(f"HTTP {status}")
             if status >= 400 and status != 416:
                 raise FetchError(f"{shown_url(url)}: HTTP {status} {r.reason or ''}".rstrip() + ".")
+            if tail is not None and status in (200, 206):
+                tail.check_size(url, _announced_size(status, r.headers))
             body = b"" if status == 416 else await r.read()
             return status, body, r.headers.copy(), r.reason or ""  # case-insensitive
     except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError) as exc:
         raise Transient(describe(exc)) from exc
+
+
+def _announced_size(status: int, headers: Mapping[str, str]) -> int | None:
+    """The object's size as the headers of a 200 or 206 answer announce it, if they do."""
+    if status == 206:
+        return parse_content_range(headers.get("Content-Range"))[2]
+    length = headers.get("Content-Length")
+    return int(length) if length is not None and length.isdigit() else None
 
 
 async def http_range(fs: Any, url: str, start: int, stop: int, pin: ObjectPin | None, timeout: float,
@@ -92,7 +106,7 @@ async def http_range(fs: Any, url: str, start: int, stop: int, pin: ObjectPin | 
 async def http_tail(fs: Any, url: str, tail: Tail, pin: ObjectPin | None, timeout: float,
                     target: str | None = None) -> TailResult:
     """One GET of the whole object or of its end (suffix or open-ended ``Range``)."""
-    status, body, headers, _ = await _get(fs, url, target, tail.header(), pin, timeout)
+    status, body, headers, _ = await _get(fs, url, target, tail.header(), pin, timeout, tail)
     first, last, total = parse_content_range(headers.get("Content-Range"))
     etag = headers.get("ETag")
     if status == 416:
@@ -103,6 +117,7 @@ async def http_tail(fs: Any, url: str, tail: Tail, pin: ObjectPin | None, timeou
         raise short_error(start, start + 1, 0, url)
     if status == 200:
         size = len(body)  # aiohttp raises ClientPayloadError (transient) on a body shorter than announced
+        tail.check_size(url, size)
         start = tail.start(size)
         if start and tail.header() is not None:
             raise FetchError(
@@ -112,6 +127,7 @@ async def http_tail(fs: Any, url: str, tail: Tail, pin: ObjectPin | None, timeou
         return TailResult(body[start:], start, ObjectPin(size=size, etag=etag))
     if first is None or last is None or total is None:
         raise FetchError(f"{shown_url(url)}: HTTP {status} without a valid Content-Range for {tail}.")
+    tail.check_size(url, total)
     if len(body) != last + 1 - first:
         raise Transient(f"short body: {len(body)} of {last + 1 - first} bytes")
     if first != tail.start(total) or last + 1 != total:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 
-from ..errors import FetchError, shown_url
+from ..errors import ArchiveFormatError, FetchError, shown_url
 from .core import ByteRange, ObjectPin, PartialResult, Tail, TailResult, check_pin, not_found, short_error
 
-__all__ = ["fetch_local", "read_local_tail"]
+__all__ = ["NotAFileError", "OutsideStoreError", "check_contained", "fetch_local", "read_local_tail"]
+
+
+class NotAFileError(FetchError, IsADirectoryError):
+    """A local path names a directory (or a device, a FIFO...) where a file was expected."""
+
+
+class OutsideStoreError(ArchiveFormatError, PermissionError):
+    """A key of a local store resolves, through a symbolic link, to a file outside the store."""
 
 _BUFFER_BYTES = 1024 * 1024
 """Ranges at least this long are read into numpy buffers when the caller takes buffers."""
@@ -49,18 +58,47 @@ def _read(fd: int, start: int, stop: int, url: str, buffer: bool) -> bytes | mem
 
 def _open(path: str, url: str) -> int:
     try:
-        return os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
         raise not_found(url) from exc
     except IsADirectoryError as exc:
-        raise FetchError(f"{shown_url(url)}: is a directory, not a file.") from exc
+        raise NotAFileError(f"{shown_url(url)}: is a directory, not a file.") from exc
     except PermissionError as exc:
         raise FetchError(f"{shown_url(url)}: permission denied.") from exc
+    except OSError as exc:
+        raise FetchError(f"{shown_url(url)}: cannot open ({exc.strerror or exc}).") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotAFileError(f"{shown_url(url)}: is a directory or a special file, not a regular file.")
+    return fd
 
 
 def _pin(fd: int) -> ObjectPin:
+    """Everything ``fstat`` says of the file's identity (see :class:`ObjectPin` for what it detects)."""
     st = os.fstat(fd)
-    return ObjectPin(size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return ObjectPin(size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
+                     inode=(st.st_dev, st.st_ino))
+
+
+def check_contained(root: str, path: str, url: str) -> None:
+    """Refuse ``path`` unless, symbolic links resolved, it lies inside the directory ``root``.
+
+    Stores (Zarr directories) are read key by key; a key whose file, or one of whose
+    directories, is a link pointing out of the store would otherwise be read as if it were
+    the store's.  Links that stay inside the store are followed.  A link swapped in between
+    this check and the read is not detected.
+
+    Raises
+    ------
+    OutsideStoreError
+        Naming ``url``.
+    """
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise OutsideStoreError(
+            f"{shown_url(url)}: resolves (through a symbolic link) to a file outside the store; refused."
+        )
 
 
 def fetch_local(
@@ -85,6 +123,7 @@ def read_local_tail(path: str, url: str, tail: Tail, pin: ObjectPin | None) -> T
         seen = _pin(fd)
         check_pin(url, pin, seen)
         size = seen.size or 0
+        tail.check_size(url, size)
         start = tail.start(size)
         if start > size:
             raise short_error(start, start + 1, 0, url)

@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-from ..errors import FetchError, shown_url
+from ..errors import ArchiveFormatError, FetchError, shown_url
 from .core import (
     ObjectPin,
     Tail,
@@ -66,7 +66,7 @@ def presigned(fs: Any, path: str, *, renew: bool = False) -> tuple[Any, str] | N
 
 
 async def _get_object(fs: Any, url: str, path: str, range_header: str | None, pin: ObjectPin | None,
-                      timeout: float) -> tuple[bytes, dict[str, Any]]:
+                      timeout: float, tail: Tail | None = None) -> tuple[bytes, dict[str, Any]]:
     bucket, key, version = fs.split_path(path)
     kw: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if range_header is not None:
@@ -78,12 +78,16 @@ async def _get_object(fs: Any, url: str, path: str, range_header: str | None, pi
     try:
         resp = await asyncio.wait_for(fs._call_s3("get_object", **kw), timeout)
         try:
+            if tail is not None:  # refuse an object over the limit before reading its body
+                total = parse_content_range(resp.get("ContentRange"))[2]
+                length = resp.get("ContentLength")
+                tail.check_size(url, total if total is not None else length if isinstance(length, int) else None)
             body = await asyncio.wait_for(resp["Body"].read(), timeout)
         finally:
             resp["Body"].close()
     except FileNotFoundError as exc:
         raise not_found(url) from exc
-    except PermissionError:
+    except (PermissionError, ArchiveFormatError):
         raise
     except OSError as exc:
         text = str(exc)
@@ -121,7 +125,7 @@ async def s3_range(fs: Any, url: str, path: str, start: int, stop: int, pin: Obj
 async def s3_tail(fs: Any, url: str, path: str, tail: Tail, pin: ObjectPin | None, timeout: float) -> TailResult:
     """One ``GetObject`` call for the whole object or its end."""
     try:
-        body, resp = await _get_object(fs, url, path, tail.header(), pin, timeout)
+        body, resp = await _get_object(fs, url, path, tail.header(), pin, timeout, tail)
     except _Unsatisfiable:
         if tail.suffix is not None:  # an empty object has no last bytes
             return TailResult(b"", 0, ObjectPin(size=0, etag=None))
@@ -133,10 +137,12 @@ async def s3_tail(fs: Any, url: str, path: str, tail: Tail, pin: ObjectPin | Non
         length = resp.get("ContentLength")
         if isinstance(length, int) and length != size:
             raise Transient(f"short body: {size} of {length} bytes")
+        tail.check_size(url, size)
         start = tail.start(size)
         if start and tail.header() is not None:
             raise FetchError(f"{shown_url(url)}: asked for {tail} and got all {size} bytes (Range ignored).")
         return TailResult(body[start:], start, ObjectPin(size=size, etag=etag))
+    tail.check_size(url, total)
     if len(body) != last + 1 - first:
         raise Transient(f"short body: {len(body)} of {last + 1 - first} bytes")
     if first != tail.start(total) or last + 1 != total:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ...errors import ArchiveFormatError, FetchError
 from ...fetch import ObjectPin, fetch_head, fetch_ranges
+from ...limits import LimitExceededError, check
 from ..names import SCHEMA_NAME
 from .cards import BLOCK, Header, header_size, parse_header
 from .tables import read_bintable
@@ -221,11 +222,31 @@ def _index(buffer: bytes, url: str, base: int, file_size: int, first_data: int) 
     return entries
 
 
+def _check_sizes(url: str, pin: ObjectPin, *, jaddr: int, jsize: int, iaddr: int, isize: int) -> None:
+    """Refuse JSON/INDEX HDU sizes beyond the object (its size is known from the first read) or the caps."""
+    size = pin.size
+    if size is not None and jaddr >= size:
+        raise LimitExceededError(
+            f"primary card JSONADDR = {jaddr} lies beyond the end of the file ({size} bytes)",
+            field="primary card JSONADDR", url=url, hdu="PRIMARY",
+        )
+    check(jsize, "tree_bytes", field="primary card JSONSIZE", url=url, hdu="PRIMARY",
+          available=None if size is None else size - jaddr)
+    check(isize, "index_bytes", field="primary card INDXSIZE", url=url, hdu="PRIMARY",
+          available=None if size is None else size - iaddr)
+
+
 def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -> FitsContainer:
     """Read the primary header, the JSON tree and the INDEX of an lsst-images FITS archive.
 
+    The sizes the primary header states (``JSONSIZE``, ``INDXSIZE``) are checked against the
+    file's size (known from the first read) and the caps ``cellcoadd.limits.tree_bytes`` and
+    ``cellcoadd.limits.index_bytes`` (:mod:`cellcoadd_dask.limits`) before anything is fetched.
+
     Raises
     ------
+    LimitExceededError
+        When a size the primary header states exceeds the file or a cap (names the card).
     ArchiveFormatError
         When the file is not an lsst-images ``cell_coadd`` FITS archive, is truncated,
         or any address is inconsistent.
@@ -240,6 +261,7 @@ def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -
         raise ArchiveFormatError(
             f"INDXADDR ({iaddr}) does not follow the JSON HDU ({jaddr} + {jsize})", url=url, hdu="PRIMARY"
         )
+    _check_sizes(url, pin, jaddr=jaddr, jsize=jsize, iaddr=iaddr, isize=isize)
     if jsize + isize > MAX_TAIL_BYTES or jaddr % BLOCK or jsize % BLOCK or isize % BLOCK:
         raise ArchiveFormatError(
             f"JSON/INDEX addresses are not block-aligned or implausibly large "

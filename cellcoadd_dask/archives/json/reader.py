@@ -20,14 +20,15 @@ from ...errors import ArchiveFormatError, FetchError, shown_url
 from ...fetch import fetch_head, fetch_ranges, filesystem, normalize_url, redact
 from ...geom import Box
 from ...lazy import Chunks
+from ...limits import DEFAULTS, LimitExceededError, check, limit
 from ...model import ArrayModel
 from ...stored import StoredArchive
 from ..input import ArrayRequest, ColumnReader, InMemorySource, InputArchive, coadd_from_archive
 
 __all__ = ["MAX_JSON_BYTES", "JsonInputArchive", "read_json"]
 
-MAX_JSON_BYTES = 1 << 30
-"""Largest JSON archive (decompressed) this reader accepts."""
+MAX_JSON_BYTES = DEFAULTS["json_bytes"]
+"""Default of the largest JSON archive (decompressed) this reader accepts: ``cellcoadd.limits.json_bytes``."""
 
 
 def _inline(array: ArrayModel, url: str, path: str) -> np.ndarray:
@@ -37,7 +38,12 @@ def _inline(array: ArrayModel, url: str, path: str) -> np.ndarray:
         )
     try:
         out = np.array(array.inline, dtype=array.dtype)
-    except (TypeError, ValueError, OverflowError) as exc:
+        if array.dtype.kind in "biu":
+            # Never truncate silently: integer arrays must hold integers (booleans: true/false).
+            found = np.array(array.inline)
+            if found.dtype.kind not in ("b" if array.dtype.kind == "b" else "iub"):
+                raise ValueError(f"found {found.dtype} values")
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise ArchiveFormatError(
             f"array {path} does not hold {array.datatype} values: {exc}", url=url, hdu=path
         ) from None
@@ -49,18 +55,21 @@ def _inline(array: ArrayModel, url: str, path: str) -> np.ndarray:
 def _read_text(url: str, storage_options: Mapping[str, Any] | None) -> Any:
     # The first byte tells the size (Content-Range, or the file's size) without a HEAD request;
     # both reads go through the fetch layer (retries, pinning, checked lengths).
-    (_,), pin = fetch_head(url, [(0, 1)], storage_options=storage_options)
+    cap = limit("json_bytes")
+    try:
+        (_,), pin = fetch_head(url, [(0, 1)], storage_options=storage_options)
+    except ArchiveFormatError:
+        raise ArchiveFormatError("empty file: not a JSON archive", url=url) from None
     size = pin.size
     if size is not None:
-        if size > MAX_JSON_BYTES:
-            raise ArchiveFormatError(f"JSON archive of {size} bytes is larger than {MAX_JSON_BYTES}", url=url)
+        check(size, "json_bytes", field="JSON archive size", url=url)
         (raw,) = fetch_ranges(url, [(0, size)], storage_options=storage_options, pin=pin)
     else:
         fs, path = filesystem(url, storage_options)
         try:
             size = fs.size(path)
-            if size is not None and size > MAX_JSON_BYTES:
-                raise ArchiveFormatError(f"JSON archive of {size} bytes is larger than {MAX_JSON_BYTES}", url=url)
+            if size is not None:
+                check(size, "json_bytes", field="JSON archive size", url=url)
             raw = fs.cat_file(path)
         except FileNotFoundError:
             raise FetchError(f"{shown_url(url)}: no such file.") from None
@@ -69,9 +78,12 @@ def _read_text(url: str, storage_options: Mapping[str, Any] | None) -> Any:
     if raw[:2] == b"\x1f\x8b":
         try:
             d = zlib.decompressobj(wbits=31)
-            raw = d.decompress(raw, MAX_JSON_BYTES)
+            raw = d.decompress(raw, cap)
             if d.unconsumed_tail:
-                raise ArchiveFormatError(f"decompressed JSON archive exceeds {MAX_JSON_BYTES} bytes", url=url)
+                raise LimitExceededError(
+                    f"decompressed JSON archive exceeds the cap cellcoadd.limits.json_bytes = {cap}",
+                    field="decompressed JSON archive size", cap="json_bytes", url=url,
+                )
             if not d.eof:
                 raise ArchiveFormatError("gzip stream ends early: truncated", url=url)
         except (zlib.error, gzip.BadGzipFile) as exc:

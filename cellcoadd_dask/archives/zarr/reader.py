@@ -23,11 +23,12 @@ from ...errors import ArchiveFormatError, CellCoaddError
 from ...fetch import normalize_url
 from ...geom import Box
 from ...lazy import Chunks, apply_rest, normalize_key
+from ...limits import DEFAULTS, check
 from ...stored import StoredArchive
 from ..input import ArrayRequest, ColumnReader, Combine, InputArchive, coadd_from_archive
 from ..names import parse_source
 from .layout import ARCHIVE_CLASS, LATEST_LAYOUT, LAYOUT_ATTRIBUTE, LSST_ATTRIBUTE, TREE_ARRAY, TREE_ATTRIBUTE
-from .shards import ShardedArray, plan
+from .shards import ShardedArray, check_chunking, plan
 
 __all__ = [
     "CONTAINER_VERSION",
@@ -45,8 +46,8 @@ __all__ = [
 
 CONTAINER_VERSION = 1
 """Version of layout 1 (``container_version`` in its ``cellcoadd`` attribute); see :mod:`.layout`."""
-MAX_TREE_BYTES = 1 << 30
-"""Largest JSON tree (``/lsst_json``) this reader accepts."""
+MAX_TREE_BYTES = DEFAULTS["tree_bytes"]
+"""Default of the largest JSON tree (``/lsst_json``) this reader accepts: ``cellcoadd.limits.tree_bytes``."""
 
 
 def _is_local(url: str) -> bool:
@@ -107,14 +108,47 @@ def _open_array(
             meta = ArrayV3Metadata.from_dict(dict(metadata))
             return Array(AsyncArray(metadata=meta, store_path=StorePath(store, path.lstrip("/"))))
         return zarr.open_array(store, path=path.lstrip("/"), mode="r", zarr_format=3)
+    except CellCoaddError:
+        raise
+    except RecursionError:
+        raise ArchiveFormatError(f"array {path!r}: its zarr.json is nested too deeply to parse", url=url) from None
     except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.ArrayNotFoundError) as exc:
         raise ArchiveFormatError(f"array {path!r} is missing or unreadable ({exc})", url=url) from None
+
+
+def _checked_open(url: str, storage_options: Mapping[str, Any] | None, path: str,
+                  metadata: Mapping[str, Any] | None = None, chunk: tuple[int, ...] | None = None,
+                  *, whole: bool = False) -> Any:
+    """:func:`_open_array`, its chunking checked (:func:`~.shards.check_chunking`) before any chunk is read.
+
+    With ``whole`` (the array is about to be read whole: a table column, a background array),
+    its size is checked against ``cellcoadd.limits.chunk_bytes`` too: such arrays are one chunk.
+    """
+    array = _open_array(url, storage_options, path, metadata)
+    check_chunking(metadata if metadata is not None else array.metadata.to_dict(), chunk, url=url, path=path)
+    if whole:
+        nbytes = int(np.prod(array.shape, dtype=object)) * np.dtype(array.dtype).itemsize
+        check(nbytes, "chunk_bytes", field=f"array {path!r} shape {list(array.shape)}", url=url)
+    return array
 
 
 def read_stored_array(url: str, source: str, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """The whole array a ``zarr:`` source of the archive at ``url`` names."""
     path = parse_zarr_source(source, url=url)
-    return np.asarray(_open_array(url, storage_options, path)[...])
+    array = _checked_open(url, storage_options, path, whole=True)
+    return np.asarray(_checked_read(lambda: array[...], url, path))
+
+
+def _dtype_fits(stored: np.dtype, expected: np.dtype, *, packed: bool) -> bool:
+    """Whether an array stored as ``stored`` may be read as the tree's ``expected``.
+
+    Exactly, except the stored arrays of a packed mask: any unsigned integer type (the writer
+    picks the smallest holding every plane).  Never a float, a signed or a boolean type where the
+    tree says unsigned: such an array would be truncated or misread.
+    """
+    if stored == expected:
+        return True
+    return packed and stored.kind == expected.kind == "u"
 
 
 class _Opened:
@@ -146,6 +180,12 @@ class ZarrArraySource:
         Combiner of the stored regions, or ``None``.
     storage_options
         Passed to fsspec.
+    metadata
+        Each array's metadata when known (consolidated metadata), else read on first use.
+    stored_dtypes
+        The dtype the tree gives each stored array (checked on open; default ``dtype``).
+    chunk
+        The chunk shape of every stored array the tree implies (checked on open), or ``None``.
     """
 
     def __init__(
@@ -158,6 +198,8 @@ class ZarrArraySource:
         combine: Combine | None = None,
         storage_options: Mapping[str, Any] | None = None,
         metadata: list[Mapping[str, Any] | None] | None = None,
+        stored_dtypes: list[np.dtype] | None = None,
+        chunk: tuple[int, ...] | None = None,
     ) -> None:
         self.url = url
         self.paths = list(paths)
@@ -169,6 +211,8 @@ class ZarrArraySource:
         self.ndim = len(self.shape)
         self.combine = combine
         self.storage_options = dict(storage_options or {})
+        self.stored_dtypes = [np.dtype(d) for d in stored_dtypes] if stored_dtypes is not None else None
+        self.chunk = chunk
         self._opened = _Opened()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -191,7 +235,8 @@ class ZarrArraySource:
     def derive(self, combine: Combine, shape: tuple[int, ...], dtype: np.dtype | str) -> ZarrArraySource:
         """A source over the same arrays with another combiner (sharing the opened arrays)."""
         out = ZarrArraySource(self.url, self.paths, shape=shape, dtype=dtype, combine=combine,
-                              storage_options=self.storage_options, metadata=self.metadata)
+                              storage_options=self.storage_options, metadata=self.metadata,
+                              stored_dtypes=self.stored_dtypes, chunk=self.chunk)
         out._opened = self._opened
         return out
 
@@ -207,18 +252,20 @@ class ZarrArraySource:
             with opened.lock:
                 if opened.arrays is None:
                     arrays = [
-                        _open_array(self.url, self.storage_options, p, m)
+                        _checked_open(self.url, self.storage_options, p, m, self.chunk)
                         for p, m in zip(self.paths, self.metadata, strict=True)
                     ]
                     stored = self.shape if self.combine is None else self.shape[:2]
-                    for path, array in zip(self.paths, arrays, strict=True):
+                    dtypes = self.stored_dtypes or [self.dtype] * len(arrays)
+                    for path, array, dtype in zip(self.paths, arrays, dtypes, strict=True):
                         if tuple(array.shape) != stored:
                             raise ArchiveFormatError(
                                 f"array {path!r} has shape {tuple(array.shape)}, the tree says {stored}", url=self.url
                             )
-                        if self.combine is None and np.dtype(array.dtype) != self.dtype:
+                        if (self.combine is None or self.stored_dtypes is not None) and not _dtype_fits(
+                            np.dtype(array.dtype), dtype, packed=self.combine is not None):
                             raise ArchiveFormatError(
-                                f"array {path!r} holds {array.dtype}, the tree says {self.dtype}", url=self.url
+                                f"array {path!r} holds {array.dtype}, the tree says {dtype}", url=self.url
                             )
                     opened.fast = [
                         None if (shape_plan := plan(m)) is None
@@ -270,6 +317,10 @@ def _open_group(url: str, storage_options: Mapping[str, Any] | None) -> Any:
         raise ArchiveFormatError("no Zarr archive (directory) at this path", url=url)
     try:
         return zarr.open_group(zarr_store(url, storage_options), mode="r", zarr_format=3)
+    except CellCoaddError:
+        raise
+    except RecursionError:
+        raise ArchiveFormatError("the group's zarr.json is nested too deeply to parse", url=url) from None
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
         raise ArchiveFormatError(f"not a Zarr group ({exc})", url=url) from None
 
@@ -297,10 +348,8 @@ def _layout_2_tree(group: Any, url: str) -> Any:
     array = _member(group, name, url)
     if array.ndim != 1 or np.dtype(array.dtype) != np.uint8:
         raise ArchiveFormatError(f"tree array {name!r} must be 1-d uint8, not {array.dtype} {array.shape}", url=url)
-    if array.shape[0] > MAX_TREE_BYTES:
-        raise ArchiveFormatError(
-            f"tree array {name!r} holds {array.shape[0]} bytes, more than the {MAX_TREE_BYTES} accepted", url=url
-        )
+    check(int(array.shape[0]), "tree_bytes", field=f"tree array {name!r} shape", url=url)
+    check_chunking(array.metadata.to_dict(), None, url=url, path=name)
     raw = _checked_read(lambda: np.asarray(array[...]), url, name)
     try:
         return json.loads(raw.tobytes().decode("utf-8"))
@@ -347,6 +396,16 @@ def _checked_read(read: Callable[[], np.ndarray], url: str, path: str) -> np.nda
                                  url=url) from None
 
 
+def _model_chunk(request: ArrayRequest) -> tuple[int, ...] | None:
+    """The chunk shape the tree implies for ``request``'s stored arrays: a cell (planes, mask), a kernel (PSF)."""
+    shape = tuple(request.arrays[0].shape)
+    if request.tile_shape is not None and len(shape) == len(request.tile_shape) == 2:
+        return tuple(max(1, min(c, n)) for c, n in zip(request.tile_shape, shape, strict=True))
+    if len(shape) == 4 and request.tile_shape is None:
+        return (1, 1, *shape[2:])
+    return None
+
+
 class ZarrInputArchive(InputArchive):
     """An opened Zarr archive: the tree of its group attribute and its arrays, opened on first use.
 
@@ -381,6 +440,7 @@ class ZarrInputArchive(InputArchive):
         return ZarrArraySource(
             self.url, paths, shape=request.shape, dtype=request.dtype, combine=request.combine,
             storage_options=self.storage_options, metadata=metadata,
+            stored_dtypes=[a.dtype for a in request.arrays], chunk=_model_chunk(request),
         )
 
     def _metadata(self, path: str) -> Mapping[str, Any] | None:
@@ -437,9 +497,10 @@ def read_zarr(
 
 def stored_array(stored: StoredArchive, source: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     """The whole array ``source`` names in the Zarr archive a coadd was read from."""
-    values = read_stored_array(stored.url, source, stored.storage_options)
-    if tuple(values.shape) != tuple(shape) or (dtype and values.dtype != np.dtype(dtype)):
-        raise ArchiveFormatError(f"array {source!r} is {values.dtype} {values.shape}, the tree says {dtype} {shape}",
+    path = parse_zarr_source(source, url=stored.url)
+    array = _checked_open(stored.url, stored.storage_options, path, whole=True)
+    if tuple(array.shape) != tuple(shape) or (dtype and np.dtype(array.dtype) != np.dtype(dtype)):
+        raise ArchiveFormatError(f"array {source!r} is {array.dtype} {array.shape}, the tree says {dtype} {shape}",
                                  url=stored.url)
-    return values
+    return np.asarray(_checked_read(lambda: array[...], stored.url, path))
 

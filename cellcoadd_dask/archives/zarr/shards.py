@@ -28,9 +28,11 @@ import numpy as np
 
 from ...errors import ArchiveFormatError, shown_url
 from ...fetch import ObjectChangedError, ObjectNotFoundError, ObjectPin, fetch_ranges, fetch_suffix
+from ...fetch_backends.core import local_path
+from ...fetch_backends.local import check_contained
 from ..decode_pool import run_indexed
 
-__all__ = ["ShardPlan", "ShardedArray", "plan"]
+__all__ = ["ShardPlan", "ShardedArray", "check_chunking", "plan"]
 
 _EMPTY = np.uint64(2**64 - 1)
 _DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -117,6 +119,64 @@ def plan(metadata: Mapping[str, Any] | None) -> ShardPlan | None:
         return None
 
 
+def _shape_of(value: Any) -> tuple[int, ...] | None:
+    if not isinstance(value, list | tuple) or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+        return None
+    return tuple(value)
+
+
+def check_chunking(metadata: Mapping[str, Any], expected: tuple[int, ...] | None, *, url: str, path: str) -> None:
+    """Refuse an array whose chunking is not what the model says, or whose chunks or shards are too large.
+
+    Checked before any chunk is read: the (inner) chunk shape equals ``expected`` when given
+    (a plane: one cell; the PSF: one kernel); one decoded chunk holds at most
+    ``cellcoadd.limits.chunk_bytes`` bytes; a shard holds at most
+    ``cellcoadd.limits.shard_chunks`` chunks (the rows of its index).
+
+    Parameters
+    ----------
+    metadata
+        The array's v3 metadata (``zarr.json`` as a mapping).
+    expected
+        The chunk shape the model implies, or ``None`` to check the caps only.
+    url, path
+        The archive and the array, for messages.
+
+    Raises
+    ------
+    LimitExceededError
+        A chunk or a shard larger than its cap.
+    ArchiveFormatError
+        A chunk shape other than ``expected``, or an unreadable chunk grid.
+    """
+    from ...limits import check
+
+    where = f"array {path.strip('/')!r}"
+    grid = metadata.get("chunk_grid")
+    outer = _shape_of(_named(grid)[1].get("chunk_shape"))
+    if _named(grid)[0] != "regular" or outer is None or any(n <= 0 for n in outer):
+        raise ArchiveFormatError(f"{where}: chunk_grid {grid!r} is not a regular grid of positive sizes", url=url)
+    chunk = outer
+    codecs = metadata.get("codecs")
+    first = _named(codecs[0]) if isinstance(codecs, list | tuple) and codecs else ("", {})
+    if first[0] == "sharding_indexed":
+        inner = _shape_of(first[1].get("chunk_shape"))
+        if inner is None or len(inner) != len(outer) or any(n <= 0 for n in inner):
+            raise ArchiveFormatError(f"{where}: sharding chunk_shape {inner!r} is invalid", url=url)
+        per_shard = math.prod(-(-s // c) for s, c in zip(outer, inner, strict=True))
+        check(per_shard, "shard_chunks", field=f"{where} chunks per shard ({outer} / {inner})", url=url)
+        chunk = inner
+    try:
+        itemsize = np.dtype(str(metadata.get("data_type"))).itemsize
+    except TypeError:
+        itemsize = 16
+    check(math.prod(chunk) * itemsize, "chunk_bytes", field=f"{where} chunk_shape {list(chunk)}", url=url)
+    if expected is not None and tuple(chunk) != tuple(expected):
+        raise ArchiveFormatError(
+            f"{where}: chunk_shape {list(chunk)} is not the {list(expected)} the tree's cell grid implies", url=url
+        )
+
+
 class ShardedArray:
     """Reads regions of one sharded array of an archive (see the module notes).
 
@@ -145,6 +205,13 @@ class ShardedArray:
         base, _, query = self.url.partition("?")
         return f"{base.rstrip('/')}/{self.path}/{key}" + (f"?{query}" if query else "")
 
+    def _contained(self, shard: tuple[int, ...]) -> None:
+        """In a local store, refuse a shard file that a symbolic link leads out of the store."""
+        root = local_path(self.url)
+        if root is not None and "?" not in self.url:
+            url = self._shard_url(shard)
+            check_contained(root, local_path(url) or url, url)
+
     def _error(self, shard: tuple[int, ...], message: str) -> ArchiveFormatError:
         return ArchiveFormatError(f"array {self.path!r}, shard {'/'.join(map(str, shard))}: {message}",
                                   url=self.url)
@@ -155,6 +222,7 @@ class ShardedArray:
             if shard in self._indexes:
                 return self._indexes[shard]
         size = self.plan.index_bytes
+        self._contained(shard)
         try:
             raw, pin = fetch_suffix(self._shard_url(shard), size, storage_options=self.storage_options)
         except ObjectNotFoundError:

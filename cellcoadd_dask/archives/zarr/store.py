@@ -20,6 +20,11 @@ token, say).  A presigned S3 URL signs one object only, so a Zarr archive cannot
 through presigned URLs: read it through its ``s3://`` URL with credentials in the storage
 options (the fetch layer then presigns each object itself).
 
+Hostile stores: every ``zarr.json`` is refused unread when it is larger than
+``cellcoadd.limits.metadata_bytes`` (:mod:`cellcoadd_dask.limits`), and in a local store a key
+whose file or directory is a symbolic link resolving outside the store is refused
+(:class:`~cellcoadd_dask.fetch_backends.local.OutsideStoreError`); links inside it are followed.
+
 Listing (``list``, ``list_prefix``, ``list_dir``) goes through fsspec (``find`` / ``ls``; on
 HTTP, the server's index pages) and is not counted by ``fetch_stats``; opening an archive
 with a known Zarr format needs no listing.
@@ -47,12 +52,18 @@ from ...fetch import (
     normalize_url,
     redact,
 )
+from ...fetch_backends.core import local_path
+from ...fetch_backends.local import check_contained
+from ...limits import limit
 
 if TYPE_CHECKING:
     from zarr.abc.store import ByteRequest
     from zarr.core.buffer import Buffer, BufferPrototype
 
-__all__ = ["FetchStore"]
+__all__ = ["METADATA_KEY", "FetchStore"]
+
+METADATA_KEY = "zarr.json"
+"""Name of the metadata document of every Zarr v3 node (its size is capped: ``cellcoadd.limits.metadata_bytes``)."""
 
 
 class FetchStore(Store):
@@ -86,6 +97,7 @@ class FetchStore(Store):
         self._query = sep + query
         self._pins: dict[str, ObjectPin] = {}
         self._lock = threading.Lock()
+        self._local = local_path(self._base) is not None and not self._query
 
     # ------------------------------------------------------------------ identity
 
@@ -202,7 +214,13 @@ class FetchStore(Store):
 
     def _fetch(self, url: str, byte_range: ByteRequest | None, pin: ObjectPin | None) -> tuple[bytes, ObjectPin]:
         options = self.storage_options
+        if self._local:
+            check_contained(local_path(self._base) or self._base, local_path(url) or url, url)
         if byte_range is None:
+            if url.split("?", 1)[0].endswith(METADATA_KEY):
+                # Metadata documents are parsed whole: their size is capped before they are read.
+                return fetch_object(url, storage_options=options, pin=pin, limit=limit("metadata_bytes"),
+                                    cap="metadata_bytes")
             return fetch_object(url, storage_options=options, pin=pin)
         if isinstance(byte_range, RangeByteRequest):
             start, stop = int(byte_range.start), int(byte_range.end)
