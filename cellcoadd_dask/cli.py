@@ -105,21 +105,34 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+_GIVEN_OPTIONS = "cellcoadd_dask.storage_options"
+"""``ctx.meta`` key (shared by nested contexts) of the storage options given on the command line."""
+
+
 class _Group(click.Group):
-    """Turns the package's errors into a one-line message and exit status 1."""
+    """Turns the package's errors into a one-line message and exit status 1.
+
+    Secret-looking storage options given on the command line are replaced by ``***`` in
+    the message (the package's errors never hold them; this is a second line of defence).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CellCoaddError as exc:
-            raise click.ClickException(_one_line(exc)) from None
+            from .fetch import redact
+
+            message = redact(_one_line(exc), {"given": ctx.meta.get(_GIVEN_OPTIONS, [])})
+            raise click.ClickException(message) from None
 
 
-def _options(ctx: click.Context, items: tuple[str, ...]) -> dict[str, Any] | None:
+def _options(ctx: click.Context, items: tuple[str, ...], hint: str = "--storage-option") -> dict[str, Any] | None:
     try:
-        return parse_storage_options(items) or None
+        options = parse_storage_options(items) or None
     except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param_hint="--storage-option") from None
+        raise click.BadParameter(str(exc), ctx=ctx, param_hint=hint) from None
+    ctx.meta.setdefault(_GIVEN_OPTIONS, []).append(options)
+    return options
 
 
 def _open(url: str, *, storage_options: dict[str, Any] | None, bbox: Box | None = None,
@@ -459,10 +472,7 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
         raise click.ClickException(f"{where}: --keep-bits applies to Zarr archives only")
     kwargs = _compression_args(ctx, lossy, compress)
     src_options = _options(ctx, storage_option)
-    try:
-        dst_options = parse_storage_options(dst_storage_option) or src_options
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param_hint="--dst-storage-option") from None
+    dst_options = _options(ctx, dst_storage_option, "--dst-storage-option") or src_options
     coadd, at_open = _open(src, storage_options=src_options, bbox=box)
     if box is not None:
         coadd = coadd[box]

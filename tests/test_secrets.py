@@ -309,6 +309,8 @@ def test_command_line_shows_no_secret(published: dict[str, Any], s3_server: S3Se
         "info, wrong secret": ["info", published["url"], "-s", f"key={s3_server.key}", "-s",
                                f"secret={BAD_SECRET}", "-s", "skip_instance_cache=true",
                                "-s", f"client_kwargs.endpoint_url={s3_server.endpoint_url}"],
+        # A message naming a secret given on the command line (here in the object's name) is redacted.
+        "info, secret in the message": ["info", f"s3://{s3_server.bucket}/{s3_server.secret}.fits", *options],
     }
     for label, args in runs.items():
         text = _cli(args)
