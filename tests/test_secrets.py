@@ -206,7 +206,7 @@ def test_datasets_hold_no_secret(opened: tuple[str, Any, Secrets], published: di
         assert saved.attrs["source_url"] == small.attrs["source_url"]
 
 
-def test_presigned_source_url_keeps_no_query(published: dict[str, Any]) -> None:
+def test_presigned_url_signature_is_not_kept_in_dataset_attrs(published: dict[str, Any]) -> None:
     presigned = published["presigned"]
     ds = ccd.open_coadd(presigned).to_xarray()
     assert ds.attrs["source_url"] == presigned.split("?", 1)[0] + "?***"
