@@ -57,15 +57,24 @@ def _assert_same(got: ccd.CellCoadd, expected: dict[str, np.ndarray]) -> None:
 
 
 @pytest.fixture(scope="module")
-def new(reference_dir: Path) -> ccd.CellCoadd:
-    """The coadd being written (lsst-images' synthetic 3x3-cell coadd)."""
-    return ccd.open_coadd(reference_dir / "synthetic_3x3.fits")
+def sources(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Private copies of the corpus files written here (other tests may link the shared ones, changing their ctime)."""
+    directory = tmp_path_factory.mktemp("sources")
+    for name in ("synthetic_3x3.fits", "min_default.fits"):
+        shutil.copyfile(reference_dir / name, directory / name)
+    return directory
 
 
 @pytest.fixture(scope="module")
-def old(reference_dir: Path) -> ccd.CellCoadd:
+def new(sources: Path) -> ccd.CellCoadd:
+    """The coadd being written (lsst-images' synthetic 3x3-cell coadd)."""
+    return ccd.open_coadd(sources / "synthetic_3x3.fits")
+
+
+@pytest.fixture(scope="module")
+def old(sources: Path) -> ccd.CellCoadd:
     """The coadd of the previous archive (another shape and other pixels than `new`)."""
-    return ccd.open_coadd(reference_dir / "min_default.fits")
+    return ccd.open_coadd(sources / "min_default.fits")
 
 
 # --------------------------------------------------------------------------- local failures
@@ -157,26 +166,26 @@ def test_missing_destination_directory(fmt: str, new: ccd.CellCoadd, tmp_path: P
 
 @needs_unshare
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_read_only_directory(fmt: str, reference_dir: Path, tmp_path: Path) -> None:
+def test_read_only_directory(fmt: str, sources: Path, tmp_path: Path) -> None:
     directory = tmp_path / "mounted"
     directory.mkdir()
-    result = _child_write(fmt, directory, reference_dir / "synthetic_3x3.fits", namespace=True, mount="4m",
+    result = _child_write(fmt, directory, sources / "synthetic_3x3.fits", namespace=True, mount="4m",
                           read_only=True)
     _assert_write_error(result, errno.EROFS, directory / NAMES[fmt])
 
 
 @needs_unshare
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_disk_full(fmt: str, reference_dir: Path, tmp_path: Path) -> None:
+def test_disk_full(fmt: str, sources: Path, tmp_path: Path) -> None:
     directory = tmp_path / "mounted"
     directory.mkdir()
-    result = _child_write(fmt, directory, reference_dir / "synthetic_3x3.fits", namespace=True, mount="64k")
+    result = _child_write(fmt, directory, sources / "synthetic_3x3.fits", namespace=True, mount="64k")
     _assert_write_error(result, errno.ENOSPC, directory / NAMES[fmt])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_file_size_limit(fmt: str, reference_dir: Path, tmp_path: Path) -> None:
-    result = _child_write(fmt, tmp_path, reference_dir / "synthetic_3x3.fits", fsize=16384)
+def test_file_size_limit(fmt: str, sources: Path, tmp_path: Path) -> None:
+    result = _child_write(fmt, tmp_path, sources / "synthetic_3x3.fits", fsize=16384)
     _assert_write_error(result, errno.EFBIG, tmp_path / NAMES[fmt])
 
 
@@ -268,6 +277,23 @@ def test_zarr_reset_after_n_puts_keeps_the_previous_archive(
     assert len(versions) == 1 and not versions & old_version
 
 
+def test_zarr_reset_at_the_commit_keeps_the_previous_archive(
+    new: ccd.CellCoadd, old: ccd.CellCoadd, s3_server: S3Server, previous: tuple[str, bytes]
+) -> None:
+    key, root = previous
+    url = f"s3://{s3_server.bucket}/{key}"
+    # Count the PUTs of a whole write (the last one is the root document) ...
+    with ResetAfterPuts(s3_server, 10**9) as counter:
+        write_zarr(new, f"s3://{s3_server.bucket}/{key}-count", storage_options=counter.storage_options)
+        puts = counter.seen
+    # ... and reset from the root document's PUT on: the write fails at its commit.
+    with ResetAfterPuts(s3_server, puts - 1) as proxy:
+        with pytest.raises(WriteError, match="previous archive or the new one"):
+            write_zarr(new, url, storage_options={**proxy.storage_options, **NO_RETRIES})
+        assert proxy.seen == puts
+    _assert_previous_kept(s3_server, key, root, _planes(old))
+
+
 _KILLED = r"""
 import json, sys
 import cellcoadd_dask as ccd
@@ -279,14 +305,14 @@ write_zarr(ccd.open_coadd(source), url, storage_options=options)
 
 @pytest.mark.parametrize("puts", [3, 20])
 def test_killed_zarr_writer_keeps_the_previous_archive(
-    puts: int, old: ccd.CellCoadd, reference_dir: Path, s3_server: S3Server, previous: tuple[str, bytes]
+    puts: int, old: ccd.CellCoadd, sources: Path, s3_server: S3Server, previous: tuple[str, bytes]
 ) -> None:
     key, root = previous
     url = f"s3://{s3_server.bucket}/{key}"
     old_keys = _keys(s3_server, key)
     with ResetAfterPuts(s3_server, puts, STALL, seconds=120) as proxy:
         options = {**proxy.storage_options, **NO_RETRIES}
-        child = subprocess.Popen([sys.executable, "-c", _KILLED, str(reference_dir / "synthetic_3x3.fits"), url,
+        child = subprocess.Popen([sys.executable, "-c", _KILLED, str(sources / "synthetic_3x3.fits"), url,
                                   json.dumps(options)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 120

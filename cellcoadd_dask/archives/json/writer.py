@@ -2,7 +2,9 @@
 
 JSON archives suit small coadds (cut-outs, tests, exchange): the whole coadd is computed and
 held in the tree, so :data:`MAX_JSON_PIXELS` bounds what is accepted.  A ``.json.gz``
-destination is gzip-compressed.  The file appears atomically.
+destination is gzip-compressed.  The file appears atomically
+(:func:`~cellcoadd_dask.atomic.atomic_output`), and storage failures are
+:class:`~cellcoadd_dask.errors.WriteError` naming the destination.
 """
 
 from __future__ import annotations
@@ -121,6 +123,19 @@ def write_json(
 
     At most :data:`MAX_JSON_PIXELS` array elements are accepted (a :class:`ValidationError`
     otherwise, before anything is written).  Returns the normalized destination URL.
+
+    Raises
+    ------
+    ValidationError
+        Before anything is written, for too many array elements or a tree that does not match
+        the schema.
+    ArchiveExistsError
+        If the destination exists and ``overwrite`` is false.
+    DestinationNotFoundError
+        If the directory of a local destination does not exist.
+    WriteError
+        If the storage fails (read-only, full, file-size limit, an object store refusing or
+        resetting requests); the previous file, if any, is then unchanged.
     """
     url = normalize_url(url)
     write_with(JsonOutputArchive(url, storage_options=storage_options, overwrite=overwrite), coadd)
