@@ -42,4 +42,6 @@ class StoredArchive:
     format: str = ""
 
     def __repr__(self) -> str:
-        return f"StoredArchive({self.url!r}, {len(self.hdus)} HDUs)"
+        from .errors import shown_url
+
+        return f"StoredArchive({shown_url(self.url)!r}, {len(self.hdus)} HDUs, format {self.format!r})"

@@ -12,8 +12,8 @@ of the package, fsspec and s3fs; the command line's text and JSON output.
 
 One place is allowed to hold credentials: the *pickled* bytes of a graph.  Workers read
 the objects themselves, so the tasks carry the storage options (or the presigned URL)
-they need; what is never allowed is for them to show in a key, a repr or a message.  Known
-leaks outside this module's reach are strict ``xfail`` cases naming the code at fault.
+they need; what is never allowed is for them to show in a key, a repr or a message.
+
 (botocore's own DEBUG log prints request headers, signatures included; it is not the
 package's to change and is not swept: keep it off in production.)
 """
@@ -69,12 +69,6 @@ SOURCES = ("fits s3", "fits presigned", "json s3", "json presigned", "zarr s3")
 """Every archive by ``s3://`` URL with credentials, and the single-object ones by presigned URL too."""
 
 
-def _only_where(leaky: tuple[str, ...], reason: str) -> list[Any]:
-    """``SOURCES`` as parameters, those in ``leaky`` expected to fail (strictly: a fix must remove the mark)."""
-    return [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=reason)) if s in leaky else s
-            for s in SOURCES]
-
-
 @pytest.fixture(scope="module")
 def published(s3_server: S3Server, reference_dir: Path) -> dict[str, Any]:
     """The coadd on S3 as FITS, JSON and Zarr, their presigned URLs, and the secrets to look for."""
@@ -117,8 +111,7 @@ def _parts(coadd: Any) -> dict[str, Any]:
     return parts
 
 
-@pytest.mark.parametrize("source", _only_where(("fits presigned", "json presigned"),
-                                               "StoredArchive.__repr__ (stored.py) shows its URL unredacted"))
+@pytest.mark.parametrize("source", SOURCES)
 def test_stored_archive_shows_no_secret(source: str, published: dict[str, Any]) -> None:
     url, options = published["sources"][source]
     stored = ccd.open_coadd(url, storage_options=options).stored
@@ -151,8 +144,7 @@ def test_graph_keys_hold_no_secret(opened: tuple[str, Any, Secrets]) -> None:
         secrets.check(repr(array), f"{source}: repr of the dask array of {name}")
 
 
-@pytest.mark.parametrize("source", _only_where(
-    ("fits presigned",), "FitsArraySource.__repr__ (archives/fits/source.py) shows its URL unredacted"))
+@pytest.mark.parametrize("source", SOURCES)
 def test_graph_tasks_show_no_secret(source: str, published: dict[str, Any]) -> None:
     """The text of a task (what dask prints when a task fails, what the dashboard shows)."""
     url, options = published["sources"][source]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ArchiveFormatError
+from ...errors import ArchiveFormatError, shown_url
 from ...fetch import ObjectPin, fetch_ranges
 from ...lazy import apply_rest, normalize_key
 from .cards import parse_header
@@ -181,7 +181,7 @@ class FitsArraySource:
 
     def __repr__(self) -> str:
         hdus = ", ".join(r.entry.label for r in self.refs)
-        return f"FitsArraySource({self.url!r}, [{hdus}], shape={self.shape}, dtype={self.dtype})"
+        return f"FitsArraySource({shown_url(self.url)!r}, [{hdus}], shape={self.shape}, dtype={self.dtype})"
 
     def __dask_tokenize__(self) -> Any:
         from dask.base import tokenize
