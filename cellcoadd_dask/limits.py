@@ -20,8 +20,9 @@ raises one.  The caps and their defaults:
 ``metadata_bytes``    64 MiB      one Zarr ``zarr.json`` document (a group's, with its attributes
                                   and consolidated metadata, or an array's), checked before it is
                                   read or parsed
-``chunk_bytes``       256 MiB     one decoded Zarr chunk (its shape times the item size), and a
-                                  Zarr array read whole (table columns, background arrays)
+``chunk_bytes``       256 MiB     one decoded Zarr chunk (its shape times the item size), a Zarr
+                                  array read whole (table columns, background arrays), and (plus
+                                  :data:`CHUNK_OVERHEAD`) one encoded chunk before it is fetched
 ``shard_chunks``      1048576     chunks per Zarr shard (rows of its index: 16 bytes each)
 ====================  ==========  ==============================================================
 """
@@ -30,7 +31,10 @@ from __future__ import annotations
 
 from .errors import ArchiveFormatError
 
-__all__ = ["DEFAULTS", "LimitExceededError", "check", "limit"]
+__all__ = ["CHUNK_OVERHEAD", "DEFAULTS", "LimitExceededError", "check", "limit"]
+
+CHUNK_OVERHEAD = 1 << 20
+"""Bytes an *encoded* chunk may hold beyond ``chunk_bytes`` (codec headers of incompressible data)."""
 
 DEFAULTS: dict[str, int] = {
     "tree_bytes": 256 * 1024**2,

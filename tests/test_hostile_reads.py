@@ -431,3 +431,38 @@ def test_zarr_table_column_claiming_80gb(layout1: Path) -> None:
     with _reads(1_000_000), pytest.raises(LimitExceededError, match="visit") as info:
         coadd.provenance  # noqa: B018 (read on first access)
     assert info.value.cap == "chunk_bytes"
+
+
+def test_zarr_array_shape_at_odds_with_the_tree_fails_on_open(layout2: Path) -> None:
+    def huge(meta: dict[str, Any]) -> None:
+        meta["shape"] = [1_000_000_000, 1_000_000_000]
+
+    _edit(layout2, "variance", huge)
+    with _reads(1_000_000), pytest.raises(ArchiveFormatError, match="'/variance' has shape"):
+        ccd.open_coadd(layout2)  # layout 2: the consolidated metadata is checked on open
+
+
+def test_zarr_300mb_chunk_file_layout_1(layout1: Path) -> None:
+    os.truncate(layout1 / "image" / "c" / "0" / "0", 300 * 1024 * 1024)  # sparse
+    with _reads(1_000_000, 3.0), pytest.raises(LimitExceededError, match="chunk_bytes"):
+        _open_and_read(layout1)
+
+
+def test_zarr_shard_index_giving_a_300mb_chunk(layout2: Path) -> None:
+    import google_crc32c
+
+    shard = layout2 / "image" / "c" / "0" / "0"
+    raw = shard.read_bytes()
+    per_shard = 9  # a 3 x 3 grid of cells, one shard
+    index_bytes = 16 * per_shard + 4
+    rows = np.frombuffer(raw[-index_bytes:-4], "<u8").reshape(per_shard, 2).copy()
+    huge = 300 * 1024 * 1024
+    rows[0] = (0, huge)
+    index = rows.tobytes()
+    with open(shard, "r+b") as f:
+        f.truncate(huge)  # sparse: the shard really holds that many bytes before its index
+        f.seek(huge)
+        f.write(index + google_crc32c.value(index).to_bytes(4, "little"))
+    with _reads(1_000_000, 3.0), pytest.raises(LimitExceededError, match="its index gives a chunk") as info:
+        _open_and_read(layout2)
+    assert info.value.field == "shard index" and info.value.cap == "chunk_bytes"

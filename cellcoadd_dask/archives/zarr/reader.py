@@ -11,8 +11,7 @@ All reads go through the package's fetch layer (:class:`~.store.FetchStore`).
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from os import PathLike
 from typing import Any
 
@@ -22,13 +21,22 @@ from ...coadd import CellCoadd
 from ...errors import ArchiveFormatError, CellCoaddError
 from ...fetch import normalize_url
 from ...geom import Box
-from ...lazy import Chunks, apply_rest, normalize_key
+from ...lazy import Chunks
 from ...limits import DEFAULTS, check
 from ...stored import StoredArchive
-from ..input import ArrayRequest, ColumnReader, Combine, InputArchive, coadd_from_archive
+from ..input import ArrayRequest, ColumnReader, InputArchive, coadd_from_archive
 from ..names import parse_source
+from .arrays import (
+    ZarrArraySource,
+    checked_open,
+    checked_read,
+    is_local,
+    parse_zarr_source,
+    read_stored_array,
+    zarr_store,
+)
 from .layout import ARCHIVE_CLASS, LATEST_LAYOUT, LAYOUT_ATTRIBUTE, LSST_ATTRIBUTE, TREE_ARRAY, TREE_ATTRIBUTE
-from .shards import ShardedArray, check_chunking, plan
+from .shards import check_chunking
 
 __all__ = [
     "CONTAINER_VERSION",
@@ -50,254 +58,6 @@ MAX_TREE_BYTES = DEFAULTS["tree_bytes"]
 """Default of the largest JSON tree (``/lsst_json``) this reader accepts: ``cellcoadd.limits.tree_bytes``."""
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
-def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None, *, read_only: bool = True) -> Any:
-    """The Zarr store of ``url``.
-
-    Read-only, a :class:`~cellcoadd_dask.archives.zarr.store.FetchStore`: every read goes
-    through the package's fetch layer (retried, pinned, counted by ``fetch_stats``, typed
-    errors).  For writing, a ``LocalStore`` for local paths, else an ``FsspecStore``.
-
-    Parameters
-    ----------
-    url
-        Normalized local path or fsspec URL.
-    storage_options
-        Passed to fsspec.
-    read_only
-        Open the store read-only.
-    """
-    if read_only:
-        from .store import FetchStore
-
-        return FetchStore(url, storage_options)
-    import zarr
-
-    if _is_local(url):
-        path = url[len("file://") :] if url.startswith("file://") else url
-        return zarr.storage.LocalStore(path, read_only=read_only)
-    return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=read_only)
-
-
-def parse_zarr_source(source: str, *, url: str | None = None) -> str:
-    """The array path of a ``zarr:<path>`` source string (grammar: :mod:`cellcoadd_dask.archives.names`).
-
-    Raises
-    ------
-    ArchiveFormatError
-        If ``source`` is not a ``zarr:`` source with a plain relative path.
-    """
-    return parse_source(source, scheme="zarr", url=url).name
-
-
-def _open_array(
-    url: str, storage_options: Mapping[str, Any] | None, path: str, metadata: Mapping[str, Any] | None = None
-) -> Any:
-    import zarr
-
-    try:
-        store = zarr_store(url, storage_options)
-        if metadata is not None:  # known from the consolidated metadata: no request
-            from zarr.core.array import Array, AsyncArray
-            from zarr.core.metadata import ArrayV3Metadata
-            from zarr.storage import StorePath
-
-            meta = ArrayV3Metadata.from_dict(dict(metadata))
-            return Array(AsyncArray(metadata=meta, store_path=StorePath(store, path.lstrip("/"))))
-        return zarr.open_array(store, path=path.lstrip("/"), mode="r", zarr_format=3)
-    except CellCoaddError:
-        raise
-    except RecursionError:
-        raise ArchiveFormatError(f"array {path!r}: its zarr.json is nested too deeply to parse", url=url) from None
-    except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.ArrayNotFoundError) as exc:
-        raise ArchiveFormatError(f"array {path!r} is missing or unreadable ({exc})", url=url) from None
-
-
-def _checked_open(url: str, storage_options: Mapping[str, Any] | None, path: str,
-                  metadata: Mapping[str, Any] | None = None, chunk: tuple[int, ...] | None = None,
-                  *, whole: bool = False) -> Any:
-    """:func:`_open_array`, its chunking checked (:func:`~.shards.check_chunking`) before any chunk is read.
-
-    With ``whole`` (the array is about to be read whole: a table column, a background array),
-    its size is checked against ``cellcoadd.limits.chunk_bytes`` too: such arrays are one chunk.
-    """
-    array = _open_array(url, storage_options, path, metadata)
-    check_chunking(metadata if metadata is not None else array.metadata.to_dict(), chunk, url=url, path=path)
-    if whole:
-        nbytes = int(np.prod(array.shape, dtype=object)) * np.dtype(array.dtype).itemsize
-        check(nbytes, "chunk_bytes", field=f"array {path!r} shape {list(array.shape)}", url=url)
-    return array
-
-
-def read_stored_array(url: str, source: str, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
-    """The whole array a ``zarr:`` source of the archive at ``url`` names."""
-    path = parse_zarr_source(source, url=url)
-    array = _checked_open(url, storage_options, path, whole=True)
-    return np.asarray(_checked_read(lambda: array[...], url, path))
-
-
-def _dtype_fits(stored: np.dtype, expected: np.dtype, *, packed: bool) -> bool:
-    """Whether an array stored as ``stored`` may be read as the tree's ``expected``.
-
-    Exactly, except the stored arrays of a packed mask: any unsigned integer type (the writer
-    picks the smallest holding every plane).  Never a float, a signed or a boolean type where the
-    tree says unsigned: such an array would be truncated or misread.
-    """
-    if stored == expected:
-        return True
-    return packed and stored.kind == expected.kind == "u"
-
-
-class _Opened:
-    """Arrays opened by a source (and the sources derived from it); not pickled."""
-
-    def __init__(self) -> None:
-        self.arrays: list[Any] | None = None
-        self.fast: list[ShardedArray | None] = []
-        self.lock = threading.Lock()
-
-
-class ZarrArraySource:
-    """A lazily indexed array over one or more Zarr arrays of an archive.
-
-    With one path and no ``combine`` it is that array; otherwise ``combine(arrays, region)``
-    turns the 2-d regions read from each array into the region of the logical array (the
-    mask's on-disk int32 arrays into its in-memory layout).  Picklable: workers reopen the
-    arrays on first use.
-
-    Parameters
-    ----------
-    url
-        The archive.
-    paths
-        Array paths inside the group.
-    shape, dtype
-        Logical shape and dtype (the stored arrays' shapes are checked against it on open).
-    combine
-        Combiner of the stored regions, or ``None``.
-    storage_options
-        Passed to fsspec.
-    metadata
-        Each array's metadata when known (consolidated metadata), else read on first use.
-    stored_dtypes
-        The dtype the tree gives each stored array (checked on open; default ``dtype``).
-    chunk
-        The chunk shape of every stored array the tree implies (checked on open), or ``None``.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        paths: list[str],
-        *,
-        shape: tuple[int, ...],
-        dtype: np.dtype | str,
-        combine: Combine | None = None,
-        storage_options: Mapping[str, Any] | None = None,
-        metadata: list[Mapping[str, Any] | None] | None = None,
-        stored_dtypes: list[np.dtype] | None = None,
-        chunk: tuple[int, ...] | None = None,
-    ) -> None:
-        self.url = url
-        self.paths = list(paths)
-        self.metadata: list[Mapping[str, Any] | None] = (
-            list(metadata) if metadata is not None else [None] * len(self.paths)
-        )
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(self.shape)
-        self.combine = combine
-        self.storage_options = dict(storage_options or {})
-        self.stored_dtypes = [np.dtype(d) for d in stored_dtypes] if stored_dtypes is not None else None
-        self.chunk = chunk
-        self._opened = _Opened()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        del state["_opened"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._opened = _Opened()
-
-    def __dask_tokenize__(self) -> Any:
-        from dask.base import tokenize
-
-        return ("zarr", self.url, tuple(self.paths), self.shape, str(self.dtype), tokenize(self.combine))
-
-    def __repr__(self) -> str:
-        return f"ZarrArraySource({self.url!r}, {self.paths}, shape={self.shape}, dtype={self.dtype})"
-
-    def derive(self, combine: Combine, shape: tuple[int, ...], dtype: np.dtype | str) -> ZarrArraySource:
-        """A source over the same arrays with another combiner (sharing the opened arrays)."""
-        out = ZarrArraySource(self.url, self.paths, shape=shape, dtype=dtype, combine=combine,
-                              storage_options=self.storage_options, metadata=self.metadata,
-                              stored_dtypes=self.stored_dtypes, chunk=self.chunk)
-        out._opened = self._opened
-        return out
-
-    @property
-    def opened_arrays(self) -> list[Any] | None:
-        """The Zarr arrays if a read has opened them already, else ``None`` (never opens them)."""
-        return self._opened.arrays
-
-    def arrays(self) -> list[Any]:
-        """The opened Zarr arrays (opened and checked on first use)."""
-        opened = self._opened
-        if opened.arrays is None:
-            with opened.lock:
-                if opened.arrays is None:
-                    arrays = [
-                        _checked_open(self.url, self.storage_options, p, m, self.chunk)
-                        for p, m in zip(self.paths, self.metadata, strict=True)
-                    ]
-                    stored = self.shape if self.combine is None else self.shape[:2]
-                    dtypes = self.stored_dtypes or [self.dtype] * len(arrays)
-                    for path, array, dtype in zip(self.paths, arrays, dtypes, strict=True):
-                        if tuple(array.shape) != stored:
-                            raise ArchiveFormatError(
-                                f"array {path!r} has shape {tuple(array.shape)}, the tree says {stored}", url=self.url
-                            )
-                        if (self.combine is None or self.stored_dtypes is not None) and not _dtype_fits(
-                            np.dtype(array.dtype), dtype, packed=self.combine is not None):
-                            raise ArchiveFormatError(
-                                f"array {path!r} holds {array.dtype}, the tree says {dtype}", url=self.url
-                            )
-                    opened.fast = [
-                        None if (shape_plan := plan(m)) is None
-                        else ShardedArray(self.url, p, shape_plan, self.storage_options)
-                        for p, m in zip(self.paths, self.metadata, strict=True)
-                    ]
-                    opened.arrays = arrays
-        return opened.arrays
-
-    def _region(self, k: int, region: tuple[slice, ...]) -> np.ndarray:
-        """Stored array ``k`` over ``region``: directly from its shards when it is of layout 2's shape."""
-        fast = self._opened.fast[k]
-        if fast is not None:
-            return fast.read(region)
-        array = self.arrays()[k]
-        return np.asarray(_checked_read(lambda: array[region], self.url, self.paths[k]))
-
-    def read(self, region: tuple[slice, ...]) -> np.ndarray:
-        """The logical array over ``region`` (unit-step slices, one per axis)."""
-        self.arrays()
-        if self.combine is None:
-            return np.asarray(self._region(0, region), dtype=self.dtype)
-        parts = [self._region(k, region[:2]) for k in range(len(self.paths))]
-        return np.asarray(self.combine(parts, region), dtype=self.dtype)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        region, rest = normalize_key(key, self.shape)
-        if any(s.stop <= s.start for s in region):
-            return apply_rest(np.empty(tuple(s.stop - s.start for s in region), dtype=self.dtype), rest)
-        return apply_rest(self.read(region), rest)
-
-
 class ZarrTableReader(ColumnReader):
     """Hands out table columns of an archive by ``source`` (picklable)."""
 
@@ -313,7 +73,7 @@ class ZarrTableReader(ColumnReader):
 def _open_group(url: str, storage_options: Mapping[str, Any] | None) -> Any:
     import zarr
 
-    if _is_local(url) and not os.path.isdir(url[len("file://") :] if url.startswith("file://") else url):
+    if is_local(url) and not os.path.isdir(url[len("file://") :] if url.startswith("file://") else url):
         raise ArchiveFormatError("no Zarr archive (directory) at this path", url=url)
     try:
         return zarr.open_group(zarr_store(url, storage_options), mode="r", zarr_format=3)
@@ -350,7 +110,7 @@ def _layout_2_tree(group: Any, url: str) -> Any:
         raise ArchiveFormatError(f"tree array {name!r} must be 1-d uint8, not {array.dtype} {array.shape}", url=url)
     check(int(array.shape[0]), "tree_bytes", field=f"tree array {name!r} shape", url=url)
     check_chunking(array.metadata.to_dict(), None, url=url, path=name)
-    raw = _checked_read(lambda: np.asarray(array[...]), url, name)
+    raw = checked_read(lambda: np.asarray(array[...]), url, name)
     try:
         return json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -383,17 +143,6 @@ def _member(group: Any, path: str, url: str) -> Any:
         return group[path.lstrip("/")]
     except (KeyError, ValueError, FileNotFoundError) as exc:
         raise ArchiveFormatError(f"array {path!r} is missing or unreadable ({exc})", url=url) from None
-
-
-def _checked_read(read: Callable[[], np.ndarray], url: str, path: str) -> np.ndarray:
-    """``read()``, with any decoding failure of a chunk turned into an :class:`ArchiveFormatError`."""
-    try:
-        return read()
-    except CellCoaddError:
-        raise
-    except Exception as exc:  # codec errors are whatever the codec raises
-        raise ArchiveFormatError(f"array {path!r}: a chunk cannot be decoded ({type(exc).__name__}: {exc})",
-                                 url=url) from None
 
 
 def _model_chunk(request: ArrayRequest) -> tuple[int, ...] | None:
@@ -437,11 +186,13 @@ class ZarrInputArchive(InputArchive):
             parsed = parse_source(array.source, scheme="zarr", url=self.url)
             paths.append(f"/{parsed.name}" if parsed.rooted else parsed.name)
         metadata = [self._metadata(p) for p in paths]
-        return ZarrArraySource(
+        source = ZarrArraySource(
             self.url, paths, shape=request.shape, dtype=request.dtype, combine=request.combine,
             storage_options=self.storage_options, metadata=metadata,
             stored_dtypes=[a.dtype for a in request.arrays], chunk=_model_chunk(request),
         )
+        source.check_metadata()  # layout 2: a tree or metadata at odds fails on open, not in a task
+        return source
 
     def _metadata(self, path: str) -> Mapping[str, Any] | None:
         """The array's metadata when the group's consolidated metadata has it (else read on first use)."""
@@ -498,9 +249,9 @@ def read_zarr(
 def stored_array(stored: StoredArchive, source: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     """The whole array ``source`` names in the Zarr archive a coadd was read from."""
     path = parse_zarr_source(source, url=stored.url)
-    array = _checked_open(stored.url, stored.storage_options, path, whole=True)
+    array = checked_open(stored.url, stored.storage_options, path, whole=True)
     if tuple(array.shape) != tuple(shape) or (dtype and np.dtype(array.dtype) != np.dtype(dtype)):
         raise ArchiveFormatError(f"array {source!r} is {array.dtype} {array.shape}, the tree says {dtype} {shape}",
                                  url=stored.url)
-    return np.asarray(_checked_read(lambda: array[...], stored.url, path))
+    return np.asarray(checked_read(lambda: array[...], stored.url, path))
 

@@ -30,6 +30,7 @@ from ...errors import ArchiveFormatError, shown_url
 from ...fetch import ObjectChangedError, ObjectNotFoundError, ObjectPin, fetch_ranges, fetch_suffix
 from ...fetch_backends.core import local_path
 from ...fetch_backends.local import check_contained
+from ...limits import CHUNK_OVERHEAD, LimitExceededError, limit
 from ..decode_pool import run_indexed
 
 __all__ = ["ShardPlan", "ShardedArray", "check_chunking", "plan"]
@@ -236,6 +237,13 @@ class ShardedArray:
             used = rows[..., 0] != _EMPTY
             if total is not None and np.any(rows[used, 0] + rows[used, 1] > total - size):
                 raise self._error(shard, "its index points past the end of the shard")
+            cap = limit("chunk_bytes") + CHUNK_OVERHEAD
+            if np.any(rows[used, 1] > cap):
+                raise LimitExceededError(
+                    f"array {self.path!r}, shard {'/'.join(map(str, shard))}: its index gives a chunk of "
+                    f"{int(rows[used, 1].max())} bytes, more than the cap cellcoadd.limits.chunk_bytes (+ overhead)",
+                    field="shard index", cap="chunk_bytes", url=self.url,
+                )
             found = (rows, pin)
         with self._lock:
             self._indexes[shard] = found

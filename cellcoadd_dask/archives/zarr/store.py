@@ -21,7 +21,9 @@ through presigned URLs: read it through its ``s3://`` URL with credentials in th
 options (the fetch layer then presigns each object itself).
 
 Hostile stores: every ``zarr.json`` is refused unread when it is larger than
-``cellcoadd.limits.metadata_bytes`` (:mod:`cellcoadd_dask.limits`), and in a local store a key
+``cellcoadd.limits.metadata_bytes`` (:mod:`cellcoadd_dask.limits`), any other object read whole
+(an unsharded chunk) when larger than ``cellcoadd.limits.chunk_bytes`` plus
+:data:`~cellcoadd_dask.limits.CHUNK_OVERHEAD`, and in a local store a key
 whose file or directory is a symbolic link resolving outside the store is refused
 (:class:`~cellcoadd_dask.fetch_backends.local.OutsideStoreError`); links inside it are followed.
 
@@ -54,7 +56,7 @@ from ...fetch import (
 )
 from ...fetch_backends.core import local_path
 from ...fetch_backends.local import check_contained
-from ...limits import limit
+from ...limits import CHUNK_OVERHEAD, limit
 
 if TYPE_CHECKING:
     from zarr.abc.store import ByteRequest
@@ -217,11 +219,13 @@ class FetchStore(Store):
         if self._local:
             check_contained(local_path(self._base) or self._base, local_path(url) or url, url)
         if byte_range is None:
+            # Whole objects are metadata documents (parsed whole) or unsharded chunks (decoded
+            # whole): their size is capped before they are read.
             if url.split("?", 1)[0].endswith(METADATA_KEY):
-                # Metadata documents are parsed whole: their size is capped before they are read.
                 return fetch_object(url, storage_options=options, pin=pin, limit=limit("metadata_bytes"),
                                     cap="metadata_bytes")
-            return fetch_object(url, storage_options=options, pin=pin)
+            return fetch_object(url, storage_options=options, pin=pin, limit=limit("chunk_bytes") + CHUNK_OVERHEAD,
+                                cap="chunk_bytes")
         if isinstance(byte_range, RangeByteRequest):
             start, stop = int(byte_range.start), int(byte_range.end)
             if stop <= start:
@@ -231,7 +235,8 @@ class FetchStore(Store):
             blobs, seen = fetch_head(url, [(start, stop)], storage_options=options, pin=pin)
             return blobs[0], seen
         if isinstance(byte_range, OffsetByteRequest):
-            return fetch_object(url, offset=int(byte_range.offset), storage_options=options, pin=pin)
+            return fetch_object(url, offset=int(byte_range.offset), storage_options=options, pin=pin,
+                                limit=limit("chunk_bytes") + CHUNK_OVERHEAD, cap="chunk_bytes")
         if isinstance(byte_range, SuffixByteRequest):
             if byte_range.suffix <= 0:
                 _, seen = fetch_suffix(url, 1, storage_options=options, pin=pin)
