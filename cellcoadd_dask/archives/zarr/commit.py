@@ -140,6 +140,7 @@ def write_remote(archive: Fillable, url: str, storage_options: Mapping[str, Any]
     try:
         fs, root = filesystem(url, options)
         root = root.rstrip("/")
+        fs.invalidate_cache(root)  # a listing cached before another process wrote here must not hide an archive
         if not overwrite and fs.exists(f"{root}/{ROOT_DOCUMENT}"):
             raise ArchiveExistsError(f"Archive {shown_url(url)!r} already exists.")
         store = zarr.storage.FsspecStore.from_url(f"{url}/{version}", storage_options=options, read_only=False)
