@@ -21,6 +21,7 @@ help:
 	@echo "make docs    build the documentation site into docs/_build/html, executing every"
 	@echo "             tutorial and guide page; any warning fails the build"
 	@echo "             (reuse outputs of unchanged pages: make docs DOCS_EXECUTION=cache)"
+	@echo "make fuzz    mutation-fuzz the FITS, JSON and Zarr readers: N cases (default 20000), outcome table"
 	@echo "make clean   remove .venv and docs/_build"
 
 # A Python 3.12 interpreter, in order: $PYTHON312, pyenv (which honours
@@ -96,6 +97,12 @@ test: $(STAMP) nginx
 # servers as the tests, so nginx must be present.
 docs: $(DOCS_STAMP) nginx
 	CELLCOADD_DOCS_EXECUTION=$(DOCS_EXECUTION) $(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
+# N mutated archives, each read in a child process (2 GiB address space, 5 s); prints the outcome table.
+N ?= 20000
+.PHONY: fuzz
+fuzz: $(STAMP)
+	PYTHONPATH=tests $(PY) -m fuzz -n $(N)
 
 clean:
 	rm -rf $(VENV) docs/_build
