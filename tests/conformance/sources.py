@@ -9,7 +9,6 @@ filesystem.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -146,10 +145,11 @@ class HttpSource(Source):
     def _put(self, local: Path, key: str) -> tuple[str, dict[str, Any] | None]:
         target = self.server.root / key
         target.parent.mkdir(parents=True)
+        # Copies, not hard links: a link changes the source's ctime, which pinned readers see as a change.
         if local.is_dir():
-            shutil.copytree(local, target, copy_function=os.link)
+            shutil.copytree(local, target)
         else:
-            os.link(local, target)
+            shutil.copyfile(local, target)
         return f"{self.server.url}/{key}", None
 
     def mark(self) -> int:

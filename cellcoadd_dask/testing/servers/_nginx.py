@@ -144,10 +144,9 @@ class HttpServer:
         """
         path = Path(path)
         target = self.root / self._unique_name(name or path.name)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copyfile(path, target)
+        # A copy, not a hard link: a new link changes the file's ctime, which readers that
+        # pinned the original (size, mtime, ctime, inode) rightly take for a change.
+        shutil.copyfile(path, target)
         return f"{self.url}/{target.name}"
 
     def publish_bytes(self, data: bytes, name: str = "blob.bin") -> str:
