@@ -30,6 +30,7 @@ KNOWN: dict[tuple[str, str], str] = {
     ("zarr", "untyped"): "'zarr root edit #5 (seed 20281205): set consolidated_metadata.metadata."
                          "lsst/tables/provenance/contributions/psf_shape_flag.chunk_grid.configuration = False' "
                          "-> TypeError: Expected dict, got <class 'bool'> (11 distinct)",
+    ("zarr", "wrong"): "'zarr image metadata (both): big endian' -> 108 image values differ, no error",
 }
 """``(archive, outcome)`` pairs still seen, with one reproducing case each (strict xfails)."""
 

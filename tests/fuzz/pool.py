@@ -109,7 +109,11 @@ def judge(path: Path, base: dict[str, Any], allowed: Allowed) -> tuple[str, str]
 def _serve(conn: Connection, baselines: dict[str, str]) -> None:
     """Child loop: read the baselines, cap the address space, then judge cases until ``None``."""
     warnings.simplefilter("error")  # as pytest's filterwarnings = error
-    base = {key: read_everything(Path(path)) for key, path in baselines.items()}
+    try:
+        base = {key: read_everything(Path(path)) for key, path in baselines.items()}
+    except Exception as exc:
+        conn.send(f"the unmutated archives do not read: {type(exc).__name__}: {exc}")
+        return
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, resource.getrlimit(resource.RLIMIT_AS)[1]))
@@ -139,9 +143,10 @@ class _Child:
             else:
                 os.environ["MALLOC_ARENA_MAX"] = previous
         child.close()
-        if not self.conn.poll(START_LIMIT) or self.conn.recv() != "ready":
+        answer = self.conn.recv() if self.conn.poll(START_LIMIT) else "no answer"
+        if answer != "ready":
             self.kill()
-            raise RuntimeError("a fuzzing child did not start")
+            raise RuntimeError(f"a fuzzing child did not start: {answer}")
         self.job: tuple[Case, Path, float] | None = None
 
     def kill(self) -> None:

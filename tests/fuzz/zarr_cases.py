@@ -137,35 +137,103 @@ def root_edits(store: ZarrStore, n: int, at: int) -> Iterator[Case]:
                    _copy(store.path, _write_doc("zarr.json", apply_edit(document, edit))))
 
 
+def _edit_array(store: ZarrStore, name: str, edited: Any, where: str) -> Callable[[Path], None]:
+    """Write ``edited`` as the metadata of array ``name``: in its document, its consolidated entry, or both."""
+    root = json.loads(json.dumps(store.root))
+    root["consolidated_metadata"]["metadata"][name] = edited
+
+    def change(path: Path) -> None:
+        if where != "consolidated":
+            (path / name / "zarr.json").write_bytes(dumps(edited))
+        if where != "array":
+            (path / "zarr.json").write_bytes(dumps(root))
+
+    return change
+
+
+def _pixel_arrays(store: ZarrStore) -> list[str]:
+    return sorted(name for name in store.arrays if not name.startswith(("lsst/", TREE)))
+
+
+def metadata_fixed(store: ZarrStore) -> Iterator[tuple[str, str, Any]]:
+    """Plausible-but-wrong metadata of the pixel arrays: ``(array, what, edited document)``."""
+    for name in _pixel_arrays(store):
+        document = store.arrays[name]
+        for what, edit in _metadata_edits(document):
+            edited = json.loads(json.dumps(document))
+            edit(edited)
+            yield name, what, edited
+
+
+def _metadata_edits(document: Any) -> list[tuple[str, Callable[[Any], None]]]:
+    shape = document["shape"]
+    outer = document["chunk_grid"]["configuration"]["chunk_shape"]
+    edits: list[tuple[str, Callable[[Any], None]]] = [
+        *[(f"data_type {t}", lambda d, t=t: d.__setitem__("data_type", t))
+          for t in ("float64", "float32", "int32", "uint32", "int8", "uint8", "bool", "float16", "uint64")
+          if t != document["data_type"]],
+        ("shape doubled", lambda d: d.__setitem__("shape", [2 * n for n in shape])),
+        ("shape - 1", lambda d: d.__setitem__("shape", [n - 1 for n in shape])),
+        ("shape 10**9", lambda d: d.__setitem__("shape", [10**9 for _ in shape])),
+        ("one more dimension", lambda d: d.__setitem__("shape", [1, *shape])),
+        ("chunk shape 30000", lambda d: d["chunk_grid"]["configuration"].__setitem__(
+            "chunk_shape", [30000 for _ in outer])),
+        ("chunk shape halved", lambda d: d["chunk_grid"]["configuration"].__setitem__(
+            "chunk_shape", [max(1, n // 2) for n in outer])),
+        ("fill value 1", lambda d: d.__setitem__("fill_value", 1)),
+        ("fill value NaN", lambda d: d.__setitem__("fill_value", "NaN")),
+        ("codecs dropped", lambda d: d.__setitem__("codecs", d["codecs"][:1])),
+    ]
+    if document["codecs"][0]["name"] == "sharding_indexed":
+        config = document["codecs"][0]["configuration"]
+        edits += [
+            ("inner chunk shape halved", lambda d: d["codecs"][0]["configuration"].__setitem__(
+                "chunk_shape", [max(1, n // 2) for n in config["chunk_shape"]])),
+            ("inner chunk shape = outer", lambda d: d["codecs"][0]["configuration"].__setitem__(
+                "chunk_shape", list(outer))),
+            ("index at the start", lambda d: d["codecs"][0]["configuration"].__setitem__(
+                "index_location", "start")),
+            ("no index crc32c", lambda d: d["codecs"][0]["configuration"].__setitem__(
+                "index_codecs", config["index_codecs"][:1])),
+            ("no chunk crc32c", lambda d: d["codecs"][0]["configuration"].__setitem__(
+                "codecs", [c for c in config["codecs"] if c["name"] != "crc32c"])),
+            ("blosc typesize 8", lambda d: [c["configuration"].__setitem__("typesize", 8)
+                                            for c in d["codecs"][0]["configuration"]["codecs"]
+                                            if c["name"] == "blosc"]),
+            ("gzip instead of blosc", lambda d: d["codecs"][0]["configuration"].__setitem__(
+                "codecs", [c if c["name"] != "blosc" else {"name": "gzip", "configuration": {"level": 5}}
+                           for c in config["codecs"]])),
+            ("big endian", lambda d: d["codecs"][0]["configuration"]["codecs"][0].__setitem__(
+                "configuration", {"endian": "big"})),
+        ]
+    return edits
+
+
 def array_edits(store: ZarrStore, n: int, at: int) -> Iterator[Case]:
-    """Edits of array metadata: in the array's document, its consolidated entry, or both."""
-    names = sorted(store.arrays)
-    rng = np.random.default_rng(at)
-    per_array = [draw_examples(tree_edits(store.arrays[name]), max(1, n // len(names) + 1), at + k)
-                 for k, name in enumerate(names)]
+    """Edits of array metadata: in the array's document, its consolidated entry, or both.
+
+    First the hand-picked `metadata_fixed` edits, then hypothesis edits, half of them of pixel arrays.
+    """
     count = 0
-    for round_ in range(n):
-        for k in rng.permutation(len(names)):
-            if count >= n or round_ >= len(per_array[k]):
-                continue
-            name, edit = names[k], per_array[k][round_]
-            where = ("array", "consolidated", "both")[count % 3]
-            edited = apply_edit(store.arrays[name], edit)
-            root = json.loads(json.dumps(store.root))
-            root["consolidated_metadata"]["metadata"][name] = edited
-
-            def change(path: Path, name: str = name, edited: Any = edited, root: Any = root,
-                       where: str = where) -> None:
-                if where != "consolidated":
-                    (path / name / "zarr.json").write_bytes(dumps(edited))
-                if where != "array":
-                    (path / "zarr.json").write_bytes(dumps(root))
-
-            count += 1
-            yield Case("zarr", f"zarr {name} metadata ({where}) edit #{round_} (seed {at + k}): {describe(edit)}",
-                       _copy(store.path, change))
-        if count >= n:
-            return
+    for k, (name, what, edited) in enumerate(metadata_fixed(store)):
+        if count >= n // 2:
+            break
+        where = ("both", "consolidated", "array")[k % 3]
+        count += 1
+        yield Case("zarr", f"zarr {name} metadata ({where}): {what}", _copy(store.path, _edit_array(
+            store, name, edited, where)))
+    pixels = _pixel_arrays(store)
+    others = sorted(set(store.arrays) - set(pixels))
+    rng = np.random.default_rng(at)
+    left = n - count
+    picks = [pixels[int(rng.integers(len(pixels)))] if rng.integers(2) else others[int(rng.integers(len(others)))]
+             for _ in range(left)]
+    for k, name in enumerate(sorted(set(picks))):
+        wanted = picks.count(name)
+        for m, edit in enumerate(draw_examples(tree_edits(store.arrays[name]), wanted, at + k)):
+            where = ("array", "consolidated", "both")[(count + m) % 3]
+            yield Case("zarr", f"zarr {name} metadata ({where}) edit #{m} (seed {at + k}): {describe(edit)}",
+                       _copy(store.path, _edit_array(store, name, apply_edit(store.arrays[name], edit), where)))
 
 
 def tree_edit_cases(store: ZarrStore, n: int, at: int) -> Iterator[Case]:
@@ -180,9 +248,11 @@ def tree_edit_cases(store: ZarrStore, n: int, at: int) -> Iterator[Case]:
 
 def byte_flips(store: ZarrStore, n: int, at: int, *, index: bool) -> Iterator[Case]:
     rng = np.random.default_rng(at)
-    files = [f for f in store.chunks if store.index_bytes(f)] if index else [*store.chunks, f"{TREE}/c/0"]
+    shards = [f for f in store.chunks if store.index_bytes(f)]
+    tables = [f for f in store.chunks if not store.index_bytes(f)]
     for _ in range(n):
-        name = files[int(rng.integers(len(files)))]
+        group = shards if index else (shards, shards, tables, [f"{TREE}/c/0"])[int(rng.integers(4))]
+        name = group[int(rng.integers(len(group)))]
         size = (store.path / name).stat().st_size
         low = size - store.index_bytes(name) if index else 0
         position = int(rng.integers(low, size))
