@@ -88,17 +88,19 @@ def shard_shape(chunks: tuple[int, ...], shape: tuple[int, ...], itemsize: int, 
 
 
 def codecs(dtype: np.dtype, *, layout: int) -> dict[str, Any]:
-    """``create_array`` keyword arguments of the codecs: blosc zstd 5 with shuffle, crc32c (layout 2).
+    """``create_array`` keyword arguments (layout 2): blosc zstd 5 with shuffle, crc32c, every chunk stored.
 
     Layout 1 keeps Zarr's defaults.
     """
     if layout < 2:
         return {}
+    # Every chunk is stored, fill values included: a missing chunk or shard is then damage,
+    # never a silent fill value.
     from zarr.codecs import BloscCodec, Crc32cCodec
 
     shuffle: Literal["shuffle", "bitshuffle"] = "bitshuffle" if dtype.itemsize == 1 else "shuffle"
     blosc = BloscCodec(cname="zstd", clevel=5, shuffle=shuffle, typesize=max(1, dtype.itemsize))
-    return {"compressors": [blosc, Crc32cCodec()]}
+    return {"compressors": [blosc, Crc32cCodec()], "config": {"write_empty_chunks": True}}
 
 
 @dataclass(frozen=True)

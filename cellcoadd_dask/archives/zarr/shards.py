@@ -198,7 +198,7 @@ class ShardedArray:
         self.path = path.strip("/")
         self.plan = plan
         self.storage_options = dict(storage_options or {})
-        self._indexes: dict[tuple[int, ...], tuple[np.ndarray, ObjectPin] | None] = {}
+        self._indexes: dict[tuple[int, ...], tuple[np.ndarray, ObjectPin]] = {}
         self._lock = threading.Lock()
 
     def _shard_url(self, shard: tuple[int, ...]) -> str:
@@ -217,8 +217,8 @@ class ShardedArray:
         return ArchiveFormatError(f"array {self.path!r}, shard {'/'.join(map(str, shard))}: {message}",
                                   url=self.url)
 
-    def _index(self, shard: tuple[int, ...]) -> tuple[np.ndarray, ObjectPin] | None:
-        """The shard's ``(offset, length)`` rows and pin, or ``None`` when the shard was never written."""
+    def _index(self, shard: tuple[int, ...]) -> tuple[np.ndarray, ObjectPin]:
+        """The shard's ``(offset, length)`` rows and pin (a missing shard is an error: layout 2 stores them all)."""
         with self._lock:
             if shard in self._indexes:
                 return self._indexes[shard]
@@ -227,7 +227,8 @@ class ShardedArray:
         try:
             raw, pin = fetch_suffix(self._shard_url(shard), size, storage_options=self.storage_options)
         except ObjectNotFoundError:
-            found = None
+            # Layout 2 stores every chunk: a missing shard is damage, not a fill value.
+            raise self._error(shard, "the shard is missing (layout 2 stores every chunk)") from None
         else:
             if len(raw) != size:
                 raise self._error(shard, f"shorter ({len(raw)} bytes) than its index ({size} bytes)")
@@ -262,16 +263,15 @@ class ShardedArray:
             by_shard.setdefault(shard, []).append(chunk)
         jobs: list[tuple[tuple[int, ...], tuple[int, ...], Any]] = []
         for shard, chunks in by_shard.items():
-            found = self._index(shard)
-            if found is None:
-                continue
-            rows, pin = found
+            rows, pin = self._index(shard)
             wanted = []
             for chunk in chunks:
                 local = tuple(c % k for c, k in zip(chunk, p.per_shard, strict=True))
                 offset, length = (int(v) for v in rows[local])
-                if rows[local][0] != _EMPTY:
-                    wanted.append((chunk, (offset, offset + length)))
+                if rows[local][0] == _EMPTY:
+                    raise self._error(shard, f"chunk {'/'.join(map(str, chunk))} is missing from the shard "
+                                             "(layout 2 stores every chunk)")
+                wanted.append((chunk, (offset, offset + length)))
             if not wanted:
                 continue
             try:
@@ -324,7 +324,7 @@ def _check(raw: Any, array: ShardedArray, shard: tuple[int, ...], what: str) -> 
 
     data = memoryview(raw)
     if len(data) < 4:
-        raise array._error(shard, f"a {what} of {len(data)} bytes has no checksum")
+        raise array._error(shard, f"its {what} of {len(data)} bytes has no checksum")
     stored = int.from_bytes(bytes(data[-4:]), "little")
     if google_crc32c.value(bytes(data[:-4])) != stored:
-        raise array._error(shard, f"a {what} fails its CRC-32C checksum")
+        raise array._error(shard, f"its {what} fails its CRC-32C checksum")
