@@ -56,12 +56,6 @@ def applicable(archive: Archive, source: str) -> bool:
 KNOWN_BUGS: tuple[tuple[str, str, str | None, str | None, str], ...] = (
     # (test function, archive, source or None for any, extra parameter or None for any, the bug).
     # Each is reported with a minimal reproduction; the cases are strict xfails (they must fail).
-    *(
-        ("test_open_one_cell_and_cutout_read_little", archive, "memory", None,
-         "a JSON archive on memory:// (any fsspec filesystem of the generic backend) is read with "
-         "fs.cat_file outside the fetch layer: fetch_stats counts 1 request of 1 byte for opening")
-        for archive in ("json-lsst", "json", "json-gz")
-    ),
     # Layout 1 omits chunks that hold only the fill value, so a deleted one cannot be told from them
     # (layout 2 stores every chunk and refuses a missing one).
     ("test_damaged_archive_gives_a_typed_error_naming_its_url", "zarr-1", None, "deleted chunk",

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...coadd import CellCoadd
 from ...errors import ArchiveFormatError, FetchError, shown_url
-from ...fetch import fetch_head, fetch_ranges, filesystem, normalize_url, redact
+from ...fetch import fetch_head, fetch_object, fetch_ranges, filesystem, normalize_url, redact
 from ...geom import Box
 from ...lazy import Chunks
 from ...limits import DEFAULTS, LimitExceededError, check, limit
@@ -65,16 +65,18 @@ def _read_text(url: str, storage_options: Mapping[str, Any] | None) -> Any:
         check(size, "json_bytes", field="JSON archive size", url=url)
         (raw,) = fetch_ranges(url, [(0, size)], storage_options=storage_options, pin=pin)
     else:
+        # The backend does not tell sizes (fsspec filesystems without ranged metadata): ask the
+        # filesystem for the size to check the cap, then read the object through the fetch layer.
         fs, path = filesystem(url, storage_options)
         try:
             size = fs.size(path)
-            if size is not None:
-                check(size, "json_bytes", field="JSON archive size", url=url)
-            raw = fs.cat_file(path)
         except FileNotFoundError:
             raise FetchError(f"{shown_url(url)}: no such file.") from None
         except OSError as exc:
             raise FetchError(redact(f"{shown_url(url)}: reading failed: {exc!r}", storage_options)) from None
+        if size is not None:
+            check(size, "json_bytes", field="JSON archive size", url=url)
+        raw, _ = fetch_object(url, storage_options=storage_options, pin=pin)
     if raw[:2] == b"\x1f\x8b":
         try:
             d = zlib.decompressobj(wbits=31)
