@@ -472,9 +472,10 @@ def test_ignore_range_returns_the_whole_object(http_proxy: HttpFaultProxy, http_
 
 def test_close_ends_stalls_and_leaves_no_thread_or_listener(http_server: HttpServer) -> None:
     url = http_server.publish_bytes(DATA, "close.bin")
+    before = {t for t in threading.enumerate() if t.name.startswith("faultproxy")}  # other tests' proxies
     proxy = FaultProxy(http_server.url)
     proxy.stall(30.0)
-    threads = [t for t in threading.enumerate() if t.name.startswith("faultproxy")]
+    threads = [t for t in threading.enumerate() if t.name.startswith("faultproxy") and t not in before]
     assert len(threads) == 1
     with socket.create_connection((proxy.host, proxy.port), timeout=5) as client:
         client.sendall(f"GET {_path(url)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())

@@ -93,7 +93,7 @@ def _runtime_imports(rel: str) -> set[str]:
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", (
         "errors.py", "geom.py", "cells.py", "compression.py", "deferred.py", "stored.py", "streaming.py",
-        "schema.py", "archives/names.py", "starlink_sandbox.py", "_starlink_sandbox_child.py",
+        "schema.py", "archives/names.py", "starlink_sandbox.py", "_starlink_sandbox_child.py", "limits.py",
     )),
     ("storage", ("fetch*.py", "fetch_backends/*", "atomic.py")),
     ("codecs", (*(f"archives/fits/{name}.py" for name in (
