@@ -89,8 +89,8 @@ def _is_number(value: Any) -> bool:
 
 
 def tree_changes(old: Any, new: Any, path: tuple[str | int, ...] = ()) -> tuple[set[str], bool]:
-    """``(planes, metadata)``: planes whose inline values (numbers below a ``data`` key) changed, and
-    whether anything else changed."""
+    """``(planes, metadata)``: planes whose inline values (scalars in the lists below a ``data`` key, the
+    JSON counterpart of pixel bytes) were replaced, and whether anything else changed."""
     if isinstance(old, dict) and isinstance(new, dict):
         planes: set[str] = set()
         meta = set(old) != set(new)
@@ -108,13 +108,13 @@ def tree_changes(old: Any, new: Any, path: tuple[str | int, ...] = ()) -> tuple[
             planes |= p
             meta |= m
         return planes, meta
-    if _is_number(old) and _is_number(new):
-        if old == new or (old != old and new != new):
-            return set(), False
-        if "data" in path and isinstance(path[-1], int):
-            return {plane_of_path(path)}, False
-        return set(), True
-    return set(), not (type(old) is type(new) and old == new)
+    if _is_number(old) and _is_number(new) and (old == new or (old != old and new != new)):
+        return set(), False
+    if type(old) is type(new) and old == new:
+        return set(), False
+    if "data" in path and isinstance(path[-1], int) and not isinstance(old, dict | list):
+        return {plane_of_path(path)}, False  # an inline value of a plane: its "pixel bytes"
+    return set(), True
 
 
 def allowed_for_tree(old: Any, new_text: bytes) -> tuple[tuple[str, Any], ...]:
