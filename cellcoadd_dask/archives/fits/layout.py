@@ -172,7 +172,7 @@ def _json_tree(buffer: bytes, url: str, base: int, size: int) -> Any:
     try:
         text = buffer[start : start + count].decode("utf-8")
         return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, over-long integers
         raise ArchiveFormatError(
             f"JSON tree does not parse: {exc}", url=url, hdu="JSON", byte_range=(base + start, base + start + count)
         ) from None

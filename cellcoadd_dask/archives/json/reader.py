@@ -92,7 +92,7 @@ def _read_text(url: str, storage_options: Mapping[str, Any] | None) -> Any:
             raise ArchiveFormatError(f"corrupt gzip stream: {exc}", url=url) from None
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, over-long integers
         raise ArchiveFormatError(f"JSON archive does not parse: {exc}", url=url) from None
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ArchiveFormatError, CellCoaddError
+from ...errors import ArchiveFormatError, CellCoaddError, shown_url
 from ...lazy import apply_rest, normalize_key
 from ...limits import check
 from ..input import Combine
@@ -215,7 +215,7 @@ class ZarrArraySource:
         return ("zarr", self.url, tuple(self.paths), self.shape, str(self.dtype), tokenize(self.combine))
 
     def __repr__(self) -> str:
-        return f"ZarrArraySource({self.url!r}, {self.paths}, shape={self.shape}, dtype={self.dtype})"
+        return f"ZarrArraySource({shown_url(self.url)!r}, {self.paths}, shape={self.shape}, dtype={self.dtype})"
 
     def derive(self, combine: Combine, shape: tuple[int, ...], dtype: np.dtype | str) -> ZarrArraySource:
         """A source over the same arrays with another combiner (sharing the opened arrays)."""

@@ -36,7 +36,7 @@ from .arrays import (
     zarr_store,
 )
 from .layout import ARCHIVE_CLASS, LATEST_LAYOUT, LAYOUT_ATTRIBUTE, LSST_ATTRIBUTE, TREE_ARRAY, TREE_ATTRIBUTE
-from .shards import check_chunking
+from .shards import check_chunking, plan
 
 __all__ = [
     "CONTAINER_VERSION",
@@ -83,6 +83,8 @@ def _open_group(url: str, storage_options: Mapping[str, Any] | None) -> Any:
         raise ArchiveFormatError("the group's zarr.json is nested too deeply to parse", url=url) from None
     except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
         raise ArchiveFormatError(f"not a Zarr group ({exc})", url=url) from None
+    except Exception as exc:  # whatever zarr-python's metadata parsing raises on a malformed document
+        raise ArchiveFormatError(f"the group's metadata is malformed ({type(exc).__name__}: {exc})", url=url) from None
 
 
 def _layout_1_tree(attribute: Any, url: str) -> Any:
@@ -186,6 +188,14 @@ class ZarrInputArchive(InputArchive):
             parsed = parse_source(array.source, scheme="zarr", url=self.url)
             paths.append(f"/{parsed.name}" if parsed.rooted else parsed.name)
         metadata = [self._metadata(p) for p in paths]
+        if self.layout >= 2:
+            for path, meta in zip(paths, metadata, strict=True):
+                if plan(meta) is None:
+                    raise ArchiveFormatError(
+                        f"array {path!r} is not encoded as layout {self.layout} encodes planes (one sharded array, "
+                        "chunks of bytes(little) + blosc + crc32c, index bytes(little) + crc32c at the end)",
+                        url=self.url,
+                    )
         source = ZarrArraySource(
             self.url, paths, shape=request.shape, dtype=request.dtype, combine=request.combine,
             storage_options=self.storage_options, metadata=metadata,
