@@ -342,7 +342,7 @@ class CellCoadd(SlicedByBox):
 
         A read-only mapping of ``"provenance"``, ``"aperture_corrections"`` and
         ``"backgrounds"`` to ``None`` when the coadd has none, a
-        :class:`~cellcoadd_dask.deferred.Deferred` (its ``loaded`` says whether it has been
+        ``Deferred`` (its ``loaded`` says whether it has been
         read) or the value itself.  :attr:`provenance`, :attr:`aperture_corrections` and
         :attr:`backgrounds` give the values, reading them if needed.
         """

@@ -22,7 +22,7 @@ raises one.  The caps and their defaults:
                                   read or parsed
 ``chunk_bytes``       256 MiB     one decoded Zarr chunk (its shape times the item size), a Zarr
                                   array read whole (table columns, background arrays), and (plus
-                                  :data:`CHUNK_OVERHEAD`) one encoded chunk before it is fetched
+                                  :data:`~cellcoadd_dask.limits.CHUNK_OVERHEAD`) one encoded chunk before it is fetched
 ``shard_chunks``      1048576     chunks per Zarr shard (rows of its index: 16 bytes each)
 ====================  ==========  ==============================================================
 """

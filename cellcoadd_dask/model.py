@@ -475,7 +475,10 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
     backgrounds = _get(ctx, tree, "backgrounds", "", required=False)
     if backgrounds is not None:
         check_stamp(ctx, backgrounds, "backgrounds")
-        for name, fld in (backgrounds.get("fields") or {}).items():
+        fields = backgrounds.get("fields") or {}
+        if not isinstance(fields, Mapping):
+            raise ctx.error("backgrounds.fields", "expected an object of fields by name")
+        for name, fld in fields.items():
             check_stamp(ctx, fld, f"backgrounds.fields.{name}")
     metadata = _get(ctx, tree, "metadata", "", required=False, default={})
     if not isinstance(metadata, Mapping):

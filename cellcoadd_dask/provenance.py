@@ -88,7 +88,7 @@ def _column_values(model: Any, get_column: GetColumn, url: str | None, path: str
     if not isinstance(model, dict):
         raise ArchiveFormatError(f"column data must be an array model, got {model!r}", url=url, hdu=path)
     datatype = model.get("datatype")
-    if datatype not in _DATATYPES:
+    if not isinstance(datatype, str) or datatype not in _DATATYPES:
         raise ArchiveFormatError(f"unsupported column datatype {datatype!r}", url=url, hdu=path)
     dtype = np.dtype(datatype)
     if "source" in model:

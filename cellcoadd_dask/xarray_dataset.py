@@ -48,7 +48,7 @@ def attr_url(url: str) -> str:
 
 
 def _is_redacted(url: str) -> bool:
-    """Whether :func:`attr_url` removed something from ``url`` (it can no longer be opened as is)."""
+    """Whether ``attr_url`` removed something from ``url`` (it can no longer be opened as is)."""
     return "?***" in url or "://***@" in url
 
 
@@ -246,7 +246,7 @@ def dataset_to_coadd(ds: xr.Dataset) -> CellCoadd:
     the Dataset has a ``source_url`` attribute they are re-read from that archive on
     first access (without storage options, so a private object store needs them in
     the environment).  A ``source_url`` whose query or password was removed
-    (:func:`attr_url`: a presigned URL) cannot be opened again: such a coadd has none.
+    (``attr_url``: a presigned URL) cannot be opened again: such a coadd has none.
     """
     from .projection import SkyProjection
 

@@ -61,6 +61,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"cellcoadd_dask(\.\w+)*\.(_\w+|T)"),
     # Where a plane's pixels come from: set by the archive readers, never by users.
     (r"py:class", r"cellcoadd_dask\.lazy\.PlaneOrigin"),
+    # Return annotations imported only for type checking reach autodoc by their short names.
+    (r"py:class", r"(StoredArchive|CellCoaddModel|OutputArchive)"),
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..*)?"),
     (r"py:.*", r"(PathLike|Path|Mapping|Sequence|Iterable|Iterator|Callable|ndarray|Quantity|SkyCoord|"
                r"UnitBase|Unit|Header|WCS|Dataset|DataArray|Array|Client|LocalCluster|AbstractFileSystem|"

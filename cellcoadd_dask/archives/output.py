@@ -1,4 +1,6 @@
-"""Writing, written once for every format: :func:`serialize` builds the tree, an :class:`OutputArchive` stores.
+"""Writing, written once for every format: :func:`serialize <cellcoadd_dask.archives.output.serialize>`.
+
+It builds the tree; an :class:`OutputArchive` stores.
 
 This is the seed's ``CellCoadd.serialize(archive)``.  The model side is here and nowhere else:
 which arrays and tables a coadd has, the ``cell_coadd`` tree that describes them, the fields of a
@@ -38,7 +40,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class OutputArchive(abc.ABC):
-    """Where :func:`serialize` puts a coadd: each format's answer to "how is this stored?".
+    """Where :func:`~cellcoadd_dask.archives.output.serialize` puts a coadd: each format's "how is it stored?".
 
     Every ``add_*`` method stores (or schedules) one item and returns the JSON model that
     references it in the tree.  Methods are called in the order lsst-images writes the items
@@ -86,7 +88,7 @@ class OutputArchive(abc.ABC):
     def add_stored(self, source: str, stored: StoredArchive) -> str | None:
         """Store an item of the archive the coadd was read from as it is; ``None`` if this archive cannot.
 
-        The default copies nothing: :func:`serialize` then reads the array and calls
+        The default copies nothing: :func:`~cellcoadd_dask.archives.output.serialize` then reads the array and calls
         :meth:`add_array`.  A format may copy an item of its own kind byte for byte.
         """
         return None

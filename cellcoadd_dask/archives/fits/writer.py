@@ -422,7 +422,7 @@ class FitsOutputArchive(OutputArchive):
     compression
         Options per plane kind (``"image"``, ``"mask"``, ``"variance"``, ``"mask_fractions"``,
         ``"psf"``): :class:`~cellcoadd_dask.FitsCompressionOptions`, ``None`` (uncompressed) or
-        :data:`DEFAULT`.
+        ``DEFAULT``.
     compression_seed
         First dither seed of quantized planes (lsst-images' ``compression_seed``).
     storage_options

@@ -61,13 +61,31 @@ MAX_TREE_BYTES = DEFAULTS["tree_bytes"]
 class ZarrTableReader(ColumnReader):
     """Hands out table columns of an archive by ``source`` (picklable)."""
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None, *, every_chunk: bool = False) -> None:
         self.url = url
         self.storage_options = dict(storage_options or {})
+        self.every_chunk = every_chunk
 
     def column(self, source: str) -> np.ndarray:
-        """The column array named by ``zarr:<table group>/<column>``."""
-        return read_stored_array(self.url, source, self.storage_options)
+        """The column array named by ``zarr:<table group>/<column>``.
+
+        In layouts that store every chunk (2), a column that reads as nothing but its fill value
+        is checked to have its chunks: a deleted chunk is damage, not zeros.
+        """
+        values = read_stored_array(self.url, source, self.storage_options)
+        if self.every_chunk and values.size and not np.any(values):
+            _require_chunks(self.url, source, self.storage_options, values.ndim)
+        return values
+
+
+def _require_chunks(url: str, source: str, storage_options: Mapping[str, Any] | None, ndim: int) -> None:
+    """Refuse a one-chunk array of the archive whose chunk object is missing."""
+    import asyncio
+
+    path = parse_source(source, scheme="zarr", url=url).name
+    key = "/".join([path, "c", *("0" * max(1, ndim))])
+    if not asyncio.run(zarr_store(url, storage_options).exists(key)):
+        raise ArchiveFormatError(f"array {path!r}: its chunk is missing (this layout stores every chunk)", url=url)
 
 
 def _open_group(url: str, storage_options: Mapping[str, Any] | None) -> Any:
@@ -217,7 +235,7 @@ class ZarrInputArchive(InputArchive):
 
     def table_reader(self) -> ZarrTableReader:
         """Reads table columns (one array each) on demand."""
-        return ZarrTableReader(self.url, self.storage_options)
+        return ZarrTableReader(self.url, self.storage_options, every_chunk=self.layout >= 2)
 
     def stored(self, tree: Mapping[str, Any]) -> StoredArchive:
         """The tree (backgrounds inline) and the storage options."""

@@ -4,7 +4,7 @@
 each item becomes an array (planned when added, written on commit), the tree is written after
 every array, and in layout 2 the metadata is consolidated last, so that a reader never sees a
 tree pointing at missing arrays.  Pixels are read and written in bands of whole shard rows,
-several at a time (:func:`~cellcoadd_dask.streaming.ordered_map`), so memory stays bounded.
+several at a time (``streaming.ordered_map``), so memory stays bounded.
 
 Committing (``cellcoadd_dask.archives.zarr.commit``) is atomic everywhere:
 
