@@ -51,7 +51,7 @@ class ArchiveFormat:
     store
         Whether an archive is a tree of objects (a directory or a key prefix) rather than one object.
     magic
-        Recognises the format from an object's first :data:`SNIFF_BYTES` bytes, if it can.
+        Recognises the format from an object's first ``SNIFF_BYTES`` bytes, if it can.
     array_reader
         ``"module:function"`` of ``read(stored, source, shape, dtype) -> numpy array``: an array
         of an archive a coadd was read from, by its source string (``None``: the format
@@ -69,11 +69,11 @@ class ArchiveFormat:
 
     @property
     def stored_array(self) -> Callable[..., Any] | None:
-        """The function :attr:`array_reader` names (imported now), or ``None``."""
+        """The function ``array_reader`` names (imported now), or ``None``."""
         return None if self.array_reader is None else _import(self.array_reader)
 
     def claims(self, url: str) -> bool:
-        """Whether ``url`` ends with one of :attr:`suffixes`."""
+        """Whether ``url`` ends with one of ``suffixes``."""
         return _bare(url).endswith(self.suffixes)
 
     def read(self, url: str, **kwargs: Any) -> CellCoadd:

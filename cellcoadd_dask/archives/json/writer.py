@@ -3,7 +3,7 @@
 JSON archives suit small coadds (cut-outs, tests, exchange): the whole coadd is computed and
 held in the tree, so :data:`MAX_JSON_PIXELS` bounds what is accepted.  A ``.json.gz``
 destination is gzip-compressed.  The file appears atomically
-(:func:`~cellcoadd_dask.atomic.atomic_output`), and storage failures are
+(``atomic_output``), and storage failures are
 :class:`~cellcoadd_dask.errors.WriteError` naming the destination.
 """
 

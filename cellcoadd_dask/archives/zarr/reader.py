@@ -80,11 +80,11 @@ class ZarrTableReader(ColumnReader):
 
 def _require_chunks(url: str, source: str, storage_options: Mapping[str, Any] | None, ndim: int) -> None:
     """Refuse a one-chunk array of the archive whose chunk object is missing."""
-    import asyncio
+    from zarr.core.sync import sync  # zarr's own event loop thread: safe inside a running loop (notebooks)
 
     path = parse_source(source, scheme="zarr", url=url).name
     key = "/".join([path, "c", *("0" * max(1, ndim))])
-    if not asyncio.run(zarr_store(url, storage_options).exists(key)):
+    if not sync(zarr_store(url, storage_options).exists(key)):
         raise ArchiveFormatError(f"array {path!r}: its chunk is missing (this layout stores every chunk)", url=url)
 
 
