@@ -228,7 +228,7 @@ def test_every_corpus_fits_file_survives_zarr_and_back(reference_dir: Path, tmp_
     from lsst.images.cells import CellIJ
 
     files = _corpus_fits(reference_dir)
-    assert len(files) >= 10
+    assert files, reference_dir
     for path in files:
         what = path.name
         zarr_path = tmp_path / f"{what}.zarr"
