@@ -124,7 +124,11 @@ def _unshare_works() -> bool:
     return probe.returncode == 0
 
 
-needs_unshare = pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user and mount namespaces")
+@pytest.fixture(scope="module")
+def namespaces() -> None:
+    """User and mount namespaces (``unshare``) for tmpfs mounts: required, never skipped."""
+    if not _unshare_works():
+        pytest.fail("these tests need unprivileged user and mount namespaces (util-linux 'unshare')")
 
 
 def _child_write(
@@ -164,7 +168,7 @@ def test_missing_destination_directory(fmt: str, new: ccd.CellCoadd, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_unshare
+@pytest.mark.usefixtures("namespaces")
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_read_only_directory(fmt: str, sources: Path, tmp_path: Path) -> None:
     directory = tmp_path / "mounted"
@@ -174,7 +178,7 @@ def test_read_only_directory(fmt: str, sources: Path, tmp_path: Path) -> None:
     _assert_write_error(result, errno.EROFS, directory / NAMES[fmt])
 
 
-@needs_unshare
+@pytest.mark.usefixtures("namespaces")
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_disk_full(fmt: str, sources: Path, tmp_path: Path) -> None:
     directory = tmp_path / "mounted"
