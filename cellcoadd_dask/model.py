@@ -23,6 +23,7 @@ from .geom import YX, Box, Interval
 __all__ = [
     "SCHEMA_VERSION",
     "ArrayModel",
+    "inline_values",
     "CellCoaddModel",
     "ImageModel",
     "MaskModel",
@@ -205,6 +206,31 @@ class ArrayModel:
         if self.source is not None:
             return {"source": self.source, "shape": list(self.shape), "datatype": self.datatype, "byteorder": "big"}
         return {"data": self.inline, "datatype": self.datatype}
+
+
+def inline_values(data: Any, dtype: np.dtype) -> np.ndarray:
+    """Inline (nested-list) array data as ``dtype``, exactly or not at all.
+
+    Raises
+    ------
+    ValueError
+        When a value is not of the dtype's kind (a float in an integer array, a number in a boolean
+        one), does not fit it (a finite float beyond the range of ``float32``, an integer beyond the
+        type), or the lists are ragged or not numbers.
+    """
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            out = np.array(data, dtype=dtype)
+        if dtype.kind in "biu":
+            # Never truncate silently: integer arrays must hold integers (booleans: true/false).
+            found = np.array(data)
+            if found.dtype.kind not in ("b" if dtype.kind == "b" else "iub"):
+                raise ValueError(f"found {found.dtype} values")
+    except (TypeError, ArithmeticError, RecursionError) as exc:
+        raise ValueError(str(exc)) from None
+    if out.dtype == object:
+        raise ValueError("ragged or non-numeric data")
+    return out
 
 
 def _inline_shape(data: Any) -> tuple[int, ...]:

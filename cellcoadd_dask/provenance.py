@@ -28,6 +28,7 @@ import numpy as np
 
 from .cells import CellIJ
 from .errors import ArchiveFormatError
+from .model import inline_values
 
 __all__ = [
     "CoaddProvenance",
@@ -104,8 +105,8 @@ def _column_values(model: Any, get_column: GetColumn, url: str | None, path: str
         return values, datatype
     if "data" in model:
         try:
-            values = np.array(model["data"], dtype=dtype)
-        except (TypeError, ValueError, OverflowError) as exc:
+            values = inline_values(model["data"], dtype)
+        except ValueError as exc:
             raise ArchiveFormatError(f"inline column data is not {datatype}: {exc}",
                                      url=url, hdu=path) from None
         if values.ndim < 1:

@@ -153,6 +153,25 @@ def test_json_float_mask_is_refused_not_truncated(json_copy: Path) -> None:
         ccd.open_coadd(json_copy).mask.array.compute()
 
 
+def test_json_pixel_beyond_float32_is_refused_not_made_infinite(json_copy: Path) -> None:
+    tree = json.loads(json_copy.read_text())
+    tree["image"]["data"]["value"]["data"][0][0] = 3e175  # a finite float64 no float32 holds
+    json_copy.write_text(json.dumps(tree))
+    with pytest.raises(ArchiveFormatError, match="float32") as info:
+        ccd.open_coadd(json_copy).image.array.compute()
+    assert str(json_copy) in str(info.value)
+
+
+def test_json_integer_column_holding_floats_is_refused_not_truncated(json_copy: Path) -> None:
+    tree = json.loads(json_copy.read_text())
+    columns = tree["provenance"]["contributions"]["columns"]
+    visit = next(c for c in columns if c["name"] == "visit")
+    visit["data"]["data"][0] = 1.5
+    json_copy.write_text(json.dumps(tree))
+    with pytest.raises(ArchiveFormatError, match="uint64"):
+        ccd.open_coadd(json_copy).provenance  # noqa: B018 (read on first access)
+
+
 # ------------------------------------------------------------------ Zarr
 
 
@@ -466,3 +485,38 @@ def test_zarr_shard_index_giving_a_300mb_chunk(layout2: Path) -> None:
     with _reads(1_000_000, 3.0), pytest.raises(LimitExceededError, match="its index gives a chunk") as info:
         _open_and_read(layout2)
     assert info.value.field == "shard index" and info.value.cap == "chunk_bytes"
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_zarr_zero_chunk_shape(layout: int, layout1: Path, layout2: Path) -> None:
+    store = layout1 if layout == 1 else layout2
+    _edit(store, "image", lambda meta: _set_chunk(meta, [0, 0]))
+    with _reads(1_000_000), pytest.raises(ArchiveFormatError, match="image") as info:
+        _open_and_read(store)
+    assert str(store) in str(info.value)
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_zarr_fill_value_out_of_range_of_a_table_column(layout: int, layout1: Path, layout2: Path) -> None:
+    store, name = ((layout1, "provenance/contributions/visit") if layout == 1
+                   else (layout2, "lsst/tables/provenance/contributions/visit"))
+
+    def overflow(meta: dict[str, Any]) -> None:
+        meta["fill_value"] = 2**70  # beyond uint64
+
+    _edit(store, name, overflow)
+    with _reads(1_000_000), pytest.raises(ArchiveFormatError, match="visit"):
+        ccd.open_coadd(store).provenance  # noqa: B018 (read on first access)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("data_type", {"name": "int64"}), ("codecs", 5), ("dimension_names", 7), ("attributes", [1]),
+    ("chunk_key_encoding", "default"), ("node_type", "group"), ("zarr_format", 2), ("shape", "24"),
+])
+def test_zarr_table_column_metadata_edited(field: str, value: Any, layout2: Path) -> None:
+    def edit(meta: dict[str, Any]) -> None:
+        meta[field] = value
+
+    _edit(layout2, "lsst/tables/provenance/contributions/visit", edit)
+    with _reads(1_000_000), pytest.raises(CellCoaddError, match="visit"):
+        ccd.open_coadd(layout2).provenance  # noqa: B018 (read on first access)

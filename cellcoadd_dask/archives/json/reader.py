@@ -21,7 +21,7 @@ from ...fetch import fetch_head, fetch_object, fetch_ranges, filesystem, normali
 from ...geom import Box
 from ...lazy import Chunks
 from ...limits import DEFAULTS, LimitExceededError, check, limit
-from ...model import ArrayModel
+from ...model import ArrayModel, inline_values
 from ...stored import StoredArchive
 from ..input import ArrayRequest, ColumnReader, InMemorySource, InputArchive, coadd_from_archive
 
@@ -37,13 +37,8 @@ def _inline(array: ArrayModel, url: str, path: str) -> np.ndarray:
             f"array {path} references {array.source!r}; a JSON archive must hold it inline", url=url, hdu=path
         )
     try:
-        out = np.array(array.inline, dtype=array.dtype)
-        if array.dtype.kind in "biu":
-            # Never truncate silently: integer arrays must hold integers (booleans: true/false).
-            found = np.array(array.inline)
-            if found.dtype.kind not in ("b" if array.dtype.kind == "b" else "iub"):
-                raise ValueError(f"found {found.dtype} values")
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        out = inline_values(array.inline, array.dtype)
+    except ValueError as exc:
         raise ArchiveFormatError(
             f"array {path} does not hold {array.datatype} values: {exc}", url=url, hdu=path
         ) from None

@@ -11,6 +11,7 @@ chunking against the cell grid and the caps of :mod:`cellcoadd_dask.limits`
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -78,39 +79,59 @@ def parse_zarr_source(source: str, *, url: str | None = None) -> str:
     return parse_source(source, scheme="zarr", url=url).name
 
 
-def _open_array(
-    url: str, storage_options: Mapping[str, Any] | None, path: str, metadata: Mapping[str, Any] | None = None
-) -> Any:
-    import zarr
-
+def _metadata(store: Any, url: str, path: str) -> Mapping[str, Any]:
+    """The ``zarr.json`` of the array at ``path``, read (size-capped) through the store and parsed."""
+    raw = store.read_whole(f"{path.strip('/')}/zarr.json")
+    if raw is None:
+        raise ArchiveFormatError(f"array {path!r} is missing (no zarr.json)", url=url)
     try:
-        store = zarr_store(url, storage_options)
-        if metadata is not None:  # known from the consolidated metadata: no request
-            from zarr.core.array import Array, AsyncArray
-            from zarr.core.metadata import ArrayV3Metadata
-            from zarr.storage import StorePath
+        metadata = json.loads(raw)
+    except RecursionError:
+        raise ArchiveFormatError(f"array {path!r}: its zarr.json is nested too deeply to parse", url=url) from None
+    except ValueError as exc:
+        raise ArchiveFormatError(f"array {path!r}: its zarr.json does not parse ({exc})", url=url) from None
+    if not isinstance(metadata, dict):
+        raise ArchiveFormatError(f"array {path!r}: its zarr.json is not an object", url=url)
+    return metadata
 
-            meta = ArrayV3Metadata.from_dict(dict(metadata))
-            return Array(AsyncArray(metadata=meta, store_path=StorePath(store, path.lstrip("/"))))
-        return zarr.open_array(store, path=path.lstrip("/"), mode="r", zarr_format=3)
+
+def _open_array(url: str, storage_options: Mapping[str, Any] | None, path: str,
+                metadata: Mapping[str, Any] | None, chunk: tuple[int, ...] | None) -> Any:
+    store = zarr_store(url, storage_options)
+    if metadata is None:  # else known from the consolidated metadata: no request
+        metadata = _metadata(store, url, path)
+    # The chunking is checked on the document itself, before zarr-python builds (or warns about)
+    # anything: a zero or oversized chunk never reaches it.
+    check_chunking(metadata, chunk, url=url, path=path)
+    try:
+        from zarr.core.array import Array, AsyncArray
+        from zarr.core.metadata import ArrayV3Metadata
+        from zarr.storage import StorePath
+
+        if metadata.get("node_type") != "array" or metadata.get("zarr_format") != 3:
+            raise ValueError("not a Zarr v3 array (node_type, zarr_format)")
+        meta = ArrayV3Metadata.from_dict(dict(metadata))
+        return Array(AsyncArray(metadata=meta, store_path=StorePath(store, path.strip("/"))))
     except CellCoaddError:
         raise
     except RecursionError:
-        raise ArchiveFormatError(f"array {path!r}: its zarr.json is nested too deeply to parse", url=url) from None
-    except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.ArrayNotFoundError) as exc:
-        raise ArchiveFormatError(f"array {path!r} is missing or unreadable ({exc})", url=url) from None
+        raise ArchiveFormatError(f"array {path!r}: its zarr.json is nested too deeply to read", url=url) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # zarr-python raises what its parsers raise on edited metadata
+        raise ArchiveFormatError(f"array {path!r}: unreadable metadata ({type(exc).__name__}: {exc})",
+                                 url=url) from None
 
 
 def checked_open(url: str, storage_options: Mapping[str, Any] | None, path: str,
                   metadata: Mapping[str, Any] | None = None, chunk: tuple[int, ...] | None = None,
                   *, whole: bool = False) -> Any:
-    """:func:`_open_array`, its chunking checked (:func:`~.shards.check_chunking`) before any chunk is read.
+    """Open the array at ``path``, its chunking checked (:func:`~.shards.check_chunking`) before anything is read.
 
     With ``whole`` (the array is about to be read whole: a table column, a background array),
     its size is checked against ``cellcoadd.limits.chunk_bytes`` too: such arrays are one chunk.
     """
-    array = _open_array(url, storage_options, path, metadata)
-    check_chunking(metadata if metadata is not None else array.metadata.to_dict(), chunk, url=url, path=path)
+    array = _open_array(url, storage_options, path, metadata, chunk)
     if whole:
         nbytes = int(np.prod(array.shape, dtype=object)) * np.dtype(array.dtype).itemsize
         check(nbytes, "chunk_bytes", field=f"array {path!r} shape {list(array.shape)}", url=url)

@@ -99,10 +99,46 @@ def _open_group(url: str, storage_options: Mapping[str, Any] | None) -> Any:
         raise
     except RecursionError:
         raise ArchiveFormatError("the group's zarr.json is nested too deeply to parse", url=url) from None
-    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as exc:
-        raise ArchiveFormatError(f"not a Zarr group ({exc})", url=url) from None
+    except MemoryError:
+        raise
     except Exception as exc:  # whatever zarr-python's metadata parsing raises on a malformed document
+        member = _malformed_member(url, storage_options)
+        if member is not None:
+            raise ArchiveFormatError(f"array {member!r}: its metadata in the group's consolidated metadata "
+                                     f"is malformed ({type(exc).__name__}: {exc})", url=url) from None
+        if isinstance(exc, (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError)):
+            raise ArchiveFormatError(f"not a Zarr group ({exc})", url=url) from None
         raise ArchiveFormatError(f"the group's metadata is malformed ({type(exc).__name__}: {exc})", url=url) from None
+
+
+def _malformed_member(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The first member of the root's consolidated metadata that zarr-python cannot parse, if any.
+
+    Only called once opening the group has failed, to name the array at fault.
+    """
+    import json
+
+    from zarr.core.group import GroupMetadata
+    from zarr.core.metadata import ArrayV3Metadata
+
+    try:
+        raw = zarr_store(url, storage_options).read_whole("zarr.json")
+        members = json.loads(raw)["consolidated_metadata"]["metadata"]
+        items = list(members.items())
+    except Exception:  # no consolidated metadata to blame: the root document itself is at fault
+        return None
+    for name, document in items:
+        try:
+            kind = document["node_type"]
+            if kind == "array":
+                ArrayV3Metadata.from_dict(dict(document))
+            elif kind == "group":
+                GroupMetadata.from_dict(dict(document))
+            else:
+                return str(name)
+        except Exception:
+            return str(name)
+    return None
 
 
 def _layout_1_tree(attribute: Any, url: str) -> Any:

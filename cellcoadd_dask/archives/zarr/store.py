@@ -186,6 +186,10 @@ class FetchStore(Store):
             raise ObjectNotFoundError(f"{shown_url(self.object_url(key))}: no such file.")
         return pin.size
 
+    def read_whole(self, key: str) -> bytes | None:
+        """The whole object of ``key`` (size-capped as :meth:`get` caps it), or ``None`` if there is none."""
+        return self._read(key, None)
+
     def _exists(self, key: str) -> bool:
         url = self.object_url(key)
         if "://" not in url and not url.startswith("memory:"):
