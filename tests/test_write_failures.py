@@ -95,6 +95,8 @@ for name, text in args.get("previous", {}).items():
         stream.write(text)
 if args.get("read_only"):
     subprocess.run(["mount", "-o", "remount,ro", directory], check=True)
+if args.get("no_write_permission"):
+    os.chmod(directory, 0o555)  # the owner may not write: without CAP_DAC_OVERRIDE, EACCES
 coadd = ccd.open_coadd(args["source"])
 if args.get("fsize"):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -132,14 +134,16 @@ def namespaces() -> None:
 
 
 def _child_write(
-    fmt: str, directory: Path, source: Path, *, namespace: bool = False, **settings: Any
+    fmt: str, directory: Path, source: Path, *, namespace: bool | str = False, **settings: Any
 ) -> dict[str, Any]:
     """Run a write in a child interpreter; its outcome: error types, message, errno, files left."""
     previous = {NAMES[fmt] if fmt != "zarr" else f"{NAMES[fmt]}/zarr.json": "previous archive"}
     args = {"format": fmt, "directory": str(directory), "source": str(source), "name": NAMES[fmt],
             "previous": previous, **settings}
     command = [sys.executable, "-c", _CHILD, json.dumps(args)]
-    if namespace:
+    if namespace == "user":  # a user namespace without a mapping: no capabilities over the files
+        command = ["unshare", "--user", *command]
+    elif namespace:
         command = ["unshare", "--user", "--map-root-user", "--mount", *command]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
@@ -185,6 +189,16 @@ def test_disk_full(fmt: str, sources: Path, tmp_path: Path) -> None:
     directory.mkdir()
     result = _child_write(fmt, directory, sources / "synthetic_3x3.fits", namespace=True, mount="64k")
     _assert_write_error(result, errno.ENOSPC, directory / NAMES[fmt])
+
+
+@pytest.mark.usefixtures("namespaces")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_permission_denied(fmt: str, sources: Path, tmp_path: Path) -> None:
+    """EACCES, even for root: the writer runs in a user namespace, without capabilities over the directory."""
+    directory = tmp_path / "locked"
+    directory.mkdir()
+    result = _child_write(fmt, directory, sources / "synthetic_3x3.fits", namespace="user", no_write_permission=True)
+    _assert_write_error(result, errno.EACCES, directory / NAMES[fmt])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
