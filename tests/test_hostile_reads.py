@@ -332,6 +332,65 @@ def test_zarr_symlink_inside_store_is_followed(layout1: Path, stores: dict[int, 
                                   ccd.open_coadd(stores[1]).image.array.compute())
 
 
+def test_zarr_symlink_swapped_during_a_read_is_caught_after_it(tmp_path: Path) -> None:
+    """The check after a read: the file read must be the one the key resolves to inside the store."""
+    from cellcoadd_dask.fetch import fetch_object
+    from cellcoadd_dask.fetch_backends.local import check_contained
+
+    store = tmp_path / "store.zarr"
+    store.mkdir()
+    (store / "inside").write_bytes(b"inside")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"secret")
+    _, read = fetch_object(str(outside))  # what a read through a link swapped after the first check returns
+    check_contained(str(store), str(store / "inside"), str(store / "inside"))
+    with pytest.raises(OutsideStoreError, match="changed during the read"):
+        check_contained(str(store), str(store / "inside"), str(store / "inside"), read)
+
+
+def test_zarr_symlink_flipping_during_reads_never_yields_outside_bytes(tmp_path: Path) -> None:
+    """A link flipped between a file in the store and one outside it, by another process, while keys are read."""
+    import multiprocessing
+
+    from cellcoadd_dask.archives.zarr.store import FetchStore
+
+    store = tmp_path / "store.zarr"
+    store.mkdir()
+    (store / "real").write_bytes(b"inside")
+    (tmp_path / "outside").write_bytes(b"secret")
+    (store / "key").symlink_to("real")
+    flipper = multiprocessing.get_context("spawn").Process(
+        target=_flip_link, args=(str(store / "key"), "real", str(tmp_path / "outside"), 4.0), daemon=True)
+    flipper.start()
+    reads = refused = 0
+    try:
+        deadline = time.monotonic() + 3.0
+        fetch_store = FetchStore(str(store))
+        while time.monotonic() < deadline:
+            try:
+                data = fetch_store.read_whole("key")
+            except OutsideStoreError:
+                refused += 1
+            else:
+                assert data == b"inside"
+                reads += 1
+            fetch_store = FetchStore(str(store))  # unpinned: every read resolves afresh
+    finally:
+        flipper.kill()
+        flipper.join()
+    assert reads > 0 and refused > 0
+
+
+def _flip_link(link: str, inside: str, outside: str, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+        temporary = f"{link}.{n % 2}"
+        os.symlink(outside if n % 2 else inside, temporary)
+        os.replace(temporary, link)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "int8", "bool"])
 def test_zarr_mask_dtype_edited(dtype: str, layout2: Path) -> None:
     def edit(meta: dict[str, Any]) -> None:

@@ -80,13 +80,27 @@ def _pin(fd: int) -> ObjectPin:
                      inode=(st.st_dev, st.st_ino))
 
 
-def check_contained(root: str, path: str, url: str) -> None:
+def check_contained(root: str, path: str, url: str, read: ObjectPin | None = None) -> None:
     """Refuse ``path`` unless, symbolic links resolved, it lies inside the directory ``root``.
 
     Stores (Zarr directories) are read key by key; a key whose file, or one of whose
     directories, is a link pointing out of the store would otherwise be read as if it were
-    the store's.  Links that stay inside the store are followed.  A link swapped in between
-    this check and the read is not detected.
+    the store's.  Links that stay inside the store are followed.
+
+    Called before a read (nothing outside is opened) and again after it with the pin of what
+    was read (``read``): the file the path resolves to *now* must be the one that was read
+    (same device and inode), so a link swapped between the first check and the read is caught.
+
+    Parameters
+    ----------
+    root
+        The store's directory.
+    path
+        The local path of the key.
+    url
+        Named in the error.
+    read
+        The pin of the file a read returned (its ``inode`` is compared), if the read happened.
 
     Raises
     ------
@@ -99,6 +113,18 @@ def check_contained(root: str, path: str, url: str) -> None:
         raise OutsideStoreError(
             f"{shown_url(url)}: resolves (through a symbolic link) to a file outside the store; refused."
         )
+    if read is not None and read.inode is not None:
+        try:
+            st = os.stat(real)
+        except OSError:
+            found = None
+        else:
+            found = (st.st_dev, st.st_ino)
+        if found != read.inode:
+            raise OutsideStoreError(
+                f"{shown_url(url)}: the file read is not the one the path resolves to inside the store "
+                "(a symbolic link changed during the read); refused."
+            )
 
 
 def fetch_local(

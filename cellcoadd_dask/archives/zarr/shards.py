@@ -206,12 +206,16 @@ class ShardedArray:
         base, _, query = self.url.partition("?")
         return f"{base.rstrip('/')}/{self.path}/{key}" + (f"?{query}" if query else "")
 
-    def _contained(self, shard: tuple[int, ...]) -> None:
-        """In a local store, refuse a shard file that a symbolic link leads out of the store."""
+    def _contained(self, shard: tuple[int, ...], read: ObjectPin | None = None) -> None:
+        """In a local store, refuse a shard file that a symbolic link leads out of the store.
+
+        Checked before the index is read and after, with its pin (chunk reads are pinned to the
+        same file, so they cannot be sent elsewhere by a link swapped later).
+        """
         root = local_path(self.url)
         if root is not None and "?" not in self.url:
             url = self._shard_url(shard)
-            check_contained(root, local_path(url) or url, url)
+            check_contained(root, local_path(url) or url, url, read)
 
     def _error(self, shard: tuple[int, ...], message: str) -> ArchiveFormatError:
         return ArchiveFormatError(f"array {self.path!r}, shard {'/'.join(map(str, shard))}: {message}",
@@ -230,6 +234,7 @@ class ShardedArray:
             # Layout 2 stores every chunk: a missing shard is damage, not a fill value.
             raise self._error(shard, "the shard is missing (layout 2 stores every chunk)") from None
         else:
+            self._contained(shard, pin)
             if len(raw) != size:
                 raise self._error(shard, f"shorter ({len(raw)} bytes) than its index ({size} bytes)")
             _check(raw, self, shard, "index")

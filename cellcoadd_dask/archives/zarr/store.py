@@ -219,9 +219,17 @@ class FetchStore(Store):
         return data
 
     def _fetch(self, url: str, byte_range: ByteRequest | None, pin: ObjectPin | None) -> tuple[bytes, ObjectPin]:
-        options = self.storage_options
         if self._local:
-            check_contained(local_path(self._base) or self._base, local_path(url) or url, url)
+            root, path = local_path(self._base) or self._base, local_path(url) or url
+            check_contained(root, path, url)
+            data, seen = self._fetch_checked(url, byte_range, pin)
+            check_contained(root, path, url, seen)  # the file read is the one inside the store
+            return data, seen
+        return self._fetch_checked(url, byte_range, pin)
+
+    def _fetch_checked(self, url: str, byte_range: ByteRequest | None,
+                       pin: ObjectPin | None) -> tuple[bytes, ObjectPin]:
+        options = self.storage_options
         if byte_range is None:
             # Whole objects are metadata documents (parsed whole) or unsharded chunks (decoded
             # whole): their size is capped before they are read.
