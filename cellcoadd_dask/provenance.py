@@ -46,6 +46,14 @@ _DATATYPES = frozenset(
     {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"}
 )
 
+_REQUIRED_INPUTS = ("visit", "detector", "day_obs")
+"""Columns every ``inputs`` table stores (besides instrument, filter and polygon, decoded apart)."""
+_REQUIRED_CONTRIBUTIONS = (
+    "cell_i", "cell_j", "visit", "detector", "overlaps_center", "overlap_fraction", "unmasked_fraction",
+    "weight", "psf_shape_xx", "psf_shape_yy", "psf_shape_xy", "psf_shape_flag",
+)
+"""Columns every ``contributions`` table stores (as lsst-images requires them)."""
+
 # Descriptions lsst-images attaches to the columns that are not stored as such.
 _INSTRUMENT = "Name of the instrument."
 _PHYSICAL_FILTER = "Full name of the bandpass filter."
@@ -310,6 +318,11 @@ class CoaddProvenance:
             read_table_columns(tree["contributions"], get_column, url=url, path=f"{path}.contributions"),
             url, f"{path}.contributions",
         )
+        for table, where, required in ((inputs, "inputs", _REQUIRED_INPUTS),
+                                       (contributions, "contributions", _REQUIRED_CONTRIBUTIONS)):
+            missing = [name for name in required if name not in table.colnames]
+            if missing:
+                raise ArchiveFormatError(f"table lacks the columns {missing}", url=url, hdu=f"{path}.{where}")
         for table, where in ((inputs, "inputs"), (contributions, "contributions")):
             _decode_strings(table, "instrument", tree["instrument"], _INSTRUMENT, url, f"{path}.{where}")
         _decode_strings(inputs, "physical_filter", tree["physical_filter"], _PHYSICAL_FILTER, url,

@@ -181,6 +181,9 @@ def test_unknown_codes_are_refused(reference_dir: Path) -> None:
         (lambda t: t["contributions"]["columns"][0]["data"]["data"].pop(), "length"),
         (lambda t: t.__setitem__("physical_filter", 5), "physical_filter"),
         (lambda t: t["contributions"]["columns"][-2].__setitem__("unit", "furlong/fortnight^^"), "unit"),
+        # No columns at all would read as 0 rows; lsst-images refuses such a table, and so do we.
+        (lambda t: t["contributions"].__setitem__("columns", []), r"lacks the columns \['cell_i'"),
+        (lambda t: t["inputs"]["columns"].pop(2), r"lacks the columns \['day_obs'\]"),
     ],
 )
 def test_malformed_provenance_is_refused(reference_dir: Path, edit: Any, message: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["compare", "plane_of_path", "read_everything", "tree_changes"]
+__all__ = ["compare", "plane_of_path", "read_everything", "reference_agrees", "tree_changes"]
 
 
 def read_everything(path: Path) -> dict[str, Any]:
@@ -69,6 +69,45 @@ def compare(got: dict[str, Any], base: dict[str, Any], allowed: tuple[tuple[str,
         if not same.all():
             out.append(f"{key}: {np.count_nonzero(~same)} values differ ({value.dtype} vs {expected.dtype})")
     return out
+
+
+def reference_agrees(path: Path, got: dict[str, Any], problems: list[str]) -> bool:
+    """Whether lsst-images reads the mutated FITS or JSON archive to the same values where ours differ.
+
+    A tree edit that changes what stored values mean (a mask plane made reserved, a table left
+    without columns) is read as the format says; the reference reader is the judge of that.  If it
+    refuses the file, or reads other values, our read was silently wrong.
+    """
+    import warnings
+
+    name = path.name.lower()
+    if not name.endswith((".fits", ".json", ".json.gz")):
+        return False  # no reference reader for this archive
+    keys = {problem.split(":", 1)[0] for problem in problems}
+    if not keys <= {"image", "variance", "mask", "provenance_rows"} | {
+            k for k in got if k.startswith(("mask_fractions/", "noise_realizations/"))}:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from lsst.images.cells import CellCoadd
+            from lsst.images.serialization import read_archive
+            from oracle import lsst_planes
+
+            ref = read_archive(str(path), CellCoadd)
+            expected: dict[str, Any] = {k.lower(): np.asarray(v) for k, v in lsst_planes(ref).items()}
+            if "provenance_rows" in keys:
+                expected["provenance_rows"] = (len(ref.provenance.inputs), len(ref.provenance.contributions))
+    except Exception:  # the reference refuses what we read
+        return False
+    for key in keys:
+        value, want = got[key], expected.get(key)
+        if isinstance(value, np.ndarray):
+            if not isinstance(want, np.ndarray) or value.shape != want.shape or not _same(value, want).all():
+                return False
+        elif value != want:
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------- trees
