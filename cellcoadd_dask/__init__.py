@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import xarray_accessor as _xarray_accessor  # noqa: F401  (registers ds.cellcoadd)
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
+from .cellstats import cell_statistics
 from .coadd import CellCoadd
 from .compression import (
     FitsCompressionAlgorithm,
@@ -49,6 +50,7 @@ __all__ = [
     "PatchDefinition",
     "ValidationError",
     "__version__",
+    "cell_statistics",
     "fetch_stats",
     "open_coadd",
     "open_tract",

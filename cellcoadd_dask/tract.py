@@ -324,8 +324,10 @@ def open_tract(
         ``mask_fractions`` on ``(fraction, y, x)`` and ``noise_realizations`` on
         ``(realization, y, x)`` when the patches have them.  Coordinates ``y``, ``x`` are
         absolute (tract) pixel indices (int64) over the bounding box of the patches' inner
-        boxes.  Each patch provides its inner box as far as its file covers it (cells a
-        file lists as missing keep the values stored for them); everywhere else the image
+        boxes; ``cell_i`` (along ``y``) and ``cell_j`` (along ``x``) give each pixel's cell in
+        the tract's cell grid (attribute ``cell_grid``), so that grouping by cell is exact.
+        Each patch provides its inner box as far as its file covers it (cells a file lists
+        as missing keep the values stored for them); everywhere else the image
         and noise are NaN, the variance +inf, the mask fractions 0 and the mask has only
         ``NO_DATA`` set (nothing when the schema has no such plane).  Attributes: ``skymap``,
         ``tract``, ``band``, ``bbox``, ``cell_shape``, ``cell_grid``, ``sky_projection``,
@@ -348,11 +350,12 @@ def open_tract(
     ``mask_plane`` work on the tract Dataset (every patch of a tract shares one sky
     projection, that of the tract frame).  Per-cell data (PSF, aperture corrections,
     provenance) belongs to each patch's own cell grid and is not part of the tract
-    Dataset, so ``ds.cellcoadd.to_coadd()`` does not apply: open the patch for those.
+    Dataset, so ``ds.cellcoadd.to_coadd()`` raises a :class:`ValidationError` saying so:
+    open the patch for those.
     """
     import xarray as xr
 
-    from .xarray_dataset import attr_url, coadd_to_dataset, stack_planes
+    from .xarray_dataset import attr_url, cell_coords, coadd_to_dataset, stack_planes
 
     url_list = _as_url_list(urls)
     coadds = _open_all(url_list, storage_options, chunks)
@@ -376,6 +379,7 @@ def open_tract(
         "y": ("y", np.arange(bbox.y.start, bbox.y.stop, dtype=np.int64)),
         "x": ("x", np.arange(bbox.x.start, bbox.x.stop, dtype=np.int64)),
     }
+    coords.update(cell_coords(layout.grid, bbox))
     mask_fill = _mask_fill(schema, packed)
     data_vars: dict[str, Any] = {
         "image": xr.Variable(

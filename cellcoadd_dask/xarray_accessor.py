@@ -7,6 +7,7 @@ this module (which importing the package does) registers the accessor.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import astropy.units as u
@@ -14,11 +15,22 @@ import numpy as np
 import xarray as xr
 
 from .coadd import CellCoadd
-from .errors import BoundsError, CellCoaddError
+from .errors import BoundsError, CellCoaddError, ValidationError
 from .geom import Box
 from .xarray_dataset import box_of, dataset_to_coadd, schema_from_attrs
 
 __all__ = ["CellCoaddAccessor"]
+
+
+def _trim_psf(ds: xr.Dataset) -> xr.Dataset:
+    """Keep only the PSF cells that the Dataset's pixels lie in."""
+    from .xarray_dataset import PSF_CELL_DIMS
+
+    if "psf" not in ds or "cell_i" not in ds.coords or PSF_CELL_DIMS[0] not in ds["psf"].dims:
+        return ds
+    ci, cj = ds["cell_i"].values, ds["cell_j"].values
+    di, dj = PSF_CELL_DIMS
+    return ds.sel({di: slice(int(ci.min()), int(ci.max())), dj: slice(int(cj.min()), int(cj.max()))})
 
 
 @xr.register_dataset_accessor("cellcoadd")
@@ -58,15 +70,40 @@ class CellCoaddAccessor:
         return self._projection().sky_to_pixel(coord)
 
     def sel_sky(self, ra: Any, dec: Any, radius: Any) -> xr.Dataset:
-        """The part of the Dataset within ``radius`` of (``ra``, ``dec``) (degrees or Quantities), as a box."""
+        """The part of the Dataset within ``radius`` of (``ra``, ``dec``), as a box.
+
+        Parameters
+        ----------
+        ra, dec
+            ICRS position: astropy Quantities (or Angles), or numbers in degrees.
+        radius
+            An astropy angle Quantity (``5 * u.arcsec``).  A bare number is refused: read as
+            degrees, ``5`` would select a box as wide as several tracts.
+
+        Returns
+        -------
+        xarray.Dataset
+            The box of pixels covering the circle (clipped to the Dataset); the ``psf``
+            variable keeps only the cells the box covers.
+
+        Raises
+        ------
+        ValidationError
+            If ``radius`` is not an angle Quantity.
+        BoundsError
+            If the circle does not overlap the Dataset.
+        """
         from astropy.coordinates import SkyCoord
 
+        if not isinstance(radius, u.Quantity) or radius.unit.physical_type != "angle":
+            raise ValidationError(
+                f"sel_sky: radius must be an astropy angle Quantity (for example 5 * u.arcsec), not {radius!r}."
+            )
         ra_q = ra if isinstance(ra, u.Quantity) else ra * u.deg
         dec_q = dec if isinstance(dec, u.Quantity) else dec * u.deg
-        radius_q = radius if isinstance(radius, u.Quantity) else radius * u.deg
         center = SkyCoord(ra_q, dec_q, frame="icrs")
         angles = np.linspace(0.0, 360.0, 64, endpoint=False) * u.deg
-        xs, ys = self.sky_to_pixel(center.directional_offset_by(angles, radius_q))
+        xs, ys = self.sky_to_pixel(center.directional_offset_by(angles, radius))
         xc, yc = self.sky_to_pixel(center)
         xs = np.append(np.asarray(xs), xc)
         ys = np.append(np.asarray(ys), yc)
@@ -75,7 +112,41 @@ class CellCoaddAccessor:
         out = self._ds.sel(y=slice(y0, y1 - 1), x=slice(x0, x1 - 1))
         if out.sizes["y"] == 0 or out.sizes["x"] == 0:
             raise BoundsError(f"The sky circle does not overlap the Dataset ({self.bbox}).")
+        return _trim_psf(out)
+
+    def valid(self, exclude: Sequence[str] = ("NO_DATA",)) -> xr.Dataset:
+        """The Dataset with excluded pixels set to NaN, lazily.
+
+        Pixels where a plane of ``exclude`` is set (by default ``NO_DATA``) become NaN in every
+        floating-point variable on ``(y, x)`` (image, variance, noise realizations, mask
+        fractions), so that a missing cell inside a patch (stored as image 0, variance inf)
+        and a missing patch of a tract (NaN) read alike and NaN-aware reductions
+        (``.mean()``, ``coarsen``) skip both.  The mask is kept as it is.
+
+        Raises
+        ------
+        ValidationError
+            If a plane of ``exclude`` other than ``NO_DATA`` is not in the mask schema.
+        """
+        from .cellstats import valid_mask
+
+        keep = valid_mask(self._ds, exclude)
+        out = self._ds.copy()
+        for name, var in self._ds.data_vars.items():
+            if name != "mask" and {"y", "x"} <= set(var.dims) and var.dtype.kind == "f":
+                out[name] = var.where(keep)
+                out[name].attrs = var.attrs
         return out
+
+    def cell_statistics(self, variable: str = "image", *, exclude: Sequence[str] = ("NO_DATA",),
+                        compute: bool = True) -> xr.Dataset:
+        """Per-cell statistics of a variable over the pixels the mask allows.
+
+        See :func:`cellcoadd_dask.cell_statistics`.
+        """
+        from .cellstats import cell_statistics
+
+        return cell_statistics(self._ds, variable, exclude=exclude, compute=compute)
 
     def summary(self) -> Any:
         """What the Dataset holds, from its attrs and coordinates (no variable is read).

@@ -17,8 +17,9 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
+from .cells import CellGrid
 from .coadd import CellCoadd
-from .errors import BoundsError, shown_url
+from .errors import BoundsError, ValidationError, shown_url
 from .geom import Box, Interval
 from .image import Image
 from .lazy import PlaneOrigin, apply_rest, normalize_key, plane_array
@@ -34,7 +35,18 @@ from .mask import (
 from .model import bounds_from_json, patch_from_json
 from .psf import CellPointSpreadFunction
 
-__all__ = ["box_of", "coadd_to_dataset", "dataset_to_coadd", "schema_from_attrs", "stack_planes"]
+__all__ = [
+    "PSF_CELL_DIMS",
+    "box_of",
+    "cell_coords",
+    "coadd_to_dataset",
+    "dataset_to_coadd",
+    "schema_from_attrs",
+    "stack_planes",
+]
+
+PSF_CELL_DIMS = ("psf_cell_i", "psf_cell_j")
+"""Dimensions of the ``psf`` variable's cell axes (``cell_i``/``cell_j`` are per-pixel coordinates)."""
 
 
 def attr_url(url: str) -> str:
@@ -137,8 +149,9 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
 
     Variables: ``image``, ``mask`` (2-d, schema bit ``n`` at bit ``n``, CF ``flag_masks``),
     ``variance`` on ``(y, x)``; ``mask_fractions`` on ``(fraction, y, x)``;
-    ``noise_realizations`` on ``(realization, y, x)``; ``psf`` on ``(cell_i, cell_j, psf_y, psf_x)``.
-    Coordinates ``y``, ``x`` are absolute (tract) pixel indices.
+    ``noise_realizations`` on ``(realization, y, x)``; ``psf`` on ``(psf_cell_i, psf_cell_j, psf_y, psf_x)``.
+    Coordinates ``y``, ``x`` are absolute (tract) pixel indices; ``cell_i`` (along ``y``) and
+    ``cell_j`` (along ``x``) give each pixel's cell, in the numbering of ``psf_cell_i``/``psf_cell_j``.
     """
     from . import xarray_accessor  # noqa: F401  (registers ds.cellcoadd)
 
@@ -181,13 +194,14 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
     bounds = coadd.bounds
     start, stop = bounds.subgrid_start, bounds.subgrid_stop
     kb = coadd.psf.kernel_bbox
-    data_vars["psf"] = xr.Variable(("cell_i", "cell_j", "psf_y", "psf_x"), coadd.psf.array)
-    coords.update(
-        cell_i=("cell_i", np.arange(start.i, stop.i)),
-        cell_j=("cell_j", np.arange(start.j, stop.j)),
-        psf_y=("psf_y", np.arange(kb.y.start, kb.y.stop)),
-        psf_x=("psf_x", np.arange(kb.x.start, kb.x.stop)),
-    )
+    data_vars["psf"] = xr.Variable((*PSF_CELL_DIMS, "psf_y", "psf_x"), coadd.psf.array)
+    coords.update(cell_coords(coadd.grid, bbox))
+    coords.update({
+        PSF_CELL_DIMS[0]: (PSF_CELL_DIMS[0], np.arange(start.i, stop.i)),
+        PSF_CELL_DIMS[1]: (PSF_CELL_DIMS[1], np.arange(start.j, stop.j)),
+        "psf_y": ("psf_y", np.arange(kb.y.start, kb.y.stop)),
+        "psf_x": ("psf_x", np.arange(kb.x.start, kb.x.stop)),
+    })
     attrs: dict[str, Any] = {
         "title": "cell-based coadd",
         "band": coadd.band if coadd.band is not None else "",
@@ -210,6 +224,20 @@ def coadd_to_dataset(coadd: CellCoadd, *, source_url: str | None = None) -> xr.D
         # Set here, xarray's ``open_dataset`` keeps it instead of recording the URL as given.
         ds.encoding["source"] = attr_url(source_url)
     return ds
+
+
+def cell_coords(grid: CellGrid, bbox: Box) -> dict[str, Any]:
+    """Per-pixel ``cell_i`` (along ``y``) and ``cell_j`` (along ``x``): each pixel's cell in ``grid``.
+
+    With them ``ds.groupby(["cell_i", "cell_j"])`` and selections by cell are exact on any box.
+    """
+    cy, cx = grid.cell_shape
+    y = np.arange(bbox.y.start, bbox.y.stop, dtype=np.int64)
+    x = np.arange(bbox.x.start, bbox.x.stop, dtype=np.int64)
+    return {
+        "cell_i": ("y", (y - grid.bbox.y.start) // cy, {"long_name": "cell row index of the pixel"}),
+        "cell_j": ("x", (x - grid.bbox.x.start) // cx, {"long_name": "cell column index of the pixel"}),
+    }
 
 
 def schema_from_attrs(attrs: Mapping[str, Any]) -> MaskSchema:
@@ -250,6 +278,19 @@ def dataset_to_coadd(ds: xr.Dataset) -> CellCoadd:
     """
     from .projection import SkyProjection
 
+    if "cell_bounds" not in ds.attrs or "psf" not in ds:
+        if "patches" in ds.attrs:
+            raise ValidationError(
+                "This Dataset is a tract mosaic (open_tract): per-cell data (PSF, provenance, aperture "
+                "corrections) belongs to each patch's own cell grid, so it is not one coadd. Open a patch "
+                "with open_coadd(url) (the patches' URLs are in ds.attrs['urls']), or select a patch's "
+                "inner box and compute on the Dataset itself."
+            )
+        missing = [k for k in ("cell_bounds",) if k not in ds.attrs] + [k for k in ("psf",) if k not in ds]
+        raise ValidationError(
+            f"This Dataset is not the view of one coadd: it has no {' and no '.join(map(repr, missing))} "
+            "(a reduction or selection dropped them); to_coadd() needs the Dataset of coadd.to_xarray()."
+        )
     bbox = box_of(ds)
     image = Image(_data(ds["image"]), bbox=bbox, unit=ds["image"].attrs.get("units"))
     variance = Image(_data(ds["variance"]), bbox=bbox, unit=ds["variance"].attrs.get("units"))
@@ -275,7 +316,9 @@ def dataset_to_coadd(ds: xr.Dataset) -> CellCoadd:
         raise BoundsError(f"The Dataset's extent {bbox} lies outside its cell bounds {full_bounds.bbox}.")
     sub = full_bounds[inner]
     a, b = sub.subgrid_start, sub.subgrid_stop
-    psf_array = _data(ds["psf"].sel(cell_i=slice(a.i, b.i - 1), cell_j=slice(a.j, b.j - 1)))
+    # Datasets saved before the per-pixel cell coordinates have the psf on (cell_i, cell_j, ...).
+    di, dj = PSF_CELL_DIMS if PSF_CELL_DIMS[0] in ds["psf"].dims else ("cell_i", "cell_j")
+    psf_array = _data(ds["psf"].sel({di: slice(a.i, b.i - 1), dj: slice(a.j, b.j - 1)}))
     psf = CellPointSpreadFunction(psf_array, sub)
     patch = patch_from_json(json.loads(ds.attrs["patch_definition"])) if "patch_definition" in ds.attrs else None
     url = ds.attrs.get("source_url")

@@ -295,13 +295,13 @@ def test_values_equal_lsst_images(path: Path, view: str) -> None:
     psf = ds["psf"]
     for i, j in cells_with_data(ref.psf.bounds):
         kernel = ref.psf[CellIJ(i=i, j=j)]
-        got = psf.sel(cell_i=i, cell_j=j)
+        got = psf.sel(psf_cell_i=i, psf_cell_j=j)
         (ky0, ky1), (kx0, kx1) = intervals(kernel.bbox)
         np.testing.assert_array_equal(got["psf_y"].values, np.arange(ky0, ky1))
         np.testing.assert_array_equal(got["psf_x"].values, np.arange(kx0, kx1))
         assert_identical(got.values, kernel.array, f"PSF kernel of cell {(i, j)}")
     for cell in ref.psf.bounds.missing:
-        assert np.isnan(psf.sel(cell_i=cell.i, cell_j=cell.j).values).all()
+        assert np.isnan(psf.sel(psf_cell_i=cell.i, psf_cell_j=cell.j).values).all()
 
 
 def test_attrs_carry_units_identity_and_patch(path: Path) -> None:
@@ -433,8 +433,8 @@ def test_sel_sky_returns_the_bounding_box_of_the_circle(
     ds = xr.open_dataset(path, engine="cellcoadd", chunks={})
     center = ref.sky_projection.pixel_to_sky(x=pixel[1], y=pixel[0])
     radius = radius_arcsec * u.arcsec
-    out = ds.cellcoadd.sel_sky(center.ra.deg, center.dec.deg, radius.to_value(u.deg))
-    same = ds.cellcoadd.sel_sky(center.ra, center.dec, radius)
+    out = ds.cellcoadd.sel_sky(center.ra.deg, center.dec.deg, radius)
+    same = ds.cellcoadd.sel_sky(center.ra, center.dec, radius.to(u.deg))
     np.testing.assert_array_equal(same["y"].values, out["y"].values)
     np.testing.assert_array_equal(same["x"].values, out["x"].values)
     ys, xs = out["y"].values, out["x"].values
@@ -457,7 +457,27 @@ def test_sel_sky_outside_the_dataset_raises_bounds_error(reference_dir: Path) ->
     ds = xr.open_dataset(path, engine="cellcoadd", chunks={})
     far = ref.sky_projection.pixel_to_sky(x=1000.0, y=1000.0)
     with pytest.raises(ccd.BoundsError):
-        ds.cellcoadd.sel_sky(far.ra.deg, far.dec.deg, 1.0 / 3600)
+        ds.cellcoadd.sel_sky(far.ra.deg, far.dec.deg, 1.0 * u.arcsec)
+
+
+@pytest.mark.parametrize("radius", [5, 5.0, 5 * u.pix, "5 arcsec"])
+def test_sel_sky_refuses_a_radius_that_is_not_an_angle(reference_dir: Path, radius: object) -> None:
+    ds = xr.open_dataset(reference_dir / "synthetic_3x3.fits", engine="cellcoadd", chunks={})
+    centre = ds.cellcoadd.pixel_to_sky(y=1400.0, x=1900.0)
+    with pytest.raises(ccd.ValidationError, match="angle Quantity"):
+        ds.cellcoadd.sel_sky(centre.ra, centre.dec, radius)
+
+
+def test_sel_sky_keeps_only_the_psf_cells_it_covers(reference_dir: Path) -> None:
+    ds = xr.open_dataset(reference_dir / "synthetic_3x3.fits", engine="cellcoadd", chunks={})
+    centre = ds.cellcoadd.pixel_to_sky(y=1410.0, x=1910.0)  # inside cell (2, 2), 60 px from its edges
+    out = ds.cellcoadd.sel_sky(centre.ra, centre.dec, 2 * u.arcsec)
+    assert set(np.unique(out["cell_i"].values)) == {2} and set(np.unique(out["cell_j"].values)) == {2}
+    assert out["psf"].sizes["psf_cell_i"] == 1 and out["psf"].sizes["psf_cell_j"] == 1
+    assert_identical(out["psf"].isel(psf_cell_i=0, psf_cell_j=0).values,
+                     ds["psf"].sel(psf_cell_i=2, psf_cell_j=2).values, "PSF of the covered cell")
+    back = out.cellcoadd.to_coadd()
+    assert_identical(back.psf.array.compute()[0, 0], ds["psf"].sel(psf_cell_i=2, psf_cell_j=2).values, "to_coadd")
 
 
 # ----------------------------------------------------------------------------- engine discovery
