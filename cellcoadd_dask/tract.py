@@ -36,7 +36,7 @@ from .mask import MaskSchema, packed_dtype
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["OPEN_THREADS", "open_tract"]
+__all__ = ["MAX_CHUNKS_PER_PLANE", "OPEN_THREADS", "open_tract"]
 
 OPEN_THREADS = 16
 """Number of files opened at once."""
@@ -256,6 +256,27 @@ class _Layout:
         return _axis_chunks(self.ys, along(0)), _axis_chunks(self.xs, along(1))
 
 
+MAX_CHUNKS_PER_PLANE = 10_000
+"""Above this many chunks per plane, :func:`open_tract` warns (``chunks="cell"`` on a large tract)."""
+
+
+def _warn_if_many_chunks(layout: _Layout) -> None:
+    ys, xs = layout.yx_chunks(4)
+    n = len(ys) * len(xs)
+    if n > MAX_CHUNKS_PER_PLANE:
+        import warnings
+
+        from dask.array.core import PerformanceWarning
+
+        warnings.warn(
+            f"open_tract(chunks={layout.chunks!r}) gives {n:,} chunks per plane: a computation over the whole "
+            f"tract schedules that many tasks per variable, which costs more than reading. Use chunks='auto' "
+            f"(reads still touch only the tiles a selection needs) and select before computing.",
+            PerformanceWarning,
+            stacklevel=3,
+        )
+
+
 def _plane(
     layout: _Layout,
     patches: Sequence[_Patch],
@@ -315,6 +336,9 @@ def open_tract(
     chunks
         ``"auto"``, ``"cell"`` or ``(ny, nx)`` cells per chunk (see :func:`open_coadd`).
         Chunk edges are cell edges, and every edge of a patch's inner box is a chunk edge.
+        Chunking never changes what a selection reads (only the tiles it needs), only the
+        size of the graphs; over :data:`MAX_CHUNKS_PER_PLANE` chunks per plane (``"cell"``
+        on a tract of more than about 20 patches) a ``dask.array.PerformanceWarning`` says so.
 
     Returns
     -------
@@ -362,6 +386,7 @@ def open_tract(
     patches = _check_patches(url_list, coadds)
     patches.sort(key=lambda p: (p.coadd.patch.index.y, p.coadd.patch.index.x))
     layout = _Layout(patches, chunks)
+    _warn_if_many_chunks(layout)
     first = patches[0].coadd
     template = coadd_to_dataset(first[patches[0].covered] if patches[0].covered is not None else first)
     schema = first.mask.schema

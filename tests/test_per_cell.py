@@ -150,3 +150,16 @@ def test_to_coadd_of_a_tract_says_why_not(tract: xr.Dataset) -> None:
 def test_to_coadd_of_a_reduction_says_what_is_missing(patch: xr.Dataset) -> None:
     with pytest.raises(ccd.ValidationError, match="no 'psf'"):
         patch.drop_vars("psf").cellcoadd.to_coadd()
+
+
+def test_many_chunks_on_a_tract_warn(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask.array as da
+
+    from cellcoadd_dask import tract as tract_module
+
+    urls = [str(corpus / "tract" / f"patch_{i}_{j}.fits") for i, j in sorted(COVERAGE)]
+    monkeypatch.setattr(tract_module, "MAX_CHUNKS_PER_PLANE", 20)  # the test tract has 36 cells
+    with pytest.warns(da.PerformanceWarning, match="36 chunks per plane"):
+        ds = ccd.open_tract(urls, chunks="cell")
+    assert ds["image"].data.npartitions == 36
+    ccd.open_tract(urls, chunks="auto")  # no warning (warnings are errors in the tests)
