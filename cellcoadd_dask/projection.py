@@ -24,7 +24,7 @@ from .errors import ArchiveFormatError, CellCoaddError
 from .geom import Box
 from .model import box_from_json
 
-__all__ = ["FitsWcsError", "PixelXY", "SkyProjection"]
+__all__ = ["FITS_WCS_TOLERANCE", "FitsWcsError", "PixelXY", "SkyProjection", "make_wcs"]
 
 #: Largest pixel discrepancy accepted between a FITS WCS and the AST projection.
 FITS_WCS_TOLERANCE = 1e-4
@@ -413,7 +413,7 @@ class SkyProjection:
         FitsWcsError
             If no FITS WCS represents the projection (see :meth:`fits_wcs`).
         """
-        return _make_wcs(self.fits_wcs(bbox))
+        return make_wcs(self.fits_wcs(bbox))
 
     def _fits_header(self, mapping: Any, bbox: Box) -> Any:
         """FITS-WCS header of ``mapping`` shifted to ``bbox``, or None if not representable."""
@@ -443,7 +443,7 @@ class SkyProjection:
         if "CTYPE1" not in header or "CTYPE2" not in header:
             return None
         try:
-            wcs = _make_wcs(header)
+            wcs = make_wcs(header)
         except (KeyError, ValueError):
             return None
         if not self._agrees(mapping, wcs, bbox):
@@ -461,7 +461,8 @@ class SkyProjection:
         return bool(np.max(np.hypot(px - lx, py - ly)) <= FITS_WCS_TOLERANCE)
 
 
-def _make_wcs(header: Any) -> Any:
+def make_wcs(header: Any) -> Any:
+    """An astropy WCS of FITS WCS cards (astropy's header fix-up warnings silenced)."""
     from astropy.wcs import WCS, FITSFixedWarning
 
     with warnings.catch_warnings():

@@ -52,14 +52,41 @@ class CellCoaddAccessor:
             raise CellCoaddError("This Dataset has no 'sky_projection' attribute (not a cell coadd view).") from None
 
     @property
+    def factor(self) -> int:
+        """Full-resolution pixels per pixel of the Dataset (1; the factor after :meth:`coarsen`)."""
+        from .coarsen import COARSEN_ATTR
+
+        return int(self._ds.attrs.get(COARSEN_ATTR, 1))
+
+    @property
     def bbox(self) -> Box:
-        """Absolute bbox of the Dataset's (y, x) extent."""
+        """Absolute (full-resolution) bbox of the Dataset's (y, x) extent.
+
+        For a coarsened Dataset, the full-resolution pixels its blocks cover.
+        """
+        if self.factor > 1:
+            from .coarsen import covered_box
+
+            return covered_box(self._ds)
         return box_of(self._ds)
 
     @property
     def wcs(self) -> Any:
-        """Astropy WCS of the Dataset's local (array) pixel grid."""
-        return self._projection().astropy_wcs(self.bbox)
+        """Astropy WCS of the Dataset's local (array) pixel grid (also of a coarsened Dataset)."""
+        from .coarsen import grid_wcs
+
+        return grid_wcs(self._projection(), self._ds)
+
+    def coarsen(self, factor: int) -> xr.Dataset:
+        """Exact, lazy block reduction by ``factor``, blocks aligned on absolute multiples of it.
+
+        Image (and noise, mask fractions): mean of the finite pixels without ``NO_DATA``;
+        variance: sum of their variances over their number squared; mask: bitwise OR of the
+        block; ``count``: pixels averaged.  See :func:`cellcoadd_dask.coarsen.coarsen_dataset`.
+        """
+        from .coarsen import coarsen_dataset
+
+        return coarsen_dataset(self._ds, factor)
 
     def pixel_to_sky(self, *, y: Any, x: Any) -> Any:
         """Sky coordinates (ICRS ``SkyCoord``) of absolute pixel positions."""
@@ -109,7 +136,8 @@ class CellCoaddAccessor:
         ys = np.append(np.asarray(ys), yc)
         y0, y1 = int(np.floor(ys.min() + 0.5)), int(np.floor(ys.max() + 0.5)) + 1
         x0, x1 = int(np.floor(xs.min() + 0.5)), int(np.floor(xs.max() + 0.5)) + 1
-        out = self._ds.sel(y=slice(y0, y1 - 1), x=slice(x0, x1 - 1))
+        half = (self.factor - 1) / 2  # coarsened: keep every block whose pixels meet the box
+        out = self._ds.sel(y=slice(y0 - half, y1 - 1 + half), x=slice(x0 - half, x1 - 1 + half))
         if out.sizes["y"] == 0 or out.sizes["x"] == 0:
             raise BoundsError(f"The sky circle does not overlap the Dataset ({self.bbox}).")
         return _trim_psf(out)
