@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+from . import fetch_cache
 from .errors import ArchiveFormatError, CellCoaddError, FetchError, shown_url
 from .fetch_backends.core import ObjectChangedError, ObjectNotFoundError, ObjectPin, filesystem
 from .fetch_counters import FetchStats, fetch_stats, record, record_failure
@@ -390,6 +391,10 @@ def _fetch(
     for start, stop in ranges:
         if start < 0 or stop < start:
             raise FetchError(f"{shown_url(url)}: invalid byte range [{start}, {stop}).")
+    hit = fetch_cache.lookup(url, ranges, pin)
+    if hit is not None:  # bytes a tract index holds: no request
+        cached, known = hit
+        return (cached if copy else [memoryview(b) for b in cached]), known
     policy = FetchPolicy.current()
     record(url, [], call=True)
     merged, placement = merge_ranges(ranges, policy.coalesce_gap if max_gap is None else max_gap)
@@ -435,12 +440,17 @@ def _fetch(
             f"{shown_url(url)}: reading {len(todo)} byte range(s) (first [{start}, {stop})) failed after "
             f"{policy.retries + 1} attempts: {last}", storage_options))
     full = [b for b in blobs if b is not None]
+    out: list[Any]
     if len(merged) == len(ranges) and all(n == len(full[m]) and off == 0 for m, off, n in placement):
-        return [full[m] for m, _, _ in placement], seen
-    views = [memoryview(b) for b in full]
-    if not copy:
-        return [views[m][off : off + n] for m, off, n in placement], seen
-    return [bytes(views[m][off : off + n]) for m, off, n in placement], seen
+        out = [full[m] for m, _, _ in placement]
+    else:
+        views = [memoryview(b) for b in full]
+        if not copy:
+            out = [views[m][off : off + n] for m, off, n in placement]
+        else:
+            out = [bytes(views[m][off : off + n]) for m, off, n in placement]
+    fetch_cache.note(url, ranges, out, seen)
+    return out, seen
 
 
 def _what(exc: BaseException) -> str:

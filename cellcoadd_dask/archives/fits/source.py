@@ -26,7 +26,7 @@ from .layout import HduEntry
 from .tile_tables import compressed_layout_from_header, load_rows, plain_layout
 from .tiles import StoredArray, TiledArray
 
-__all__ = ["FitsArraySource", "HduRef", "load_layouts", "preload"]
+__all__ = ["FitsArraySource", "HduRef", "load_layouts", "parse_layouts", "preload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,21 @@ def load_layouts(
         stop = e.dataddr + (min(ref.table_guess, e.datsize) if e.compressed else 0)
         first.append((e.hdraddr, stop))
     blobs = fetch_ranges(url, first, storage_options=storage_options, pin=pin)
+    return parse_layouts(url, refs, blobs)
+
+
+def parse_layouts(url: str, refs: Sequence[HduRef], blobs: Sequence[bytes | memoryview]) -> list[StoredArray]:
+    """The layouts of ``refs`` from their stored bytes: each HDU's header, then any descriptor rows.
+
+    Each blob starts at the HDU's header (``entry.hdraddr``); the tile-table rows that follow
+    the header in it are loaded (all of them when the blob reaches the table's end), the rest
+    on demand.  Used by :func:`load_layouts` and by tract indexes, which store these bytes.
+
+    Raises
+    ------
+    ArchiveFormatError
+        When a header disagrees with the INDEX or the JSON tree, or a tile table is corrupt.
+    """
     layouts: list[StoredArray] = []
     for ref, blob in zip(refs, blobs, strict=True):
         e = ref.entry
@@ -173,6 +188,13 @@ class FitsArraySource:
         Loaded by the first read or :meth:`load_metadata`; looking never triggers a read.
         """
         return self._cache.layouts
+
+    def set_layouts(self, layouts: list[StoredArray]) -> None:
+        """Give the source its layouts (from :func:`parse_layouts` over stored bytes); no read is made."""
+        if len(layouts) != len(self.refs):
+            raise ValueError(f"{len(layouts)} layouts for {len(self.refs)} HDUs")
+        with self._cache.lock:
+            self._cache.layouts = list(layouts)
 
     @staticmethod
     def load_metadata(sources: Sequence[FitsArraySource]) -> None:
