@@ -14,11 +14,11 @@ then read whole chunks, i.e. whole patches with ``chunks="auto"``.)
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -30,92 +30,20 @@ from .coadd import CellCoadd
 from .errors import ValidationError, shown_url
 from .fetch import normalize_url
 from .geom import Box, Interval
-from .lazy import Chunks, apply_rest, cell_chunks, normalize_key, plane_array
+from .lazy import Chunks, cell_chunks, plane_array
 from .mask import MaskSchema, packed_dtype
+from .tract_source import PatchHandle, TractSource
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["MAX_CHUNKS_PER_PLANE", "OPEN_THREADS", "open_tract"]
+__all__ = ["MAX_CHUNKS_PER_PLANE", "OPEN_THREADS", "open_tract", "reopen_patch", "tract_dataset"]
 
 OPEN_THREADS = 16
 """Number of files opened at once."""
 
 NO_DATA = "NO_DATA"
 """The mask plane set wherever no patch provides pixels."""
-
-
-@dataclass(frozen=True)
-class _Patch:
-    """One opened file: its URL, the coadd, and the part of its inner box it covers."""
-
-    url: str
-    coadd: CellCoadd
-    covered: Box | None
-
-    @property
-    def inner(self) -> Box:
-        return self.coadd.patch.inner_bbox
-
-
-class _TractSource:
-    """Lazily indexed plane over the tract box, assembled from per-patch lazy arrays.
-
-    Parameters
-    ----------
-    bbox
-        Absolute box of the tract plane (its first two axes are y, x).
-    blocks
-        ``(box, array)`` pairs: ``array`` is a patch's lazy plane over ``box`` (absolute).
-    fill
-        Value (broadcast over trailing axes) where no block provides pixels.
-    trailing
-        Sizes of the axes after y, x.
-    """
-
-    def __init__(
-        self, bbox: Box, blocks: Sequence[tuple[Box, da.Array]], fill: np.ndarray, trailing: tuple[int, ...]
-    ) -> None:
-        self.bbox = bbox
-        self.blocks = tuple(blocks)
-        self.fill = np.asarray(fill)
-        self.dtype = self.fill.dtype
-        self.shape = (*bbox.shape, *trailing)
-        self.ndim = len(self.shape)
-
-    def __dask_tokenize__(self) -> Any:
-        return (
-            "cellcoadd-tract-plane",
-            str(self.bbox),
-            tuple((str(box), array.name) for box, array in self.blocks),
-            self.fill.dtype.str,
-            self.fill.tobytes(),
-            self.shape,
-        )
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        region, rest = normalize_key(key, self.shape)
-        sy, sx = region[:2]
-        trail = region[2:]
-        y0, x0 = self.bbox.y.start, self.bbox.x.start
-        if any(r.stop <= r.start for r in region[:2]):
-            # An empty selection reads nothing (a Box cannot be empty).
-            empty = np.empty(tuple(max(r.stop - r.start, 0) for r in region), dtype=self.dtype)
-            return apply_rest(empty, rest)
-        want = Box(Interval(y0 + sy.start, y0 + sy.stop), Interval(x0 + sx.start, x0 + sx.stop))
-        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
-        out[...] = self.fill[trail] if self.fill.ndim else self.fill
-        targets: list[tuple[slice, slice]] = []
-        parts: list[da.Array] = []
-        for box, array in self.blocks:
-            overlap = box.intersection(want)
-            if overlap is None:
-                continue
-            targets.append(overlap.slice_within(want))
-            parts.append(array[(*overlap.slice_within(box), *trail)])
-        for (ty, tx), values in zip(targets, da.compute(*parts, scheduler="sync"), strict=True):
-            out[ty, tx] = values
-        return apply_rest(out, rest)
 
 
 def _as_url_list(urls: str | PathLike[str] | Iterable[str | PathLike[str]]) -> list[str]:
@@ -163,7 +91,8 @@ _FIELDS: tuple[tuple[str, Callable[[CellCoadd], Any]], ...] = (
 )
 
 
-def _check_patches(urls: Sequence[str], coadds: Sequence[CellCoadd]) -> list[_Patch]:
+def _check_patches(urls: Sequence[str], coadds: Sequence[CellCoadd],
+                   storage_options: Mapping[str, Any] | None) -> list[PatchHandle]:
     for url, coadd in zip(urls, coadds, strict=True):
         if coadd.patch_definition is None:
             raise ValidationError(f"{shown_url(url)}: field 'patch': the coadd has no patch definition.")
@@ -195,9 +124,23 @@ def _check_patches(urls: Sequence[str], coadds: Sequence[CellCoadd]) -> list[_Pa
             )
         by_index[index] = url
     return [
-        _Patch(url, coadd, coadd.patch.inner_bbox.intersection(coadd.bbox))
+        PatchHandle(url, (coadd.patch.index.y, coadd.patch.index.x), coadd.patch.id, coadd.patch.inner_bbox,
+                    coadd.patch.inner_bbox.intersection(coadd.bbox),
+                    opener=functools.partial(reopen_patch, url, storage_options),
+                    token=coadd.image.array.name, coadd=coadd, keep_opened=True)
         for url, coadd in zip(urls, coadds, strict=True)
     ]
+
+
+def reopen_patch(url: str, storage_options: Mapping[str, Any] | None) -> CellCoadd:
+    """Open a patch of a tract again, in a process that unpickled its handle without the opened coadd.
+
+    Tract planes hold each patch's handle; a task reading a region opens the patch there on
+    first use (metadata only), then reads its tiles.
+    """
+    from .open import open_coadd
+
+    return open_coadd(url, storage_options=storage_options)
 
 
 def _axis_intervals(spans: Iterable[tuple[Interval, str]], axis: str) -> list[Interval]:
@@ -227,7 +170,7 @@ def _axis_chunks(intervals: Sequence[Interval], chunk: Callable[[Interval], tupl
 class _Layout:
     """The tract box and its chunks on cell edges (patch edges are always chunk edges)."""
 
-    def __init__(self, patches: Sequence[_Patch], chunks: Chunks) -> None:
+    def __init__(self, patches: Sequence[PatchHandle], chunks: Chunks, first: CellCoadd) -> None:
         for a, b in itertools.combinations(patches, 2):
             if a.inner.intersection(b.inner) is not None:
                 raise ValidationError(
@@ -236,7 +179,6 @@ class _Layout:
         self.ys = _axis_intervals(((p.inner.y, p.url) for p in patches), "y")
         self.xs = _axis_intervals(((p.inner.x, p.url) for p in patches), "x")
         self.bbox = Box(Interval(self.ys[0].start, self.ys[-1].stop), Interval(self.xs[0].start, self.xs[-1].stop))
-        first = patches[0].coadd
         # One grid for the whole tract: the first patch's cells, extended over the tract box.
         self.grid = CellGrid(first.patch.cells.snap(self.bbox), first.grid.cell_shape)
         self.chunks = chunks
@@ -277,28 +219,13 @@ def _warn_if_many_chunks(layout: _Layout) -> None:
         )
 
 
-def _plane(
-    layout: _Layout,
-    patches: Sequence[_Patch],
-    get: Callable[[CellCoadd], da.Array],
-    fill: np.ndarray,
-    trailing: tuple[int, ...],
-    name: str,
-) -> da.Array:
-    blocks = [(p.covered, get(p.coadd[p.covered])) for p in patches if p.covered is not None]
-    source = _TractSource(layout.bbox, blocks, fill, trailing)
+def _plane(layout: _Layout, patches: Sequence[PatchHandle], spec: str, fill: np.ndarray,
+           trailing: tuple[int, ...], name: str) -> da.Array:
+    source = TractSource(layout.bbox, patches, spec, fill, trailing)
     extra = int(np.prod(trailing)) if trailing else 1
     yx = layout.yx_chunks(source.dtype.itemsize, extra)
     chunks = (*yx, *((n,) for n in trailing))
     return plane_array(source, name=f"tract-{name}", chunks=chunks, token=source.__dask_tokenize__())
-
-
-def _fraction_of(name: str) -> Callable[[CellCoadd], da.Array]:
-    return lambda coadd: coadd.mask_fractions[name].array
-
-
-def _noise_of(k: int) -> Callable[[CellCoadd], da.Array]:
-    return lambda coadd: coadd.noise_realizations[k].array
 
 
 def _mask_fill(schema: MaskSchema, packed: bool) -> np.ndarray:
@@ -377,18 +304,29 @@ def open_tract(
     Dataset, so ``ds.cellcoadd.to_coadd()`` raises a :class:`ValidationError` saying so:
     open the patch for those.
     """
+    if isinstance(urls, (str, PathLike)):
+        from .archives.registry import suffix_format
+
+        if suffix_format(normalize_url(urls)) is None:  # not a coadd file: a tract index
+            from .tract_index import open_tract_index
+
+            return open_tract_index(normalize_url(urls), storage_options=storage_options, chunks=chunks)
+    url_list = _as_url_list(urls)
+    coadds = _open_all(url_list, storage_options, chunks)
+    return tract_dataset(_check_patches(url_list, coadds, storage_options), coadds[0], chunks)
+
+
+def tract_dataset(patches: list[PatchHandle], first: CellCoadd, chunks: Chunks) -> xr.Dataset:
+    """The tract Dataset over ``patches`` (checked to agree); ``first`` is an opened patch (the template)."""
     import xarray as xr
 
     from .xarray_dataset import attr_url, cell_coords, coadd_to_dataset, stack_planes
 
-    url_list = _as_url_list(urls)
-    coadds = _open_all(url_list, storage_options, chunks)
-    patches = _check_patches(url_list, coadds)
-    patches.sort(key=lambda p: (p.coadd.patch.index.y, p.coadd.patch.index.x))
-    layout = _Layout(patches, chunks)
+    patches = sorted(patches, key=lambda p: p.index)
+    layout = _Layout(patches, chunks, first)
     _warn_if_many_chunks(layout)
-    first = patches[0].coadd
-    template = coadd_to_dataset(first[patches[0].covered] if patches[0].covered is not None else first)
+    cut = first.patch.inner_bbox.intersection(first.bbox)
+    template = coadd_to_dataset(first[cut] if cut is not None else first)
     schema = first.mask.schema
     try:
         packed_dtype(schema)
@@ -399,64 +337,31 @@ def open_tract(
     def nan(dtype: Any) -> np.ndarray:
         return np.array(np.nan, dtype=dtype)
 
+    def variable(dims: tuple[str, ...], spec: str, fill: np.ndarray, like: str,
+                 trailing: tuple[int, ...] = ()) -> xr.Variable:
+        return xr.Variable(dims, _plane(layout, patches, spec, fill, trailing, like), template[like].attrs)
+
     bbox = layout.bbox
     coords: dict[str, Any] = {
         "y": ("y", np.arange(bbox.y.start, bbox.y.stop, dtype=np.int64)),
         "x": ("x", np.arange(bbox.x.start, bbox.x.stop, dtype=np.int64)),
     }
     coords.update(cell_coords(layout.grid, bbox))
-    mask_fill = _mask_fill(schema, packed)
     data_vars: dict[str, Any] = {
-        "image": xr.Variable(
-            ("y", "x"),
-            _plane(layout, patches, lambda c: c.image.array, nan(first.image.dtype), (), "image"),
-            template["image"].attrs,
-        ),
-        "mask": xr.Variable(
-            template["mask"].dims,
-            _plane(
-                layout,
-                patches,
-                (lambda c: c.mask.packed()) if packed else (lambda c: c.mask.array),
-                mask_fill,
-                () if packed else (schema.mask_size,),
-                "mask",
-            ),
-            template["mask"].attrs,
-        ),
-        "variance": xr.Variable(
-            ("y", "x"),
-            _plane(layout, patches, lambda c: c.variance.array, np.array(np.inf, first.variance.dtype), (), "variance"),
-            template["variance"].attrs,
-        ),
+        "image": variable(("y", "x"), "image", nan(first.image.dtype), "image"),
+        "mask": variable(tuple(str(d) for d in template["mask"].dims), "mask" if packed else "mask-elements",
+                         _mask_fill(schema, packed), "mask", () if packed else (schema.mask_size,)),
+        "variance": variable(("y", "x"), "variance", np.array(np.inf, first.variance.dtype), "variance"),
     }
     if first.mask_fractions:
         names = list(first.mask_fractions)
-        planes = [
-            _plane(
-                layout,
-                patches,
-                _fraction_of(n),
-                np.zeros((), first.mask_fractions[n].dtype),
-                (),
-                f"mask_fraction-{n}",
-            )
-            for n in names
-        ]
+        planes = [_plane(layout, patches, f"fraction:{n}", np.zeros((), first.mask_fractions[n].dtype), (),
+                         f"mask_fraction-{n}") for n in names]
         data_vars["mask_fractions"] = xr.Variable(("fraction", "y", "x"), stack_planes(planes, "tract-mask_fractions"))
         coords["fraction"] = ("fraction", np.array(names, dtype=object))
     if first.noise_realizations:
-        planes = [
-            _plane(
-                layout,
-                patches,
-                _noise_of(k),
-                nan(first.noise_realizations[k].dtype),
-                (),
-                f"noise_realization-{k}",
-            )
-            for k in range(len(first.noise_realizations))
-        ]
+        planes = [_plane(layout, patches, f"noise:{k}", nan(first.noise_realizations[k].dtype), (),
+                         f"noise_realization-{k}") for k in range(len(first.noise_realizations))]
         data_vars["noise_realizations"] = xr.Variable(
             ("realization", "y", "x"), stack_planes(planes, "tract-noise_realizations")
         )
@@ -470,8 +375,8 @@ def open_tract(
         "cell_shape": [first.grid.cell_shape.y, first.grid.cell_shape.x],
         "cell_grid": json.dumps(layout.grid.to_json()),
         "sky_projection": template.attrs["sky_projection"],
-        "patches": [p.coadd.patch.id for p in patches],
-        "patch_indices": json.dumps([[p.coadd.patch.index.y, p.coadd.patch.index.x] for p in patches]),
+        "patches": [p.patch_id for p in patches],
+        "patch_indices": json.dumps([list(p.index) for p in patches]),
         "urls": [attr_url(p.url) for p in patches],
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

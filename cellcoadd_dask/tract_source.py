@@ -1,0 +1,186 @@
+"""The pieces of a tract Dataset: patch handles (opened on first use) and the per-plane tract source.
+
+A :class:`PatchHandle` is one patch file of a tract: where its inner box lies, what part of it
+the file covers, and how to open it.  Patches given by URL are opened when the tract is (their
+metadata decides the layout); patches of a tract index are opened the first time a read
+touches them, from the bytes the index holds (no request), in whatever process runs the read.
+
+A :class:`TractSource` is one plane over the tract box: indexing it hands each region to the
+patches it overlaps, as exactly the part they provide, so that a selection reads only the tiles
+it touches however large the chunks are.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import dask.array as da
+import numpy as np
+
+from .geom import Box
+from .lazy import apply_rest, normalize_key
+
+if TYPE_CHECKING:
+    from .coadd import CellCoadd
+
+__all__ = ["PatchHandle", "TractSource", "plane_of"]
+
+
+def plane_of(coadd: CellCoadd, spec: str) -> da.Array:
+    """One plane of a coadd by name.
+
+    ``image``, ``variance``, ``mask`` (packed when it fits one integer), ``mask-elements`` (the
+    in-memory layout), ``fraction:<name>`` or ``noise:<k>``.
+    """
+    if spec == "image":
+        return coadd.image.array
+    if spec == "variance":
+        return coadd.variance.array
+    if spec == "mask":
+        return coadd.mask.packed()
+    if spec == "mask-elements":
+        return coadd.mask.array
+    kind, _, name = spec.partition(":")
+    if kind == "fraction":
+        return coadd.mask_fractions[name].array
+    if kind == "noise":
+        return coadd.noise_realizations[int(name)].array
+    raise ValueError(f"unknown plane {spec!r}")
+
+
+class PatchHandle:
+    """One patch of a tract, opened on first use (then cached in this process).
+
+    Parameters
+    ----------
+    url
+        The patch file (for messages and tokens).
+    index
+        Patch index ``(y, x)``.
+    patch_id
+        The patch's id in its skymap.
+    inner
+        The patch's inner box (absolute).
+    covered
+        The part of ``inner`` the file covers, or ``None``.
+    opener
+        A picklable callable returning the opened :class:`CellCoadd`.
+    token
+        What identifies the patch's content (URL and pin) in dask keys.
+    coadd
+        The coadd when it is already open.
+    keep_opened
+        Pickle the opened coadd with the handle (patches opened with the tract), instead of
+        opening it again where the handle is unpickled (patches of a tract index).
+    """
+
+    def __init__(self, url: str, index: tuple[int, int], patch_id: int, inner: Box, covered: Box | None,
+                 opener: Callable[[], CellCoadd], token: str, coadd: CellCoadd | None = None,
+                 keep_opened: bool = False) -> None:
+        self.url = url
+        self.index = index
+        self.patch_id = patch_id
+        self.inner = inner
+        self.covered = covered
+        self.opener = opener
+        self.token = token
+        self._coadd = coadd
+        self.keep_opened = keep_opened
+        self._planes: dict[str, da.Array] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        dropped = ("_lock", "_planes") if self.keep_opened else ("_lock", "_planes", "_coadd")
+        return {k: v for k, v in self.__dict__.items() if k not in dropped}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_coadd", None)
+        self._planes = {}
+        self._lock = threading.Lock()
+
+    @property
+    def opened(self) -> bool:
+        """Whether the patch is open in this process (looking opens nothing)."""
+        return self._coadd is not None
+
+    @property
+    def coadd(self) -> CellCoadd:
+        """The patch, opened now if it is not yet."""
+        if self._coadd is None:
+            with self._lock:
+                if self._coadd is None:
+                    self._coadd = self.opener()
+        return self._coadd
+
+    def plane(self, spec: str) -> da.Array:
+        """The lazy plane ``spec`` (see :func:`plane_of`) over the covered box."""
+        with self._lock:
+            found = self._planes.get(spec)
+        if found is None:
+            assert self.covered is not None
+            found = plane_of(self.coadd[self.covered], spec)
+            with self._lock:
+                self._planes[spec] = found
+        return found
+
+
+class TractSource:
+    """Lazily indexed plane over the tract box, assembled from the patches' planes.
+
+    Parameters
+    ----------
+    bbox
+        Absolute box of the tract plane (its first two axes are y, x).
+    patches
+        The patches providing pixels (those whose file covers part of their inner box).
+    spec
+        The plane (see :func:`plane_of`).
+    fill
+        Value (broadcast over trailing axes) where no patch provides pixels.
+    trailing
+        Sizes of the axes after y, x.
+    """
+
+    def __init__(self, bbox: Box, patches: Sequence[PatchHandle], spec: str, fill: np.ndarray,
+                 trailing: tuple[int, ...]) -> None:
+        self.bbox = bbox
+        self.patches = tuple(p for p in patches if p.covered is not None)
+        self.spec = spec
+        self.fill = np.asarray(fill)
+        self.dtype = self.fill.dtype
+        self.shape = (*bbox.shape, *trailing)
+        self.ndim = len(self.shape)
+
+    def __dask_tokenize__(self) -> Any:
+        return ("cellcoadd-tract-plane", str(self.bbox), tuple((str(p.covered), p.token) for p in self.patches),
+                self.spec, self.fill.dtype.str, self.fill.tobytes(), self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        from .geom import Interval
+
+        region, rest = normalize_key(key, self.shape)
+        sy, sx = region[:2]
+        trail = region[2:]
+        y0, x0 = self.bbox.y.start, self.bbox.x.start
+        if any(r.stop <= r.start for r in region[:2]):
+            # An empty selection reads nothing (a Box cannot be empty).
+            empty = np.empty(tuple(max(r.stop - r.start, 0) for r in region), dtype=self.dtype)
+            return apply_rest(empty, rest)
+        want = Box(Interval(y0 + sy.start, y0 + sy.stop), Interval(x0 + sx.start, x0 + sx.stop))
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        out[...] = self.fill[trail] if self.fill.ndim else self.fill
+        targets: list[tuple[slice, slice]] = []
+        parts: list[da.Array] = []
+        for patch in self.patches:
+            assert patch.covered is not None
+            overlap = patch.covered.intersection(want)
+            if overlap is None:
+                continue
+            targets.append(overlap.slice_within(want))
+            parts.append(patch.plane(self.spec)[(*overlap.slice_within(patch.covered), *trail)])
+        for (ty, tx), values in zip(targets, da.compute(*parts, scheduler="sync"), strict=True):
+            out[ty, tx] = values
+        return apply_rest(out, rest)
