@@ -20,6 +20,7 @@ from .mask import Mask, MaskPlane, MaskSchema
 from .open import open_coadd
 from .psf import CellPointSpreadFunction
 from .tract import open_tract
+from .tract_index import write_tract_index
 
 __version__ = "0.1.0"
 
@@ -54,4 +55,5 @@ __all__ = [
     "fetch_stats",
     "open_coadd",
     "open_tract",
+    "write_tract_index",
 ]

@@ -37,7 +37,15 @@ from .tract_source import PatchHandle, TractSource
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["MAX_CHUNKS_PER_PLANE", "OPEN_THREADS", "open_tract", "reopen_patch", "tract_dataset"]
+__all__ = [
+    "MAX_CHUNKS_PER_PLANE",
+    "OPEN_THREADS",
+    "as_url_list",
+    "check_patches",
+    "open_tract",
+    "reopen_patch",
+    "tract_dataset",
+]
 
 OPEN_THREADS = 16
 """Number of files opened at once."""
@@ -46,7 +54,8 @@ NO_DATA = "NO_DATA"
 """The mask plane set wherever no patch provides pixels."""
 
 
-def _as_url_list(urls: str | PathLike[str] | Iterable[str | PathLike[str]]) -> list[str]:
+def as_url_list(urls: str | PathLike[str] | Iterable[str | PathLike[str]]) -> list[str]:
+    """Normalized URLs of the patches, each given once (:class:`ValidationError` otherwise)."""
     if isinstance(urls, (str, PathLike)):
         urls = [urls]
     out = [normalize_url(u) for u in urls]
@@ -91,8 +100,9 @@ _FIELDS: tuple[tuple[str, Callable[[CellCoadd], Any]], ...] = (
 )
 
 
-def _check_patches(urls: Sequence[str], coadds: Sequence[CellCoadd],
+def check_patches(urls: Sequence[str], coadds: Sequence[CellCoadd],
                    storage_options: Mapping[str, Any] | None) -> list[PatchHandle]:
+    """Handles of the opened patches, checked to form one tract (:class:`ValidationError` naming file and field)."""
     for url, coadd in zip(urls, coadds, strict=True):
         if coadd.patch_definition is None:
             raise ValidationError(f"{shown_url(url)}: field 'patch': the coadd has no patch definition.")
@@ -311,9 +321,9 @@ def open_tract(
             from .tract_index import open_tract_index
 
             return open_tract_index(normalize_url(urls), storage_options=storage_options, chunks=chunks)
-    url_list = _as_url_list(urls)
+    url_list = as_url_list(urls)
     coadds = _open_all(url_list, storage_options, chunks)
-    return tract_dataset(_check_patches(url_list, coadds, storage_options), coadds[0], chunks)
+    return tract_dataset(check_patches(url_list, coadds, storage_options), coadds[0], chunks)
 
 
 def tract_dataset(patches: list[PatchHandle], first: CellCoadd, chunks: Chunks) -> xr.Dataset:
