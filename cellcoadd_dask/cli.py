@@ -126,7 +126,9 @@ class _Group(click.Group):
             raise click.ClickException(message) from None
 
 
-def _options(ctx: click.Context, items: tuple[str, ...], hint: str = "--storage-option") -> dict[str, Any] | None:
+def storage_options_of(ctx: click.Context, items: tuple[str, ...],
+                       hint: str = "--storage-option") -> dict[str, Any] | None:
+    """The storage options given on the command line (remembered for redacting messages)."""
     try:
         options = parse_storage_options(items) or None
     except ValueError as exc:
@@ -160,7 +162,8 @@ def _progress(enabled: bool | None) -> Iterator[None]:
         yield
 
 
-def _echo_json(obj: Any) -> None:
+def echo_json(obj: Any) -> None:
+    """Print ``obj`` as indented JSON."""
     click.echo(json.dumps(obj, indent=2, allow_nan=False))
 
 
@@ -216,13 +219,13 @@ def _info_lines(s: dict[str, Any]) -> list[str]:
     return [f"{k:<{width}}  {v}" for k, v in lines]
 
 
-_storage_option = click.option(
+storage_option_flag = click.option(
     "--storage-option", "-s", "storage_option", multiple=True, metavar="KEY=VALUE",
     help="fsspec storage option (repeatable; values parsed as JSON when possible, dotted keys nest).",
 )
 _chunks = click.option("--chunks", type=_ChunksType(), default="auto", show_default=True,
                        help="Cells per chunk: auto, cell, N or NY,NX.")
-_json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 _progress_flag = click.option("--progress/--no-progress", default=None,
                               help="Show a progress bar on stderr (default: when stderr is a terminal).")
 
@@ -235,18 +238,18 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("url")
-@_json
-@_storage_option
+@json_option
+@storage_option_flag
 @_chunks
 @click.pass_context
 def info(ctx: click.Context, url: str, as_json: bool, storage_option: tuple[str, ...], chunks: Any) -> None:
     """Summarise a coadd from its metadata (reads no pixels)."""
     from .summary import coadd_summary
 
-    coadd, stats = _open(url, storage_options=_options(ctx, storage_option), chunks=chunks)
+    coadd, stats = _open(url, storage_options=storage_options_of(ctx, storage_option), chunks=chunks)
     summary = coadd_summary(coadd, url=url, fetched=stats)
     if as_json:
-        _echo_json(summary)
+        echo_json(summary)
     else:
         for line in _info_lines(summary):
             click.echo(line)
@@ -257,9 +260,9 @@ def info(ctx: click.Context, url: str, as_json: bool, storage_option: tuple[str,
 @click.option("--plane", default="image", show_default=True,
               help="image, variance, mask_fractions/NAME or noise_realizations/N.")
 @click.option("--box", type=_BoxType(), default=None, help="Only this absolute box: y0:y1,x0:x1.")
-@_json
+@json_option
 @_progress_flag
-@_storage_option
+@storage_option_flag
 @_chunks
 @click.pass_context
 def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bool, progress: bool | None,
@@ -268,7 +271,7 @@ def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bo
     from .fetch import fetch_stats
     from .summary import box_json, cell_statistics, fetched_json
 
-    coadd, at_open = _open(url, storage_options=_options(ctx, storage_option), bbox=box, chunks=chunks)
+    coadd, at_open = _open(url, storage_options=storage_options_of(ctx, storage_option), bbox=box, chunks=chunks)
     if box is not None:
         coadd = coadd[box]
     _plane(coadd, plane)
@@ -278,7 +281,7 @@ def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bo
         from .summary import plane_image
 
         unit = plane_image(coadd, plane).unit
-        _echo_json({
+        echo_json({
             "url": shown_url(url),
             "plane": plane,
             "unit": None if unit is None else unit.to_string(),
@@ -305,9 +308,9 @@ def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bo
 @click.option("--box", type=_BoxType(), required=True, help="Absolute box y0:y1,x0:x1 (half-open).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .npz file.")
-@_json
+@json_option
 @_progress_flag
-@_storage_option
+@storage_option_flag
 @click.pass_context
 def cutout(ctx: click.Context, url: str, box: Box, output: Path, as_json: bool, progress: bool | None,
            storage_option: tuple[str, ...]) -> None:
@@ -322,7 +325,7 @@ def cutout(ctx: click.Context, url: str, box: Box, output: Path, as_json: bool, 
     from .fetch import fetch_stats
     from .summary import box_json, fetched_json
 
-    coadd, at_open = _open(url, storage_options=_options(ctx, storage_option), bbox=box)
+    coadd, at_open = _open(url, storage_options=storage_options_of(ctx, storage_option), bbox=box)
     sub = coadd[box]
     with fetch_stats() as computing, _progress(progress):
         image, variance, mask = dask.compute(sub.image.array, sub.variance.array, sub.mask.array)
@@ -340,7 +343,7 @@ def cutout(ctx: click.Context, url: str, box: Box, output: Path, as_json: bool, 
         np.savez_compressed(stream, **arrays)
     os.replace(partial, output)
     if as_json:
-        _echo_json({"output": str(output), "bbox": box_json(box),
+        echo_json({"output": str(output), "bbox": box_json(box),
                     "arrays": {k: list(v.shape) for k, v in arrays.items()},
                     "fetched": {"open": fetched_json(at_open), "cutout": fetched_json(computing)}})
     else:
@@ -359,7 +362,7 @@ def cutout(ctx: click.Context, url: str, box: Box, output: Path, as_json: bool, 
 @click.option("--max-pixels", type=click.IntRange(min=16), default=2048, show_default=True,
               help="Block-average planes larger than this many pixels on a side.")
 @_progress_flag
-@_storage_option
+@storage_option_flag
 @click.pass_context
 def plot(ctx: click.Context, url: str, output: Path, plane: str, box: Box | None, max_pixels: int,
          progress: bool | None, storage_option: tuple[str, ...]) -> None:
@@ -368,7 +371,7 @@ def plot(ctx: click.Context, url: str, output: Path, plane: str, box: Box | None
         from .plot import save_quicklook
     except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
         raise click.ClickException(_one_line(exc)) from None
-    coadd, _ = _open(url, storage_options=_options(ctx, storage_option), bbox=box)
+    coadd, _ = _open(url, storage_options=storage_options_of(ctx, storage_option), bbox=box)
     if box is not None:
         coadd = coadd[box]
     _plane(coadd, plane)
@@ -441,9 +444,9 @@ def _compression_args(ctx: click.Context, lossy: bool, items: tuple[str, ...]) -
               help="Zarr only: lossy, keep N mantissa bits of float planes (relative error <= 2**-(N+1)).")
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True,
               help="Replace an existing destination (atomically).")
-@_json
+@json_option
 @_progress_flag
-@_storage_option
+@storage_option_flag
 @click.option("--dst-storage-option", "dst_storage_option", multiple=True, metavar="KEY=VALUE",
               help="fsspec storage option of the destination (default: those of the source).")
 @click.pass_context
@@ -471,8 +474,8 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
     if keep_bits is not None and fmt.name != "zarr":
         raise click.ClickException(f"{where}: --keep-bits applies to Zarr archives only")
     kwargs = _compression_args(ctx, lossy, compress)
-    src_options = _options(ctx, storage_option)
-    dst_options = _options(ctx, dst_storage_option, "--dst-storage-option") or src_options
+    src_options = storage_options_of(ctx, storage_option)
+    dst_options = storage_options_of(ctx, dst_storage_option, "--dst-storage-option") or src_options
     coadd, at_open = _open(src, storage_options=src_options, bbox=box)
     if box is not None:
         coadd = coadd[box]
@@ -488,7 +491,7 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
                                    overwrite=overwrite, progress=shown, **kwargs)
     elapsed = time.perf_counter() - start
     if as_json:
-        _echo_json({"source": shown_url(src), "destination": shown_url(url), "bbox": box_json(coadd.bbox),
+        echo_json({"source": shown_url(src), "destination": shown_url(url), "bbox": box_json(coadd.bbox),
                     "seconds": round(elapsed, 3),
                     "fetched": {"open": fetched_json(at_open), "write": fetched_json(reading)}})
     else:
@@ -506,6 +509,9 @@ def demo(output_dir: Path, progress: bool | None) -> None:
 
     with _progress(progress):
         run_demo(output_dir, echo=click.echo)
+
+
+from . import cli_tract  # noqa: E402,F401  (registers the tract commands on cli)
 
 
 def main(argv: list[str] | None = None) -> int:

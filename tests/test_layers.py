@@ -107,8 +107,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("objects", ("image.py", "mask.py", "psf.py", "coadd.py")),
     ("archives", ("archives/*",)),  # readers, writers, the registry: they build and read CellCoadds
     ("views", ("open.py", "xarray_dataset.py", "xarray_accessor.py", "xarray_backend.py", "tract.py", "tract_index.py",
+               "tract_source.py",
                "cellstats.py", "coarsen.py")),
-    ("applications", ("summary.py", "plot.py", "demo.py", "cli.py", "__main__.py", "__init__.py")),
+    ("applications", ("summary.py", "plot.py", "demo.py", "cli.py", "cli_tract.py", "__main__.py", "__init__.py")),
     ("testing", ("testing/*",)),
 )
 """Lowest first.  A module may import its own layer and the layers below it, never one above.

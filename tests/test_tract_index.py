@@ -157,3 +157,20 @@ def test_a_damaged_patch_blob_is_a_typed_error_on_first_use(corpus: Path, tmp_pa
     ds = ccd.open_tract(path)
     with pytest.raises(ArchiveFormatError):
         ds["image"].values  # noqa: B018
+
+
+def test_the_command_line_writes_the_index(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from cellcoadd_dask.cli import main
+
+    files = _copy_tract(corpus, "demo_tract", tmp_path / "d")
+    index = tmp_path / "d" / "tract.idx"
+    assert main(["index", *map(str, files), "-o", str(index), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["index"] == str(index) and report["patches"] == len(files)
+    with ccd.fetch_stats() as stats:
+        ds = ccd.open_tract(index)
+    assert stats.requests <= 2 and len(ds.attrs["urls"]) == len(files)
+    assert main(["index", str(files[0]), str(files[0]), "-o", str(index)]) == 1  # typed error, one line
+    assert "same file" in capsys.readouterr().err
