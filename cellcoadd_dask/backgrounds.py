@@ -75,6 +75,9 @@ class BackgroundMap:
                 raise ArchiveFormatError("descriptions must be strings", url=url,
                                          hdu=f"{_PATH}.descriptions.{name}")
         subtracted = tree.get("subtracted")
+        if subtracted is not None and not isinstance(subtracted, str):
+            raise ArchiveFormatError(f"subtracted background must be a name or null, not {subtracted!r}",
+                                     url=url, hdu=f"{_PATH}.subtracted")
         if subtracted is not None and subtracted not in fields:
             raise ArchiveFormatError(f"subtracted background {subtracted!r} is not in the map",
                                      url=url, hdu=f"{_PATH}.subtracted")

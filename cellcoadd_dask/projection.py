@@ -342,6 +342,10 @@ class SkyProjection:
         ra, dec = self._tran(self._ast(), xb.ravel(), yb.ravel(), True)
         ra = np.mod(ra, 2 * math.pi).reshape(xb.shape)
         dec = dec.reshape(xb.shape)
+        with np.errstate(invalid="ignore"):
+            beyond = np.abs(dec) > math.pi / 2  # a mapping that leaves the sphere: not a position
+        ra[beyond] = np.nan
+        dec[beyond] = np.nan
         return SkyCoord(ra=ra * u.rad, dec=dec * u.rad, frame="icrs")
 
     def sky_to_pixel(self, coord: Any) -> PixelXY:

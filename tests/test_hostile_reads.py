@@ -579,3 +579,56 @@ def test_zarr_table_column_metadata_edited(field: str, value: Any, layout2: Path
     _edit(layout2, "lsst/tables/provenance/contributions/visit", edit)
     with _reads(1_000_000), pytest.raises(CellCoaddError, match="visit"):
         ccd.open_coadd(layout2).provenance  # noqa: B018 (read on first access)
+
+
+def test_json_projection_leaving_the_sphere_gives_nan_not_an_astropy_error(reference_dir: Path, tmp_path: Path) -> None:
+    """A node of the AST text no longer inverted maps pixels to declinations beyond 90 degrees."""
+    text = (reference_dir / "cell_coadd_min_as_shipped.json").read_text()
+    assert "Inv2 = 1 " in text
+    path = tmp_path / "flipped.json"
+    path.write_text(text.replace("Inv2 = 1 ", "Inv2 = 0 ", 1))
+    coadd = ccd.open_coadd(path)
+    sky = coadd.projection.pixel_to_sky(x=[coadd.bbox.x.start, coadd.bbox.x.start + 1], y=coadd.bbox.y.start)
+    assert np.isnan(sky.ra.deg).all() and np.isnan(sky.dec.deg).all()
+
+
+@pytest.mark.parametrize("value", [[], {"schema_version": "1"}, 5])
+def test_backgrounds_subtracted_not_a_name(reference_dir: Path, tmp_path: Path, value: Any) -> None:
+    tree = json.loads((reference_dir / "cell_coadd_min_as_shipped.json").read_text())
+    tree.setdefault("backgrounds", {"fields": {}, "subtracted": None})["subtracted"] = value
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(tree))
+    with pytest.raises(ArchiveFormatError, match="subtracted background must be a name"):
+        ccd.open_coadd(path).backgrounds  # noqa: B018
+
+
+def test_aperture_corrections_on_another_grid_than_the_psf(reference_dir: Path, tmp_path: Path) -> None:
+    tree = json.loads((reference_dir / "cell_coadd_min_as_shipped.json").read_text())
+    tree["psf"]["bounds"]["grid"]["bbox"]["x"]["start"] = 6  # lsst-images refuses this file too
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(tree))
+    with pytest.raises(ArchiveFormatError, match="share one cell grid"):
+        ccd.open_coadd(path)
+
+
+@pytest.mark.parametrize("edit", ["drop a plane", "rename a plane", "move a plane"])
+def test_zarr_mask_planes_named_differently_by_the_tree_and_the_flags(edit: str, layout2: Path) -> None:
+    """Layout 2 names the planes twice (tree and the packed mask's CF flags): if they disagree, which the
+    stored bits mean is unknown, so the archive is refused (whichever of the two was edited)."""
+
+    def change(meta: dict[str, Any]) -> None:
+        attributes = meta["attributes"]
+        names = attributes["flag_meanings"].split()
+        masks = attributes["flag_masks"]
+        if edit == "drop a plane":
+            names, masks = names[:-1], masks[:-1]
+        elif edit == "rename a plane":
+            names[1] = "RENAMED"
+        else:
+            masks[0], masks[1] = masks[1], masks[0]
+        attributes["flag_meanings"] = " ".join(names)
+        attributes["flag_masks"] = masks
+
+    _edit(layout2, "mask", change)
+    with _reads(1_000_000), pytest.raises(ArchiveFormatError, match=r"disagree with the tree's mask\.planes"):
+        ccd.open_coadd(layout2)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ArchiveFormatError, BoundsError, ValidationError
+from ..errors import ArchiveFormatError, BoundsError, CellCoaddError, ValidationError
 from ..geom import Box
 
 if TYPE_CHECKING:
@@ -182,6 +182,23 @@ def _load_provenance(tree: Mapping[str, Any], tables: ColumnReader) -> Any:
     return CoaddProvenance.from_json(dict(tree), tables.column, url=tables.url)
 
 
+def _check_aperture_grid(tree: Any, psf_bounds: Any, url: str | None) -> None:
+    """Aperture corrections share the PSF's cell grid (as lsst-images requires); checked from the tree."""
+    if not isinstance(tree, Mapping) or not isinstance(tree.get("bounds"), Mapping):
+        return  # read (and refused if malformed) with the tables, on first access
+    from ..model import bounds_from_json
+
+    try:
+        grid = bounds_from_json(tree["bounds"]).grid
+    except (CellCoaddError, KeyError, TypeError, ValueError):
+        return
+    if grid != psf_bounds.grid:
+        raise ArchiveFormatError(
+            f"aperture_corrections.bounds.grid ({grid}) differs from psf.bounds.grid ({psf_bounds.grid}): "
+            "aperture corrections and PSF share one cell grid", url=url, hdu="JSON",
+        )
+
+
 def _load_aperture_corrections(tree: Mapping[str, Any], tables: ColumnReader) -> Any:
     from ..aperture import ApertureCorrections
 
@@ -305,6 +322,7 @@ def coadd_from_archive(archive: InputArchive, *, bbox: Box | None = None, chunks
     psf_array = plane_array(psf_source, name="psf", chunks=((1,) * n_i, (1,) * n_j, (ky,), (kx,)))
     psf = CellPointSpreadFunction(psf_array, p.bounds, origin=(psf_source, (0, 0)))
 
+    _check_aperture_grid(model.aperture_corrections, p.bounds, url)
     provenance, aperture = deferred_tables(model, archive.table_reader())
     try:
         coadd = coadd_from_model(

@@ -85,7 +85,7 @@ def reference_agrees(path: Path, got: dict[str, Any], problems: list[str]) -> bo
         return False  # no reference reader for this archive
     keys = {problem.split(":", 1)[0] for problem in problems}
     if not keys <= {"image", "variance", "mask", "provenance_rows"} | {
-            k for k in got if k.startswith(("mask_fractions/", "noise_realizations/"))}:
+            k for k in got if k.startswith(("mask_fractions/", "noise_realizations/", "psf_kernel/"))}:
         return False
     try:
         with warnings.catch_warnings():
@@ -98,6 +98,12 @@ def reference_agrees(path: Path, got: dict[str, Any], problems: list[str]) -> bo
             expected: dict[str, Any] = {k.lower(): np.asarray(v) for k, v in lsst_planes(ref).items()}
             if "provenance_rows" in keys:
                 expected["provenance_rows"] = (len(ref.provenance.inputs), len(ref.provenance.contributions))
+            from lsst.images.cells import CellIJ
+
+            for key in keys:
+                if key.startswith("psf_kernel/"):
+                    i, j = (int(v) for v in key.split("/", 1)[1].split(","))
+                    expected[key] = np.asarray(ref.psf[CellIJ(i=i, j=j)].array)
     except Exception:  # the reference refuses what we read
         return False
     for key in keys:

@@ -141,6 +141,30 @@ def _malformed_member(url: str, storage_options: Mapping[str, Any] | None) -> st
     return None
 
 
+def _check_flags(tree: Any, metadata: Mapping[str, Any] | None, path: str, url: str) -> None:
+    """A packed mask's CF flag attributes must name the planes the tree names, at the same bits.
+
+    Layout 2 stores the plane names twice (tree and array attributes): an edit of one that the
+    other does not follow would change what the stored bits mean, so it is refused.
+    """
+    if metadata is None:
+        return
+    attributes = metadata.get("attributes") or {}
+    meanings, masks = attributes.get("flag_meanings"), attributes.get("flag_masks")
+    planes = tree.get("mask", {}).get("planes") if isinstance(tree.get("mask"), Mapping) else None
+    if not isinstance(planes, list):
+        return  # the model reports a malformed mask tree itself
+    expected = {1 << n: p.get("name") for n, p in enumerate(planes) if isinstance(p, Mapping)}
+    if not isinstance(meanings, str) or not isinstance(masks, list):
+        raise ArchiveFormatError(f"array {path!r}: the packed mask has no CF flag_meanings/flag_masks", url=url)
+    found = dict(zip(masks, meanings.split(), strict=False))
+    if len(masks) != len(meanings.split()) or found != expected:
+        raise ArchiveFormatError(
+            f"array {path!r}: its flag_meanings/flag_masks {sorted(found.items(), key=str)} disagree with the "
+            f"tree's mask.planes {sorted(expected.items(), key=str)}", url=url,
+        )
+
+
 def _layout_1_tree(attribute: Any, url: str) -> Any:
     if not isinstance(attribute, Mapping) or "tree" not in attribute:
         raise ArchiveFormatError(f"group attribute {TREE_ATTRIBUTE!r} must be an object with a 'tree'", url=url)
@@ -250,6 +274,8 @@ class ZarrInputArchive(InputArchive):
                         "chunks of bytes(little) + blosc + crc32c, index bytes(little) + crc32c at the end)",
                         url=self.url,
                     )
+        if self.layout >= 2 and request.what == "mask" and len(paths) == 1:
+            _check_flags(self._tree, metadata[0], paths[0], self.url)
         source = ZarrArraySource(
             self.url, paths, shape=request.shape, dtype=request.dtype, combine=request.combine,
             storage_options=self.storage_options, metadata=metadata,
