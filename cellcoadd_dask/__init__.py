@@ -19,6 +19,7 @@ from .image import Image
 from .mask import Mask, MaskPlane, MaskSchema
 from .open import open_coadd
 from .psf import CellPointSpreadFunction
+from .pyramid import open_pyramid, write_pyramid
 from .tract import open_tract
 from .tract_index import write_tract_index
 
@@ -54,6 +55,8 @@ __all__ = [
     "cell_statistics",
     "fetch_stats",
     "open_coadd",
+    "open_pyramid",
     "open_tract",
+    "write_pyramid",
     "write_tract_index",
 ]

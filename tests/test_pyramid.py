@@ -1,0 +1,142 @@
+"""Overview pyramids: ``write_pyramid`` / ``open_pyramid`` / ``cellcoadd-dask pyramid``.
+
+Pyramids of the corpus' 2x2 test tract and 3x3 demonstration tract are validated as OME-Zarr 0.5
+images with ome-zarr-models; level ``k`` must equal ``ds.cellcoadd.coarsen(factor_k)`` exactly;
+opening a level reads one object and an overview reads only that level's chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import cellcoadd_dask as ccd
+
+
+@pytest.fixture(scope="module", params=["tract", "demo_tract"])
+def tract(corpus: Path, request: pytest.FixtureRequest) -> xr.Dataset:
+    return ccd.open_tract(sorted(str(p) for p in (corpus / request.param).glob("*.fits")))
+
+
+def _validated(path: Path) -> Any:
+    """The group read by ome-zarr-models as an OME-Zarr 0.5 image (which validates it)."""
+    import warnings
+
+    import zarr
+    from ome_zarr_models.v05.image import Image
+
+    with warnings.catch_warnings():  # zarr-python notes that consolidated metadata is its own convention
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        return Image.from_zarr(zarr.open_group(str(path), mode="r"))
+
+
+def _stored_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_levels_equal_coarsen_and_validate_as_ome_zarr(tract: xr.Dataset, tmp_path: Path) -> None:
+    url = ccd.write_pyramid(tract, tmp_path / "p.zarr", levels=4)
+    image = _validated(tmp_path / "p.zarr")
+    datasets = image.ome_attributes.multiscales[0].datasets
+    assert [d.path for d in datasets] == ["0", "1", "2", "3"]
+    for k, factor in enumerate([1, 2, 4, 8]):
+        level = ccd.open_pyramid(url, k)
+        expected = tract if factor == 1 else tract.cellcoadd.coarsen(factor)
+        for name in ("image", "variance", "mask"):
+            np.testing.assert_array_equal(level[name].values, expected[name].values, err_msg=f"{name} level {k}")
+        if factor > 1:
+            np.testing.assert_array_equal(level["count"].values, expected["count"].values)
+        np.testing.assert_array_equal(level["y"].values, expected["y"].values)
+        scale = datasets[k].coordinateTransformations[0].scale
+        translation = datasets[k].coordinateTransformations[1].translation
+        assert list(scale) == [factor, factor]
+        assert list(translation) == [float(expected["y"][0]), float(expected["x"][0])]
+        assert level.cellcoadd.factor == factor
+        assert level.cellcoadd.bbox == tract.cellcoadd.bbox
+    for group in ("variance", "mask", "count"):
+        _validated(tmp_path / "p.zarr" / group)
+
+
+def test_opening_reads_one_object_and_an_overview_only_its_level(tract: xr.Dataset, tmp_path: Path) -> None:
+    path = tmp_path / "p.zarr"
+    ccd.write_pyramid(tract, path, levels=3)
+    with ccd.fetch_stats() as opening:
+        level = ccd.open_pyramid(path, pixels=1)  # the coarsest level serves a 1-pixel figure
+    assert opening.requests == 1
+    assert level.cellcoadd.factor == 4
+    with ccd.fetch_stats() as reading:
+        level["image"].values  # noqa: B018
+    assert {url.split("p.zarr/", 1)[1].split("/")[0] for url, _, _ in reading.ranges} == {"2"}
+    assert reading.nbytes <= _stored_bytes(path / "2")
+    chosen = ccd.open_pyramid(path, pixels=tract.sizes["y"] // 2)  # a figure half the tract's size
+    assert chosen.cellcoadd.factor == 2
+
+
+def test_default_levels_end_at_about_a_thousand_pixels() -> None:
+    from cellcoadd_dask.pyramid import default_factors
+
+    assert default_factors((120, 120)) == [1]
+    assert default_factors((1800, 1800)) == [1, 2]
+    assert default_factors((30000, 30000)) == [1, 2, 4, 8, 16, 32]
+
+
+def test_the_accessor_works_on_a_level(tract: xr.Dataset, tmp_path: Path) -> None:
+    import astropy.units as u
+
+    url = ccd.write_pyramid(tract, tmp_path / "p.zarr", levels=3)
+    level = ccd.open_pyramid(url, 2)
+    centre = tract.cellcoadd.pixel_to_sky(y=float(level["y"][5]), x=float(level["x"][7]))
+    sky = level.cellcoadd.wcs.pixel_to_world(7, 5)
+    assert sky.separation(centre).to_value(u.arcsec) < 1e-6
+    assert level.cellcoadd.mask_plane("NO_DATA").dtype == bool
+
+
+def test_on_s3_a_rewrite_is_atomic_and_reads_back(corpus: Path, s3_server: Any) -> None:
+    ds = ccd.open_tract(sorted(str(p) for p in (corpus / "tract").glob("*.fits")))
+    url = f"s3://{s3_server.bucket}/pyramids-{os.getpid()}/p.zarr"
+    options = s3_server.storage_options
+    ccd.write_pyramid(ds, url, levels=2, storage_options=options)
+    ccd.write_pyramid(ds, url, levels=3, storage_options=options)  # replaces the first (one version left)
+    prefix = f"{s3_server.bucket}/pyramids-{os.getpid()}/p.zarr/"
+    objects = [p.removeprefix(prefix) for p in s3_server.filesystem().find(prefix)]
+    assert {p.split("/", 1)[0] for p in objects} - {"zarr.json"} == {objects[0].split("/", 1)[0]}  # one version
+    with ccd.fetch_stats() as stats:
+        level = ccd.open_pyramid(url, 2, storage_options=options)
+    assert stats.requests == 1
+    np.testing.assert_array_equal(level["image"].values, ds.cellcoadd.coarsen(4)["image"].values)
+
+
+@pytest.mark.parametrize(("levels", "message"), [(0, "at least 1"), ([2, 4], "start at 1"), ([1, 4, 2], "increase")])
+def test_bad_levels_are_refused(tract: xr.Dataset, tmp_path: Path, levels: Any, message: str) -> None:
+    with pytest.raises(ccd.ValidationError, match=message):
+        ccd.write_pyramid(tract, tmp_path / "p.zarr", levels=levels)
+
+
+def test_a_coarsened_dataset_is_refused(tract: xr.Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ccd.ValidationError, match="full-resolution"):
+        ccd.write_pyramid(tract.cellcoadd.coarsen(2), tmp_path / "p.zarr")
+
+
+def test_not_a_pyramid(tmp_path: Path) -> None:
+    import zarr
+
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w", zarr_format=3).attrs["x"] = 1
+    with pytest.raises(ccd.ArchiveFormatError, match="not a cellcoadd pyramid"):
+        ccd.open_pyramid(tmp_path / "other.zarr")
+
+
+def test_the_command_line_writes_a_pyramid(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cellcoadd_dask.cli import main
+
+    files = sorted(str(p) for p in (corpus / "demo_tract").glob("*.fits"))
+    out = tmp_path / "p.zarr"
+    assert main(["pyramid", *files, "-o", str(out), "--levels", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pyramid"] == str(out) and report["shape"] == [1800, 1800]
+    assert ccd.open_pyramid(out).cellcoadd.factor == 2
