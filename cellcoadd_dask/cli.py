@@ -79,7 +79,7 @@ def parse_storage_options(items: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
-class _BoxType(click.ParamType):
+class BoxType(click.ParamType):
     name = "y0:y1,x0:x1"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Box:
@@ -101,7 +101,7 @@ class _ChunksType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -122,7 +122,7 @@ class _Group(click.Group):
         except CellCoaddError as exc:
             from .fetch import redact
 
-            message = redact(_one_line(exc), {"given": ctx.meta.get(_GIVEN_OPTIONS, [])})
+            message = redact(one_line(exc), {"given": ctx.meta.get(_GIVEN_OPTIONS, [])})
             raise click.ClickException(message) from None
 
 
@@ -137,7 +137,7 @@ def storage_options_of(ctx: click.Context, items: tuple[str, ...],
     return options
 
 
-def _open(url: str, *, storage_options: dict[str, Any] | None, bbox: Box | None = None,
+def open_counted(url: str, *, storage_options: dict[str, Any] | None, bbox: Box | None = None,
           chunks: Any = "auto") -> tuple[Any, Any]:
     """Open a coadd and count what opening read."""
     from .fetch import fetch_stats
@@ -149,7 +149,7 @@ def _open(url: str, *, storage_options: dict[str, Any] | None, bbox: Box | None 
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool | None) -> Iterator[None]:
+def progress_bar(enabled: bool | None) -> Iterator[None]:
     """Show a dask progress bar on stderr while computing (by default when stderr is a terminal)."""
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -167,7 +167,7 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, allow_nan=False))
 
 
-def _plane(coadd: Any, name: str) -> None:
+def check_plane(coadd: Any, name: str) -> None:
     from .summary import plane_image
 
     try:
@@ -226,7 +226,7 @@ storage_option_flag = click.option(
 _chunks = click.option("--chunks", type=_ChunksType(), default="auto", show_default=True,
                        help="Cells per chunk: auto, cell, N or NY,NX.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-_progress_flag = click.option("--progress/--no-progress", default=None,
+progress_flag = click.option("--progress/--no-progress", default=None,
                               help="Show a progress bar on stderr (default: when stderr is a terminal).")
 
 
@@ -246,7 +246,7 @@ def info(ctx: click.Context, url: str, as_json: bool, storage_option: tuple[str,
     """Summarise a coadd from its metadata (reads no pixels)."""
     from .summary import coadd_summary
 
-    coadd, stats = _open(url, storage_options=storage_options_of(ctx, storage_option), chunks=chunks)
+    coadd, stats = open_counted(url, storage_options=storage_options_of(ctx, storage_option), chunks=chunks)
     summary = coadd_summary(coadd, url=url, fetched=stats)
     if as_json:
         echo_json(summary)
@@ -259,9 +259,9 @@ def info(ctx: click.Context, url: str, as_json: bool, storage_option: tuple[str,
 @click.argument("url")
 @click.option("--plane", default="image", show_default=True,
               help="image, variance, mask_fractions/NAME or noise_realizations/N.")
-@click.option("--box", type=_BoxType(), default=None, help="Only this absolute box: y0:y1,x0:x1.")
+@click.option("--box", type=BoxType(), default=None, help="Only this absolute box: y0:y1,x0:x1.")
 @json_option
-@_progress_flag
+@progress_flag
 @storage_option_flag
 @_chunks
 @click.pass_context
@@ -271,11 +271,11 @@ def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bo
     from .fetch import fetch_stats
     from .summary import box_json, cell_statistics, fetched_json
 
-    coadd, at_open = _open(url, storage_options=storage_options_of(ctx, storage_option), bbox=box, chunks=chunks)
+    coadd, at_open = open_counted(url, storage_options=storage_options_of(ctx, storage_option), bbox=box, chunks=chunks)
     if box is not None:
         coadd = coadd[box]
-    _plane(coadd, plane)
-    with fetch_stats() as computing, _progress(progress):
+    check_plane(coadd, plane)
+    with fetch_stats() as computing, progress_bar(progress):
         rows = cell_statistics(coadd, plane)
     if as_json:
         from .summary import plane_image
@@ -305,11 +305,11 @@ def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bo
 
 @cli.command()
 @click.argument("url")
-@click.option("--box", type=_BoxType(), required=True, help="Absolute box y0:y1,x0:x1 (half-open).")
+@click.option("--box", type=BoxType(), required=True, help="Absolute box y0:y1,x0:x1 (half-open).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .npz file.")
 @json_option
-@_progress_flag
+@progress_flag
 @storage_option_flag
 @click.pass_context
 def cutout(ctx: click.Context, url: str, box: Box, output: Path, as_json: bool, progress: bool | None,
@@ -325,9 +325,9 @@ def cutout(ctx: click.Context, url: str, box: Box, output: Path, as_json: bool, 
     from .fetch import fetch_stats
     from .summary import box_json, fetched_json
 
-    coadd, at_open = _open(url, storage_options=storage_options_of(ctx, storage_option), bbox=box)
+    coadd, at_open = open_counted(url, storage_options=storage_options_of(ctx, storage_option), bbox=box)
     sub = coadd[box]
-    with fetch_stats() as computing, _progress(progress):
+    with fetch_stats() as computing, progress_bar(progress):
         image, variance, mask = dask.compute(sub.image.array, sub.variance.array, sub.mask.array)
     arrays = {
         "image": image,
@@ -350,37 +350,6 @@ def cutout(ctx: click.Context, url: str, box: Box, output: Path, as_json: bool, 
         click.echo(f"wrote {output}: image, variance, mask of {box} "
                    f"(read {at_open.requests + computing.requests} requests, "
                    f"{at_open.nbytes + computing.nbytes:,} bytes)")
-
-
-@cli.command()
-@click.argument("url")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output PNG file.")
-@click.option("--plane", default="image", show_default=True,
-              help="image, variance, mask_fractions/NAME or noise_realizations/N.")
-@click.option("--box", type=_BoxType(), default=None, help="Only this absolute box: y0:y1,x0:x1.")
-@click.option("--max-pixels", type=click.IntRange(min=16), default=2048, show_default=True,
-              help="Block-average planes larger than this many pixels on a side.")
-@_progress_flag
-@storage_option_flag
-@click.pass_context
-def plot(ctx: click.Context, url: str, output: Path, plane: str, box: Box | None, max_pixels: int,
-         progress: bool | None, storage_option: tuple[str, ...]) -> None:
-    """Write a quick-look PNG: asinh/zscale stretch, cell grid, missing cells hatched."""
-    try:
-        from .plot import save_quicklook
-    except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
-        raise click.ClickException(_one_line(exc)) from None
-    coadd, _ = _open(url, storage_options=storage_options_of(ctx, storage_option), bbox=box)
-    if box is not None:
-        coadd = coadd[box]
-    _plane(coadd, plane)
-    try:
-        with _progress(progress):
-            path = save_quicklook(coadd, output, plane=plane, max_pixels=max_pixels)
-    except ImportError as exc:
-        raise click.ClickException(_one_line(exc)) from None
-    click.echo(f"wrote {path}")
 
 
 _PLANES = ("image", "mask", "variance", "mask_fractions", "psf")
@@ -431,7 +400,7 @@ def _compression_args(ctx: click.Context, lossy: bool, items: tuple[str, ...]) -
 @cli.command()
 @click.argument("src")
 @click.argument("dst")
-@click.option("--box", type=_BoxType(), default=None,
+@click.option("--box", type=BoxType(), default=None,
               help="Write only this absolute box y0:y1,x0:x1 (reads only the cells it touches).")
 @click.option("--lossy", is_flag=True,
               help="Quantize image, noise realizations and variance (RICE_1, SUBTRACTIVE_DITHER_2, level 16).")
@@ -445,7 +414,7 @@ def _compression_args(ctx: click.Context, lossy: bool, items: tuple[str, ...]) -
 @click.option("--overwrite/--no-overwrite", default=True, show_default=True,
               help="Replace an existing destination (atomically).")
 @json_option
-@_progress_flag
+@progress_flag
 @storage_option_flag
 @click.option("--dst-storage-option", "dst_storage_option", multiple=True, metavar="KEY=VALUE",
               help="fsspec storage option of the destination (default: those of the source).")
@@ -476,7 +445,7 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
     kwargs = _compression_args(ctx, lossy, compress)
     src_options = storage_options_of(ctx, storage_option)
     dst_options = storage_options_of(ctx, dst_storage_option, "--dst-storage-option") or src_options
-    coadd, at_open = _open(src, storage_options=src_options, bbox=box)
+    coadd, at_open = open_counted(src, storage_options=src_options, bbox=box)
     if box is not None:
         coadd = coadd[box]
     shown = sys.stderr.isatty() if progress is None else progress
@@ -502,12 +471,12 @@ def convert(ctx: click.Context, src: str, dst: str, box: Box | None, lossy: bool
 @cli.command()
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
               show_default=True, help="Where to write quicklook.png.")
-@_progress_flag
+@progress_flag
 def demo(output_dir: Path, progress: bool | None) -> None:
     """Open the coadd shipped with the package, summarise it, compute cell statistics, plot it."""
     from .demo import run_demo
 
-    with _progress(progress):
+    with progress_bar(progress):
         run_demo(output_dir, echo=click.echo)
 
 

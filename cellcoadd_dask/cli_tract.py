@@ -6,14 +6,27 @@ Registered on :data:`cellcoadd_dask.cli.cli` when that module is imported.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
-from .cli import cli, echo_json, json_option, storage_option_flag, storage_options_of
+from .cli import (
+    BoxType,
+    check_plane,
+    cli,
+    echo_json,
+    json_option,
+    open_counted,
+    progress_bar,
+    progress_flag,
+    storage_option_flag,
+    storage_options_of,
+)
 from .errors import shown_url
+from .geom import Box
 
-__all__ = ["index", "open_urls", "pyramid"]
+__all__ = ["index", "open_urls", "plot", "pyramid"]
 
 
 @cli.command()
@@ -84,3 +97,67 @@ def pyramid(ctx: click.Context, urls: tuple[str, ...], output: str, levels: int 
     else:
         click.echo(f"wrote {shown_url(written)} of a {ds.sizes['y']} x {ds.sizes['x']} px mosaic in {elapsed:.2f} s "
                    f"(read {stats.requests} requests, {stats.nbytes:,} bytes)")
+
+
+@cli.command()
+@click.argument("urls", nargs=-1, required=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output PNG file.")
+@click.option("--plane", default="image", show_default=True,
+              help="image, variance, mask_fractions/NAME, noise_realizations/N, or a mask plane (NO_DATA ...).")
+@click.option("--box", type=BoxType(), default=None, help="Only this absolute box: y0:y1,x0:x1.")
+@click.option("--overlay", multiple=True, metavar="PLANE", help="Mask plane drawn in colour (repeatable).")
+@click.option("--stretch", type=click.Choice(["asinh", "zscale", "linear"]), default="asinh", show_default=True)
+@click.option("--pyramid", default=None, metavar="URL", help="Read the overview from this pyramid of the data.")
+@click.option("--max-pixels", type=click.IntRange(min=16), default=2048, show_default=True,
+              help="Largest number of data pixels along a side (the resolution read).")
+@progress_flag
+@storage_option_flag
+@click.pass_context
+def plot(ctx: click.Context, urls: tuple[str, ...], output: Path, plane: str, box: Box | None,
+         overlay: tuple[str, ...], stretch: str, pyramid: str | None, max_pixels: int, progress: bool | None,
+         storage_option: tuple[str, ...]) -> None:
+    """Write a PNG of one coadd file (quick look), or of a tract (several files, or an index) on sky axes.
+
+    One coadd file without --overlay, --pyramid or a mask plane gives the quick look: asinh/zscale
+    stretch, cell grid, missing cells hatched.  Otherwise the figure has right ascension and
+    declination axes, the chosen stretch, mask planes overlaid, patch and cell grids, missing
+    patches hatched, and reads only the resolution it shows.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
+        raise click.ClickException(f"{exc}: pip install 'cellcoadd-dask[plot]'") from None
+    from .archives.registry import suffix_format
+    from .fetch import normalize_url
+
+    options = storage_options_of(ctx, storage_option)
+    single = len(urls) == 1 and suffix_format(normalize_url(urls[0])) is not None
+    quick = (single and not overlay and pyramid is None and stretch == "asinh"
+             and (plane in ("image", "variance") or "/" in plane))
+    if quick:
+        from .plot import save_quicklook
+
+        coadd, _ = open_counted(urls[0], storage_options=options, bbox=box)
+        if box is not None:
+            coadd = coadd[box]
+        check_plane(coadd, plane)
+        with progress_bar(progress):
+            path = save_quicklook(coadd, output, plane=plane, max_pixels=max_pixels)
+        click.echo(f"wrote {path}")
+        return
+    ds = open_urls(urls, options)
+    if box is not None:
+        ds = ds.sel(y=slice(box.y.start, box.y.stop - 1), x=slice(box.x.start, box.x.stop - 1))
+    variable = plane.replace("/", "-") if "/" in plane else plane
+    if "/" in plane:
+        kind, name = plane.split("/", 1)
+        axis = "fraction" if kind == "mask_fractions" else "realization"
+        index = name if axis == "fraction" else int(name)
+        ds = ds.assign({variable: ds[kind].sel({axis: index})})
+    with progress_bar(progress):
+        fig = ds.cellcoadd.plot(variable, stretch=stretch, overlay=list(overlay), pixels=max_pixels,
+                                pyramid=pyramid, storage_options=options)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(output, format="png", dpi=fig.dpi)
+    click.echo(f"wrote {output}")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import dask.array as da
 import numpy as np
 
+from .dataset_plot import asinh_norm
 from .geom import Box
 from .summary import plane_image
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from .coadd import CellCoadd
 
-__all__ = ["DEFAULT_DPI", "DEFAULT_FIGSIZE", "draw_quicklook", "quicklook_figure", "save_quicklook"]
+__all__ = ["DEFAULT_DPI", "DEFAULT_FIGSIZE", "asinh_norm", "draw_quicklook", "quicklook_figure", "save_quicklook"]
 
 DEFAULT_FIGSIZE = (8.0, 7.0)
 """Figure size in inches: 800x700 pixels at :data:`DEFAULT_DPI`."""
@@ -62,25 +63,6 @@ def _blank_missing_cells(values: np.ndarray, coadd: CellCoadd, shown: Box, facto
         x1 = -(-(part.x.stop - shown.x.start) // factor)
         values[y0:y1, x0:x1] = np.nan
     return boxes
-
-
-def _norm(values: np.ndarray) -> Any:
-    """Zscale lower limit, brightest pixel as upper limit, asinh stretch in between.
-
-    The asinh softening is a tenth of the zscale range, so sky noise spans about the
-    lower 40% of the grey levels and bright sources are shown without being clipped.
-    """
-    from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
-
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return ImageNormalize(vmin=0.0, vmax=1.0)
-    vmin, zmax = (float(v) for v in ZScaleInterval().get_limits(finite))
-    vmax = max(float(finite.max()), zmax)
-    if vmax <= vmin:
-        return ImageNormalize(vmin=vmin - 0.5, vmax=vmin + 0.5)
-    softening = min(1.0, max(1e-5, 0.1 * (zmax - vmin) / (vmax - vmin)))
-    return ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a=softening))
 
 
 def _title(coadd: CellCoadd, plane: str, unit: Any) -> str:
@@ -153,7 +135,7 @@ def draw_quicklook(ax: Axes, coadd: CellCoadd, *, plane: str = "image", max_pixe
         origin="lower",
         extent=(shown.x.start - 0.5, shown.x.stop - 0.5, shown.y.start - 0.5, shown.y.stop - 0.5),
         cmap=cmap,
-        norm=_norm(values),
+        norm=asinh_norm(values),
         interpolation="nearest",
     )
     _draw_grid(ax, coadd, shown, missing)

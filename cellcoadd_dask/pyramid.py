@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     import dask.array as da
     import xarray as xr
 
+    from .geom import Box
+
 __all__ = ["CHUNK", "TARGET_PIXELS", "default_factors", "open_pyramid", "write_pyramid"]
 
 TARGET_PIXELS = 1024
@@ -267,6 +269,7 @@ def open_pyramid(
     level: int | None = None,
     *,
     pixels: int | None = None,
+    bbox: Box | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """One level of a pyramid as a lazy Dataset, like ``ds.cellcoadd.coarsen(factor)`` gives it.
@@ -280,6 +283,8 @@ def open_pyramid(
         at least ``pixels`` pixels (the coarsest level when ``pixels`` is ``None``).
     pixels
         The size the result is for (a figure's width in pixels, for example).
+    bbox
+        The absolute box the figure shows (default: the whole pyramid): ``pixels`` counts over it.
     storage_options
         Passed to fsspec.
 
@@ -309,7 +314,9 @@ def open_pyramid(
         doc = members.get(_level_path(image.get("path", ""), k))
         shapes.append(tuple(doc.get("shape", (0, 0))) if isinstance(doc, dict) else (0, 0))
     if level is None:
-        wanted = [k for k, shape in enumerate(shapes) if pixels is None or max(shape) >= pixels]
+        extent = max(bbox.shape) if bbox is not None else None
+        wanted = [k for k, shape in enumerate(shapes)
+                  if pixels is None or (max(shape) if extent is None else extent / factors[k]) >= pixels]
         level = wanted[-1] if wanted else 0
     if not 0 <= level < len(factors):
         raise ValidationError(f"open_pyramid: level {level} is not one of 0..{len(factors) - 1}")

@@ -292,7 +292,8 @@ def open_tract(
         and noise are NaN, the variance +inf, the mask fractions 0 and the mask has only
         ``NO_DATA`` set (nothing when the schema has no such plane).  Attributes: ``skymap``,
         ``tract``, ``band``, ``bbox``, ``cell_shape``, ``cell_grid``, ``sky_projection``,
-        and per patch (in order of patch index) ``patches`` (ids), ``patch_indices`` and
+        and per patch (in order of patch index) ``patches`` (ids), ``patch_indices``,
+        ``patch_inner_bboxes`` (JSON boxes) and
         ``urls`` (without query strings or passwords: a presigned URL's signature is
         never kept).
 
@@ -387,6 +388,7 @@ def tract_dataset(patches: list[PatchHandle], first: CellCoadd, chunks: Chunks) 
         "sky_projection": template.attrs["sky_projection"],
         "patches": [p.patch_id for p in patches],
         "patch_indices": json.dumps([list(p.index) for p in patches]),
+        "patch_inner_bboxes": json.dumps([p.inner.to_json() for p in patches]),
         "urls": [attr_url(p.url) for p in patches],
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -166,6 +166,16 @@ class CellCoaddAccessor:
                 out[name].attrs = var.attrs
         return out
 
+    def plot(self, variable: str = "image", **kwargs: Any) -> Any:
+        """A figure of a variable or mask plane on sky axes, read at the resolution it shows.
+
+        See :func:`cellcoadd_dask.dataset_plot.plot_dataset` for the keywords (``stretch``,
+        ``overlay``, ``grid``, ``pixels``, ``pyramid``, ``figsize``, ``dpi``).
+        """
+        from .dataset_plot import plot_dataset
+
+        return plot_dataset(self._ds, variable, **kwargs)
+
     def cell_statistics(self, variable: str = "image", *, exclude: Sequence[str] = ("NO_DATA",),
                         compute: bool = True) -> xr.Dataset:
         """Per-cell statistics of a variable over the pixels the mask allows.

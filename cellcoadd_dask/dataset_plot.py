@@ -1,0 +1,255 @@
+"""Plots of a patch or tract Dataset on sky axes: ``ds.cellcoadd.plot`` and ``cellcoadd-dask plot URL...``.
+
+The figure reads only the resolution it shows: a pyramid level (:func:`~cellcoadd_dask.open_pyramid`)
+when one is given or the Dataset is one, else the exact block reduction
+(:func:`~cellcoadd_dask.coarsen.coarsen_dataset`) by the factor that fits ``pixels``.  Axes are
+astropy WCSAxes of the shown grid (right ascension and declination ticks), falling back to tract
+pixels when the projection has no FITS form.  The stretch is asinh (zscale floor, brightest pixel
+ceiling), zscale or linear; mask planes can be overlaid in colour; patch inner boxes (solid) and
+cells (dotted, when at least 6 display pixels apart) are drawn; patches missing from the tract are
+hatched.  matplotlib is an optional dependency, imported on use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ValidationError
+from .geom import Box, Interval
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.figure import Figure
+
+__all__ = ["OVERLAY_COLOURS", "STRETCHES", "asinh_norm", "patch_boxes", "plot_dataset"]
+
+STRETCHES = ("asinh", "zscale", "linear")
+OVERLAY_COLOURS = ("#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55")
+"""Colours of overlaid mask planes, in the order given."""
+
+
+def _box(value: Mapping[str, Any]) -> Box:
+    return Box(Interval(value["y"]["start"], value["y"]["stop"]), Interval(value["x"]["start"], value["x"]["stop"]))
+
+
+def patch_boxes(ds: xr.Dataset) -> tuple[list[Box], list[Box]]:
+    """``(present, missing)`` inner boxes of the patches of a tract (or the one patch) a Dataset shows.
+
+    Missing patches are the cells of the grid the present inner boxes span (distinct row and
+    column intervals) that no present patch fills.
+    """
+    if "patch_inner_bboxes" in ds.attrs:
+        present = [_box(b) for b in json.loads(ds.attrs["patch_inner_bboxes"])]
+    elif "patch_definition" in ds.attrs:
+        present = [_box(json.loads(ds.attrs["patch_definition"])["inner_bbox"])]
+    else:
+        return [], []
+    ys = sorted({(b.y.start, b.y.stop) for b in present})
+    xs = sorted({(b.x.start, b.x.stop) for b in present})
+    taken = {(b.y.start, b.y.stop, b.x.start, b.x.stop) for b in present}
+    missing = [Box(Interval(*y), Interval(*x)) for y, x in itertools.product(ys, xs) if (*y, *x) not in taken]
+    return present, missing
+
+
+def _shown(ds: xr.Dataset, pixels: int, pyramid: str | None, storage_options: Mapping[str, Any] | None) -> xr.Dataset:
+    """The Dataset at the resolution the figure needs."""
+    if pyramid is not None:
+        from .pyramid import open_pyramid
+
+        box = ds.cellcoadd.bbox
+        level = open_pyramid(pyramid, pixels=pixels, bbox=box, storage_options=storage_options)
+        half = (level.cellcoadd.factor - 1) / 2
+        return level.sel(y=slice(box.y.start - half, box.y.stop - 1 + half),
+                         x=slice(box.x.start - half, box.x.stop - 1 + half))
+    if ds.cellcoadd.factor > 1:
+        return ds
+    factor = max(1, math.ceil(max(ds.sizes["y"], ds.sizes["x"]) / pixels))
+    return ds.cellcoadd.coarsen(factor) if factor > 1 else ds
+
+
+def _values(shown: xr.Dataset, variable: str) -> tuple[np.ndarray, str | None]:
+    names = str(shown["mask"].attrs.get("flag_meanings", "")).split() if "mask" in shown else []
+    if variable in shown.data_vars and shown[variable].dims == ("y", "x"):
+        return np.asarray(shown[variable].values, dtype=np.float64), shown[variable].attrs.get("units")
+    if variable in names:
+        return np.asarray(shown.cellcoadd.mask_plane(variable).values, dtype=np.float64), None
+    raise ValidationError(f"plot: no (y, x) variable or mask plane {variable!r}; mask planes are {names}")
+
+
+def asinh_norm(values: np.ndarray) -> Any:
+    """Zscale lower limit, brightest pixel as upper limit, asinh stretch in between.
+
+    The asinh softening is a tenth of the zscale range, so sky noise spans about the
+    lower 40% of the grey levels and bright sources are shown without being clipped.
+    """
+    from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
+
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return ImageNormalize(vmin=0.0, vmax=1.0)
+    vmin, zmax = (float(v) for v in ZScaleInterval().get_limits(finite))
+    vmax = max(float(finite.max()), zmax)
+    if vmax <= vmin:
+        return ImageNormalize(vmin=vmin - 0.5, vmax=vmin + 0.5)
+    softening = min(1.0, max(1e-5, 0.1 * (zmax - vmin) / (vmax - vmin)))
+    return ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(a=softening))
+
+
+def _norm(values: np.ndarray, stretch: str) -> Any:
+    from astropy.visualization import ImageNormalize, ZScaleInterval
+
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return ImageNormalize(vmin=0.0, vmax=1.0)
+    if stretch == "asinh":
+        return asinh_norm(values)
+    if stretch == "zscale":
+        vmin, vmax = (float(v) for v in ZScaleInterval().get_limits(finite))
+    else:
+        vmin, vmax = float(finite.min()), float(finite.max())
+    return ImageNormalize(vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1.0)
+
+
+def plot_dataset(
+    ds: xr.Dataset,
+    variable: str = "image",
+    *,
+    stretch: str = "asinh",
+    overlay: str | Sequence[str] | None = None,
+    grid: bool = True,
+    pixels: int = 1024,
+    pyramid: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    figsize: tuple[float, float] = (8.0, 7.0),
+    dpi: int = 100,
+) -> Figure:
+    """A new figure of ``variable`` (a variable on ``(y, x)`` or a mask plane) of a patch or tract Dataset.
+
+    Parameters
+    ----------
+    ds
+        A patch or tract Dataset, full resolution, coarsened or a pyramid level.
+    variable
+        ``image``, ``variance``, ``count`` ... or a mask plane name.
+    stretch
+        ``"asinh"`` (zscale floor, brightest pixel ceiling), ``"zscale"`` or ``"linear"``.
+    overlay
+        Mask plane(s) drawn in colour over the image (see :data:`OVERLAY_COLOURS`).
+    grid
+        Draw patch inner boxes and (when at least 6 display pixels apart) cells.
+    pixels
+        Largest number of data pixels along a side: the resolution read.
+    pyramid
+        A pyramid of the Dataset (:func:`~cellcoadd_dask.write_pyramid`): read the coarsest level
+        that serves ``pixels`` instead of reducing the full resolution.
+    storage_options
+        For ``pyramid``.
+    figsize, dpi
+        The PNG is ``figsize * dpi`` pixels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not attached to pyplot (``fig.savefig(...)``; notebooks show it when it is the cell's value).
+
+    Raises
+    ------
+    ValidationError
+        For an unknown variable, mask plane or stretch.
+    """
+    from matplotlib.colors import ListedColormap, to_rgba
+    from matplotlib.figure import Figure
+
+    from .projection import FitsWcsError
+
+    if stretch not in STRETCHES:
+        raise ValidationError(f"plot: stretch must be one of {STRETCHES}, not {stretch!r}")
+    planes = [overlay] if isinstance(overlay, str) else list(overlay or [])
+    shown = _shown(ds, pixels, pyramid, storage_options)
+    values, unit = _values(shown, variable)
+    masks = [(name, _values(shown, name)[0] > 0) for name in planes]
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    try:
+        ax = fig.add_subplot(projection=shown.cellcoadd.wcs)
+        sky = True
+    except FitsWcsError:
+        ax = fig.add_subplot()
+        sky = False
+    import matplotlib
+
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="0.35")
+    artist = ax.imshow(values, origin="lower", cmap=cmap, norm=_norm(values, stretch), interpolation="nearest")
+    for k, (name, hit) in enumerate(masks):
+        colour = OVERLAY_COLOURS[k % len(OVERLAY_COLOURS)]
+        ax.imshow(np.where(hit, 1.0, np.nan), origin="lower", interpolation="nearest", alpha=0.6,
+                  cmap=ListedColormap([to_rgba(colour)]), vmin=0, vmax=1)
+        ax.plot([], [], "s", color=colour, label=name)
+    if masks:
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.7)
+    factor, y0, x0, ny, nx = _grid_of(shown)
+    if grid:
+        _draw_boxes(ax, shown, factor, y0, x0, ny, nx)
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    if sky:
+        ax.coords[0].set_axislabel("RA")
+        ax.coords[1].set_axislabel("Dec")
+    else:
+        ax.set_xlabel(f"x (tract pixels / {factor})" if factor > 1 else "x (tract pixels)")
+        ax.set_ylabel(f"y (tract pixels / {factor})" if factor > 1 else "y (tract pixels)")
+    title = f"{ds.attrs.get('skymap', '')} tract {ds.attrs.get('tract', '')}"
+    if ds.attrs.get("band"):
+        title += f" band {ds.attrs['band']}"
+    label = variable if not unit else f"{variable} [{unit}]"
+    ax.set_title(f"{title}: {label}" + (f" (1:{factor})" if factor > 1 else ""), fontsize=10)
+    fig.colorbar(artist, ax=ax, shrink=0.85)
+    return fig
+
+
+def _grid_of(shown: xr.Dataset) -> tuple[int, float, float, int, int]:
+    from .coarsen import coarse_grid
+
+    return coarse_grid(shown)
+
+
+def _draw_boxes(ax: Any, shown: xr.Dataset, factor: int, y0: float, x0: float, ny: int, nx: int) -> None:
+    """Patch boxes, the cell grid (if not too dense) and hatched missing patches, in display pixels."""
+    from matplotlib.patches import Rectangle
+
+    def display(box: Box) -> tuple[float, float, float, float]:
+        return ((box.x.start - 0.5 - x0) / factor, (box.y.start - 0.5 - y0) / factor,
+                box.x.size / factor, box.y.size / factor)
+
+    present, missing = patch_boxes(shown)
+    cell = shown.attrs.get("cell_shape")
+    if isinstance(cell, (list, tuple)) and len(cell) == 2 and min(cell) / factor >= 6 and "cell_grid" in shown.attrs:
+        origin = _box(json.loads(shown.attrs["cell_grid"])["bbox"])
+        _cell_lines(ax, origin, (int(cell[0]), int(cell[1])), factor, y0, x0, ny, nx)
+    elif isinstance(cell, (list, tuple)) and len(cell) == 2 and min(cell) / factor >= 6 \
+            and "cell_bounds" in shown.attrs:
+        origin = _box(json.loads(shown.attrs["cell_bounds"])["grid"]["bbox"])
+        _cell_lines(ax, origin, (int(cell[0]), int(cell[1])), factor, y0, x0, ny, nx)
+    for box in present:
+        x, y, w, h = display(box)
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="tab:orange", linewidth=1.0))
+    for box in missing:
+        x, y, w, h = display(box)
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, hatch="///", edgecolor="0.6", linewidth=0.8))
+
+
+def _cell_lines(ax: Any, origin: Box, cell: tuple[int, int], factor: int, y0: float, x0: float,
+                ny: int, nx: int) -> None:
+    top_y, top_x = y0 + factor * (ny - 0.5), x0 + factor * (nx - 0.5)
+    low_y, low_x = y0 - factor / 2, x0 - factor / 2
+    first_y = origin.y.start + math.ceil((low_y + 0.5 - origin.y.start) / cell[0]) * cell[0]
+    first_x = origin.x.start + math.ceil((low_x + 0.5 - origin.x.start) / cell[1]) * cell[1]
+    for edge in np.arange(first_y, top_y + 0.5, cell[0]):
+        ax.axhline((edge - 0.5 - y0) / factor, color="tab:cyan", linewidth=0.4, linestyle=":", alpha=0.7)
+    for edge in np.arange(first_x, top_x + 0.5, cell[1]):
+        ax.axvline((edge - 0.5 - x0) / factor, color="tab:cyan", linewidth=0.4, linestyle=":", alpha=0.7)
