@@ -15,6 +15,7 @@ from .compression import (
 from .errors import ArchiveFormatError, BoundsError, CellCoaddError, FetchError, ValidationError
 from .fetch import FetchStats, ObjectChangedError, ObjectNotFoundError, fetch_stats
 from .geom import YX, Box, Interval
+from .hips import write_hips
 from .image import Image
 from .mask import Mask, MaskPlane, MaskSchema
 from .open import open_coadd
@@ -57,6 +58,7 @@ __all__ = [
     "open_coadd",
     "open_pyramid",
     "open_tract",
+    "write_hips",
     "write_pyramid",
     "write_tract_index",
 ]

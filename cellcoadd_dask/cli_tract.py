@@ -26,7 +26,7 @@ from .cli import (
 from .errors import shown_url
 from .geom import Box
 
-__all__ = ["index", "open_urls", "plot", "pyramid"]
+__all__ = ["hips", "index", "open_urls", "plot", "pyramid"]
 
 
 @cli.command()
@@ -161,3 +161,31 @@ def plot(ctx: click.Context, urls: tuple[str, ...], output: Path, plane: str, bo
         output.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(output, format="png", dpi=fig.dpi)
     click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("urls", nargs=-1, required=True)
+@click.option("--output", "-o", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The HiPS directory to create.")
+@click.option("--plane", default="image", show_default=True, help="The variable exported (image, variance ...).")
+@click.option("--order", type=click.IntRange(0, 29), default=None, help="HEALPix order of the deepest tiles.")
+@click.option("--max-pixels", type=click.IntRange(min=16), default=None,
+              help="Read at most this many pixels along a side (default: full resolution).")
+@click.option("--pyramid", default=None, metavar="URL", help="Read that resolution from this pyramid.")
+@progress_flag
+@storage_option_flag
+@click.pass_context
+def hips(ctx: click.Context, urls: tuple[str, ...], output: Path, plane: str, order: int | None,
+         max_pixels: int | None, pyramid: str | None, progress: bool | None, storage_option: tuple[str, ...]) -> None:
+    """Export a coadd file, or the tract of several files or of an index, as a HiPS survey (needs reproject)."""
+    from .hips import write_hips
+
+    options = storage_options_of(ctx, storage_option)
+    ds = open_urls(urls, options)
+    try:
+        with progress_bar(progress):
+            written = write_hips(ds, output, variable=plane, level=order, pixels=max_pixels, pyramid=pyramid,
+                                 storage_options=options)
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {written}")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import xarray as xr
     from matplotlib.figure import Figure
 
-__all__ = ["OVERLAY_COLOURS", "STRETCHES", "asinh_norm", "patch_boxes", "plot_dataset"]
+__all__ = ["OVERLAY_COLOURS", "STRETCHES", "asinh_norm", "patch_boxes", "plot_dataset", "shown_dataset"]
 
 STRETCHES = ("asinh", "zscale", "linear")
 OVERLAY_COLOURS = ("#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55")
@@ -57,8 +57,13 @@ def patch_boxes(ds: xr.Dataset) -> tuple[list[Box], list[Box]]:
     return present, missing
 
 
-def _shown(ds: xr.Dataset, pixels: int, pyramid: str | None, storage_options: Mapping[str, Any] | None) -> xr.Dataset:
-    """The Dataset at the resolution the figure needs."""
+def shown_dataset(ds: xr.Dataset, pixels: int | None, pyramid: str | None,
+                  storage_options: Mapping[str, Any] | None) -> xr.Dataset:
+    """The Dataset at the resolution ``pixels`` along a side needs (from ``pyramid`` when given).
+
+    ``None`` pixels: the Dataset's own resolution (a pyramid's finest level).
+    """
+    pixels = pixels or max(ds.sizes["y"], ds.sizes["x"])
     if pyramid is not None:
         from .pyramid import open_pyramid
 
@@ -171,7 +176,7 @@ def plot_dataset(
     if stretch not in STRETCHES:
         raise ValidationError(f"plot: stretch must be one of {STRETCHES}, not {stretch!r}")
     planes = [overlay] if isinstance(overlay, str) else list(overlay or [])
-    shown = _shown(ds, pixels, pyramid, storage_options)
+    shown = shown_dataset(ds, pixels, pyramid, storage_options)
     values, unit = _values(shown, variable)
     masks = [(name, _values(shown, name)[0] > 0) for name in planes]
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
