@@ -611,7 +611,7 @@ def test_aperture_corrections_on_another_grid_than_the_psf(reference_dir: Path, 
         ccd.open_coadd(path)
 
 
-@pytest.mark.parametrize("edit", ["drop a plane", "rename a plane", "move a plane"])
+@pytest.mark.parametrize("edit", ["drop a plane", "rename a plane", "move a plane", "an object as a mask"])
 def test_zarr_mask_planes_named_differently_by_the_tree_and_the_flags(edit: str, layout2: Path) -> None:
     """Layout 2 names the planes twice (tree and the packed mask's CF flags): if they disagree, which the
     stored bits mean is unknown, so the archive is refused (whichever of the two was edited)."""
@@ -624,11 +624,14 @@ def test_zarr_mask_planes_named_differently_by_the_tree_and_the_flags(edit: str,
             names, masks = names[:-1], masks[:-1]
         elif edit == "rename a plane":
             names[1] = "RENAMED"
+        elif edit == "an object as a mask":
+            masks[1] = {"zz_unknown": None}
         else:
             masks[0], masks[1] = masks[1], masks[0]
         attributes["flag_meanings"] = " ".join(names)
         attributes["flag_masks"] = masks
 
     _edit(layout2, "mask", change)
-    with _reads(1_000_000), pytest.raises(ArchiveFormatError, match=r"disagree with the tree's mask\.planes"):
+    message = "list of integers" if edit == "an object as a mask" else r"disagree with the tree's mask\.planes"
+    with _reads(1_000_000), pytest.raises(ArchiveFormatError, match=message):
         ccd.open_coadd(layout2)

@@ -155,8 +155,10 @@ def _check_flags(tree: Any, metadata: Mapping[str, Any] | None, path: str, url: 
     if not isinstance(planes, list):
         return  # the model reports a malformed mask tree itself
     expected = {1 << n: p.get("name") for n, p in enumerate(planes) if isinstance(p, Mapping)}
-    if not isinstance(meanings, str) or not isinstance(masks, list):
-        raise ArchiveFormatError(f"array {path!r}: the packed mask has no CF flag_meanings/flag_masks", url=url)
+    if not isinstance(meanings, str) or not isinstance(masks, list) or not all(
+            isinstance(m, int) and not isinstance(m, bool) for m in masks):
+        raise ArchiveFormatError(f"array {path!r}: the packed mask has no CF flag_meanings/flag_masks "
+                                 "(a string and a list of integers)", url=url)
     found = dict(zip(masks, meanings.split(), strict=False))
     if len(masks) != len(meanings.split()) or found != expected:
         raise ArchiveFormatError(
