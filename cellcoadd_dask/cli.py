@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -303,55 +302,6 @@ def stats(ctx: click.Context, url: str, plane: str, box: Box | None, as_json: bo
                f"{at_open.nbytes + computing.nbytes:,} bytes")
 
 
-@cli.command()
-@click.argument("url")
-@click.option("--box", type=BoxType(), required=True, help="Absolute box y0:y1,x0:x1 (half-open).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output .npz file.")
-@json_option
-@progress_flag
-@storage_option_flag
-@click.pass_context
-def cutout(ctx: click.Context, url: str, box: Box, output: Path, as_json: bool, progress: bool | None,
-           storage_option: tuple[str, ...]) -> None:
-    """Save the image, variance and mask of a box as a NumPy .npz file.
-
-    Arrays: image, variance (float32), mask (y, x, mask_size) in the in-memory bit layout,
-    mask_planes (plane name per bit, "" for a reserved bit), bbox (y0, y1, x0, x1), unit.
-    """
-    import dask
-    import numpy as np
-
-    from .fetch import fetch_stats
-    from .summary import box_json, fetched_json
-
-    coadd, at_open = open_counted(url, storage_options=storage_options_of(ctx, storage_option), bbox=box)
-    sub = coadd[box]
-    with fetch_stats() as computing, progress_bar(progress):
-        image, variance, mask = dask.compute(sub.image.array, sub.variance.array, sub.mask.array)
-    arrays = {
-        "image": image,
-        "variance": variance,
-        "mask": mask,
-        "mask_planes": np.array(["" if p is None else p.name for p in sub.mask.schema]),
-        "bbox": np.array([box.y.start, box.y.stop, box.x.start, box.x.stop], dtype=np.int64),
-        "unit": np.array(sub.unit.to_string()),
-    }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    with partial.open("wb") as stream:
-        np.savez_compressed(stream, **arrays)
-    os.replace(partial, output)
-    if as_json:
-        echo_json({"output": str(output), "bbox": box_json(box),
-                    "arrays": {k: list(v.shape) for k, v in arrays.items()},
-                    "fetched": {"open": fetched_json(at_open), "cutout": fetched_json(computing)}})
-    else:
-        click.echo(f"wrote {output}: image, variance, mask of {box} "
-                   f"(read {at_open.requests + computing.requests} requests, "
-                   f"{at_open.nbytes + computing.nbytes:,} bytes)")
-
-
 _PLANES = ("image", "mask", "variance", "mask_fractions", "psf")
 
 
@@ -480,7 +430,7 @@ def demo(output_dir: Path, progress: bool | None) -> None:
         run_demo(output_dir, echo=click.echo)
 
 
-from . import cli_tract  # noqa: E402,F401  (registers the tract commands on cli)
+from . import cli_cutout, cli_tract  # noqa: E402,F401  (register their commands on cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -293,6 +293,39 @@ def test_cutout_npz_holds_the_lsst_images_pixels(synthetic: Path, oracle: Any, t
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_cutout_fits_is_a_coadd_lsst_images_reads(synthetic: Path, oracle: Any, tmp_path: Path) -> None:
+    from lsst.images.cells import CellCoadd as LsstCellCoadd
+    from lsst.images.serialization import read_archive
+
+    out = tmp_path / "cut.fits"
+    result = run("cutout", synthetic, "--box", "1275:1575,1725:2025", "-o", out)
+    assert result.exit_code == 0, result.output
+    ref = read_archive(str(out), LsstCellCoadd)
+    sy, sx = slice(75, 375), slice(75, 375)
+    np.testing.assert_array_equal(ref.image.array, oracle.image.array[sy, sx])
+    np.testing.assert_array_equal(ref.mask.array, oracle.mask.array[sy, sx])
+    np.testing.assert_array_equal(ref.variance.array, oracle.variance.array[sy, sx])
+    assert ref.psf.bounds.bbox.contains(ref.bbox)  # the PSF of the cells the box touches came along
+
+
+def test_cutout_by_a_sky_circle(synthetic: Path, tmp_path: Path) -> None:
+    coadd = ccd.open_coadd(synthetic)
+    centre = coadd.projection.pixel_to_sky(x=1900.0, y=1400.0)
+    out = tmp_path / "sky.npz"
+    ra, dec = repr(float(centre.ra.deg)), repr(float(centre.dec.deg))
+    result = run("cutout", synthetic, "--sky", ra, dec, "3arcsec", "-o", out)
+    assert result.exit_code == 0, result.output
+    expected = coadd.to_xarray().cellcoadd.sel_sky(centre.ra, centre.dec, 3 * u.arcsec).cellcoadd.bbox
+    with np.load(out) as saved:
+        assert saved["bbox"].tolist() == [expected.y.start, expected.y.stop, expected.x.start, expected.x.stop]
+        assert 1400 in range(*saved["bbox"][:2]) and 1900 in range(*saved["bbox"][2:])
+    for bad in (["1", "2", "5"], ["1", "2", "5pix"], ["a", "2", "1arcsec"]):
+        result = run("cutout", synthetic, "--sky", *bad, "-o", tmp_path / "x.npz")
+        assert result.exit_code == 2 and "--sky" in result.stderr, bad
+    result = run("cutout", synthetic, "-o", tmp_path / "x.npz")
+    assert result.exit_code == 2 and "--box or --sky" in result.stderr
+
+
 def test_cutout_outside_the_coadd_fails_with_one_line(synthetic: Path, tmp_path: Path) -> None:
     result = run("cutout", synthetic, "--box", "0:10,0:10", "-o", tmp_path / "x.npz")
     assert result.exit_code == 1

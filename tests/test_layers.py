@@ -109,7 +109,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("views", ("open.py", "xarray_dataset.py", "xarray_accessor.py", "xarray_backend.py", "tract.py", "tract_index.py",
                "tract_source.py", "pyramid.py",
                "cellstats.py", "coarsen.py", "dataset_plot.py", "hips.py")),
-    ("applications", ("summary.py", "plot.py", "demo.py", "cli.py", "cli_tract.py", "__main__.py", "__init__.py")),
+    ("applications", ("summary.py", "plot.py", "demo.py", "cli*.py", "__main__.py", "__init__.py")),
     ("testing", ("testing/*",)),
 )
 """Lowest first.  A module may import its own layer and the layers below it, never one above.
