@@ -125,7 +125,7 @@ def cell_statistics(
     Parameters
     ----------
     data
-        A Dataset from :meth:`CellCoadd.to_xarray`, :func:`~cellcoadd_dask.open_coadd`'s
+        A Dataset from :meth:`~cellcoadd_dask.CellCoadd.to_xarray`, :func:`~cellcoadd_dask.open_coadd`'s
         xarray engine or :func:`~cellcoadd_dask.open_tract` (or a selection of one), or a
         :class:`~cellcoadd_dask.CellCoadd`.
     variable

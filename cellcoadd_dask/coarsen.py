@@ -147,7 +147,7 @@ def coarsen_dataset(ds: xr.Dataset, factor: int) -> xr.Dataset:
     Parameters
     ----------
     ds
-        A Dataset of :meth:`CellCoadd.to_xarray`, the xarray engine or
+        A Dataset of :meth:`~cellcoadd_dask.CellCoadd.to_xarray`, the xarray engine or
         :func:`~cellcoadd_dask.open_tract`, at full resolution, or a contiguous selection of one.
     factor
         Block side in pixels (1 returns the Dataset unchanged).

@@ -145,7 +145,7 @@ def plot_dataset(
     stretch
         ``"asinh"`` (zscale floor, brightest pixel ceiling), ``"zscale"`` or ``"linear"``.
     overlay
-        Mask plane(s) drawn in colour over the image (see :data:`OVERLAY_COLOURS`).
+        Mask plane(s) drawn in colour over the image (red, green, blue, yellow ... in the order given).
     grid
         Draw patch inner boxes and (when at least 6 display pixels apart) cells.
     pixels

@@ -188,12 +188,12 @@ def write_pyramid(
     Parameters
     ----------
     ds
-        A Dataset of :meth:`CellCoadd.to_xarray`, the xarray engine or
+        A Dataset of :meth:`~cellcoadd_dask.CellCoadd.to_xarray`, the xarray engine or
         :func:`~cellcoadd_dask.open_tract` (or a contiguous selection of one).
     url
         Destination (a directory or an object-store prefix; ``.zarr`` is customary).
     levels
-        ``None`` (1, 2, 4, ... down to about :data:`TARGET_PIXELS`), a number of levels
+        ``None`` (1, 2, 4, ... down to about 1024 pixels), a number of levels
         (factors 1, 2, 4, ...), or the factors themselves (increasing, starting at 1).
     storage_options
         Passed to fsspec.

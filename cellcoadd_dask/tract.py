@@ -274,7 +274,7 @@ def open_tract(
         ``"auto"``, ``"cell"`` or ``(ny, nx)`` cells per chunk (see :func:`open_coadd`).
         Chunk edges are cell edges, and every edge of a patch's inner box is a chunk edge.
         Chunking never changes what a selection reads (only the tiles it needs), only the
-        size of the graphs; over :data:`MAX_CHUNKS_PER_PLANE` chunks per plane (``"cell"``
+        size of the graphs; over ``MAX_CHUNKS_PER_PLANE`` (10,000) chunks per plane (``"cell"``
         on a tract of more than about 20 patches) a ``dask.array.PerformanceWarning`` says so.
 
     Returns

@@ -54,7 +54,7 @@ nitpicky = True
 _EXTERNAL = (
     "astropy", "dask", "distributed", "fsspec", "numpy", "np", "xarray", "xr", "zarr", "s3fs",
     "pathlib", "os", "collections", "typing", "concurrent", "contextlib", "click", "lsst",
-    "enum", "dataclasses", "io", "types", "json", "subprocess", "threading", "u", "da",
+    "enum", "dataclasses", "io", "types", "json", "subprocess", "threading", "u", "da", "matplotlib",
 )
 nitpick_ignore_regex = [
     # Private helpers and type variables that appear in signatures have no entry of their own.
@@ -62,7 +62,7 @@ nitpick_ignore_regex = [
     # Where a plane's pixels come from: set by the archive readers, never by users.
     (r"py:class", r"cellcoadd_dask\.lazy\.PlaneOrigin"),
     # Return annotations imported only for type checking reach autodoc by their short names.
-    (r"py:class", r"(StoredArchive|CellCoaddModel|OutputArchive)"),
+    (r"py:class", r"(StoredArchive|CellCoaddModel|OutputArchive|Figure|Box)"),
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..*)?"),
     (r"py:.*", r"(PathLike|Path|Mapping|Sequence|Iterable|Iterator|Callable|ndarray|Quantity|SkyCoord|"
                r"UnitBase|Unit|Header|WCS|Dataset|DataArray|Array|Client|LocalCluster|AbstractFileSystem|"

@@ -201,7 +201,9 @@ class HttpServer:
         self._sync()
         with self.access_log.open("rb") as stream:
             stream.seek(mark)
-            lines = stream.read().decode().splitlines()
+            text = stream.read().decode()
+        # A request still being logged (after our sentinel) may have left a partial last line.
+        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
         wanted = None if name is None else urlparse(name).path.lstrip("/")
         found = []
         for line in lines:
