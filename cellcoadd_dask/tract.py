@@ -14,11 +14,9 @@ then read whole chunks, i.e. whole patches with ``chunks="auto"``.)
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +30,14 @@ from .fetch import normalize_url
 from .geom import Box, Interval
 from .lazy import Chunks, cell_chunks, plane_array
 from .mask import MaskSchema, packed_dtype
+from .tract_patches import (
+    OPEN_THREADS,
+    Opened,
+    build_from_container,
+    check_patches,
+    open_all,
+    opened_coadd,
+)
 from .tract_source import PatchHandle, TractSource
 
 if TYPE_CHECKING:
@@ -41,14 +47,14 @@ __all__ = [
     "MAX_CHUNKS_PER_PLANE",
     "OPEN_THREADS",
     "as_url_list",
+    "Opened",
+    "build_from_container",
     "check_patches",
     "open_tract",
-    "reopen_patch",
+    "opened_coadd",
     "tract_dataset",
 ]
 
-OPEN_THREADS = 16
-"""Number of files opened at once."""
 
 NO_DATA = "NO_DATA"
 """The mask plane set wherever no patch provides pixels."""
@@ -69,88 +75,6 @@ def as_url_list(urls: str | PathLike[str] | Iterable[str | PathLike[str]]) -> li
             )
         seen[url] = n
     return out
-
-
-def _open_all(urls: Sequence[str], storage_options: Mapping[str, Any] | None, chunks: Chunks) -> list[CellCoadd]:
-    from .open import open_coadd
-
-    def one(url: str) -> CellCoadd:
-        return open_coadd(url, chunks=chunks, storage_options=storage_options)
-
-    with ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(urls))) as pool:
-        futures = [pool.submit(one, url) for url in urls]
-        # The first failure in the order given is raised (the others are dropped).
-        return [f.result() for f in futures]
-
-
-def _schema_key(schema: MaskSchema) -> tuple[Any, ...]:
-    return (tuple(None if p is None else p.name for p in schema), str(schema.dtype))
-
-
-_FIELDS: tuple[tuple[str, Callable[[CellCoadd], Any]], ...] = (
-    ("skymap", lambda c: c.skymap),
-    ("tract", lambda c: c.tract),
-    ("band", lambda c: c.band),
-    ("units", lambda c: (str(c.unit), str(c.variance.unit))),
-    ("dtypes", lambda c: (str(c.image.dtype), str(c.variance.dtype))),
-    ("cell shape", lambda c: tuple(c.grid.cell_shape)),
-    ("mask schema", lambda c: _schema_key(c.mask.schema)),
-    ("mask fractions", lambda c: (tuple(c.mask_fractions), tuple(str(v.dtype) for v in c.mask_fractions.values()))),
-    ("noise realizations", lambda c: (len(c.noise_realizations), tuple(str(v.dtype) for v in c.noise_realizations))),
-)
-
-
-def check_patches(urls: Sequence[str], coadds: Sequence[CellCoadd],
-                   storage_options: Mapping[str, Any] | None) -> list[PatchHandle]:
-    """Handles of the opened patches, checked to form one tract (:class:`ValidationError` naming file and field)."""
-    for url, coadd in zip(urls, coadds, strict=True):
-        if coadd.patch_definition is None:
-            raise ValidationError(f"{shown_url(url)}: field 'patch': the coadd has no patch definition.")
-    first_url, first = urls[0], coadds[0]
-    for name, get in _FIELDS:
-        expected = get(first)
-        for url, coadd in zip(urls[1:], coadds[1:], strict=True):
-            if get(coadd) != expected:
-                raise ValidationError(
-                    f"{shown_url(url)}: field {name!r} is {get(coadd)!r}, but {shown_url(first_url)} has {expected!r}; "
-                    "every patch of a tract must agree."
-                )
-    cy, cx = first.grid.cell_shape
-    origin = first.patch.cells.bbox.start
-    by_index: dict[tuple[int, int], str] = {}
-    for url, coadd in zip(urls, coadds, strict=True):
-        patch = coadd.patch
-        start = patch.cells.bbox.start
-        if (start.y - origin.y) % cy or (start.x - origin.x) % cx:
-            raise ValidationError(
-                f"{shown_url(url)}: field 'patch.cells': its cell grid starts at {start}, off the cell edges of "
-                f"{shown_url(first_url)}'s grid."
-            )
-        index = (patch.index.y, patch.index.x)
-        if index in by_index:
-            raise ValidationError(
-                f"{shown_url(by_index[index])} and {shown_url(url)} are both patch index {index} "
-                f"(field 'patch.index'): give one file per patch."
-            )
-        by_index[index] = url
-    return [
-        PatchHandle(url, (coadd.patch.index.y, coadd.patch.index.x), coadd.patch.id, coadd.patch.inner_bbox,
-                    coadd.patch.inner_bbox.intersection(coadd.bbox),
-                    opener=functools.partial(reopen_patch, url, storage_options),
-                    token=coadd.image.array.name, coadd=coadd, keep_opened=True)
-        for url, coadd in zip(urls, coadds, strict=True)
-    ]
-
-
-def reopen_patch(url: str, storage_options: Mapping[str, Any] | None) -> CellCoadd:
-    """Open a patch of a tract again, in a process that unpickled its handle without the opened coadd.
-
-    Tract planes hold each patch's handle; a task reading a region opens the patch there on
-    first use (metadata only), then reads its tiles.
-    """
-    from .open import open_coadd
-
-    return open_coadd(url, storage_options=storage_options)
 
 
 def _axis_intervals(spans: Iterable[tuple[Interval, str]], axis: str) -> list[Interval]:
@@ -323,8 +247,8 @@ def open_tract(
 
             return open_tract_index(normalize_url(urls), storage_options=storage_options, chunks=chunks)
     url_list = as_url_list(urls)
-    coadds = _open_all(url_list, storage_options, chunks)
-    return tract_dataset(check_patches(url_list, coadds, storage_options), coadds[0], chunks)
+    handles = check_patches(url_list, open_all(url_list, storage_options, chunks))
+    return tract_dataset(handles, handles[0].coadd, chunks)
 
 
 def tract_dataset(patches: list[PatchHandle], first: CellCoadd, chunks: Chunks) -> xr.Dataset:

@@ -135,7 +135,7 @@ def write_tract_index(
         not FITS.
     """
     from .atomic import atomic_output
-    from .tract import OPEN_THREADS, as_url_list, check_patches
+    from .tract import OPEN_THREADS, as_url_list, check_patches, opened_coadd
 
     index = normalize_url(index_url)
     url_list = as_url_list(urls)
@@ -147,7 +147,7 @@ def write_tract_index(
             )
     with ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(url_list))) as pool:
         opened = list(pool.map(lambda u: _capture(u, storage_options), url_list))
-    handles = check_patches(url_list, [c for c, _ in opened], storage_options)
+    handles = check_patches(url_list, [opened_coadd(u, c) for u, (c, _) in zip(url_list, opened, strict=True)])
     from .tract import tract_dataset
 
     tract_dataset(handles, opened[0][0], "auto")  # the same checks as opening the tract

@@ -107,7 +107,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("objects", ("image.py", "mask.py", "psf.py", "coadd.py")),
     ("archives", ("archives/*",)),  # readers, writers, the registry: they build and read CellCoadds
     ("views", ("open.py", "xarray_dataset.py", "xarray_accessor.py", "xarray_backend.py", "tract.py", "tract_index.py",
-               "tract_source.py", "pyramid.py",
+               "tract_source.py", "tract_patches.py", "pyramid.py",
                "cellstats.py", "coarsen.py", "dataset_plot.py", "hips.py")),
     ("applications", ("summary.py", "plot.py", "demo.py", "cli*.py", "__main__.py", "__init__.py")),
     ("testing", ("testing/*",)),

@@ -257,3 +257,13 @@ def test_same_file_twice_is_refused(tract_files: dict[tuple[int, int], Path]) ->
 def test_no_urls_is_refused() -> None:
     with pytest.raises(ccd.ValidationError):
         ccd.open_tract([])
+
+
+def test_a_tract_opened_from_files_computes_on_a_cluster(corpus: Path, dask_client: Any) -> None:
+    """Patches are built from their containers where a read first touches them (here: the workers)."""
+    files = sorted(str(p) for p in (corpus / "demo_tract").glob("*.fits"))
+    ds = ccd.open_tract(files)
+    got = ds["image"].sum().compute()
+    expected = ds["image"].sum().compute(scheduler="sync")
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+    assert np.isfinite(float(got))
