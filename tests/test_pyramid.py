@@ -140,3 +140,31 @@ def test_the_command_line_writes_a_pyramid(corpus: Path, tmp_path: Path, capsys:
     report = json.loads(capsys.readouterr().out)
     assert report["pyramid"] == str(out) and report["shape"] == [1800, 1800]
     assert ccd.open_pyramid(out).cellcoadd.factor == 2
+
+
+def test_writes_to_s3_leave_no_network_session_open(corpus: Path, s3_server: Any) -> None:
+    """Zarr writes on object stores (pyramids and archives) close the session they open on zarr's loop."""
+    import gc
+    import sys
+    import warnings
+
+    import s3fs
+
+    from cellcoadd_dask.archives.zarr.writer import write_zarr
+
+    ds = ccd.open_tract(sorted(str(p) for p in (corpus / "tract").glob("*.fits")))
+    coadd = ccd.open_coadd(sorted((corpus / "tract").glob("*.fits"))[0])
+    base = f"s3://{s3_server.bucket}/sessions-{os.getpid()}"
+    ccd.write_pyramid(ds, f"{base}/p.zarr", levels=2, storage_options=s3_server.storage_options)
+    write_zarr(coadd, f"{base}/c.zarr", storage_options=s3_server.storage_options)
+    leaked: list[str] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: leaked.append(repr(unraisable.exc_value))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            s3fs.S3FileSystem.clear_instance_cache()
+            gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert leaked == []

@@ -130,8 +130,6 @@ def root_document(store: Any, version: str, attributes: Mapping[str, Any], *, co
 
 def write_remote(archive: Fillable, url: str, storage_options: Mapping[str, Any] | None, overwrite: bool) -> None:
     """Write ``archive`` under a new version prefix of ``url``, commit its root document, delete the rest."""
-    import zarr
-
     options = dict(storage_options or {})
     version = archive.prefix
     committing = False
@@ -143,9 +141,13 @@ def write_remote(archive: Fillable, url: str, storage_options: Mapping[str, Any]
         fs.invalidate_cache(root)  # a listing cached before another process wrote here must not hide an archive
         if not overwrite and fs.exists(f"{root}/{ROOT_DOCUMENT}"):
             raise ArchiveExistsError(f"Archive {shown_url(url)!r} already exists.")
-        store = zarr.storage.FsspecStore.from_url(f"{url}/{version}", storage_options=options, read_only=False)
-        archive.fill(store, root=False)
-        document = root_document(store, version, archive.root_attributes(), consolidated=archive.layout_number >= 2)
+        store = _version_store(f"{url}/{version}", options)
+        try:
+            archive.fill(store, root=False)
+            document = root_document(store, version, archive.root_attributes(),
+                                     consolidated=archive.layout_number >= 2)
+        finally:
+            _close_sessions(store.fs)
         committing = True
         fs.pipe_file(f"{root}/{ROOT_DOCUMENT}", document)
     except BaseException as exc:
@@ -168,6 +170,38 @@ def write_remote(archive: Fillable, url: str, storage_options: Mapping[str, Any]
         warnings.warn(redact(f"{shown_url(url)}: the new archive is complete, but objects of a previous version "
                              f"could not be deleted ({type(exc).__name__}: {exc}); the next write removes them.",
                              options), stacklevel=4)
+
+
+def _version_store(url: str, options: Mapping[str, Any]) -> Any:
+    """A zarr store over a filesystem of its own (not fsspec's shared instance), closed after the write."""
+    import zarr
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(url, **{"asynchronous": True, **options, "skip_instance_cache": True})
+    if not fs.async_impl:
+        return zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=False)
+    return zarr.storage.FsspecStore(fs=fs, path=path, read_only=False)
+
+
+def _close_sessions(fs: Any) -> None:
+    """Close the network session an asynchronous filesystem opened on zarr's event loop.
+
+    Left open, its connector is collected later, in whatever code runs then, with a
+    ``ResourceWarning``.  Closing is best effort: failures here never fail the write.
+    """
+    from zarr.core.sync import sync
+
+    async def close() -> None:
+        creator = getattr(fs, "_s3creator", None)  # s3fs: the client's context manager
+        if creator is not None and getattr(fs, "_s3", None) is not None:
+            await creator.__aexit__(None, None, None)
+            fs._s3 = None
+        session = getattr(fs, "_session", None)  # aiohttp-based filesystems (http, gcs)
+        if session is not None and hasattr(session, "close") and not getattr(session, "closed", True):
+            await session.close()
+
+    with contextlib.suppress(Exception):
+        sync(close())
 
 
 def _remove(fs: Any, paths: list[str]) -> None:
