@@ -142,12 +142,8 @@ def write_remote(archive: Fillable, url: str, storage_options: Mapping[str, Any]
         if not overwrite and fs.exists(f"{root}/{ROOT_DOCUMENT}"):
             raise ArchiveExistsError(f"Archive {shown_url(url)!r} already exists.")
         store = _version_store(f"{url}/{version}", options)
-        try:
-            archive.fill(store, root=False)
-            document = root_document(store, version, archive.root_attributes(),
-                                     consolidated=archive.layout_number >= 2)
-        finally:
-            _close_sessions(store.fs)
+        archive.fill(store, root=False)
+        document = root_document(store, version, archive.root_attributes(), consolidated=archive.layout_number >= 2)
         committing = True
         fs.pipe_file(f"{root}/{ROOT_DOCUMENT}", document)
     except BaseException as exc:
@@ -173,35 +169,17 @@ def write_remote(archive: Fillable, url: str, storage_options: Mapping[str, Any]
 
 
 def _version_store(url: str, options: Mapping[str, Any]) -> Any:
-    """A zarr store over a filesystem of its own (not fsspec's shared instance), closed after the write."""
-    import zarr
-    from fsspec.core import url_to_fs
+    """A zarr store over the package's own (synchronous, cached) filesystem of ``url``.
 
-    fs, path = url_to_fs(url, **{"asynchronous": True, **options, "skip_instance_cache": True})
-    if not fs.async_impl:
-        return zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=False)
-    return zarr.storage.FsspecStore(fs=fs, path=path, read_only=False)
-
-
-def _close_sessions(fs: Any) -> None:
-    """Close the network session an asynchronous filesystem opened on zarr's event loop.
-
-    Left open, its connector is collected later, in whatever code runs then, with a
-    ``ResourceWarning``.  Closing is best effort: failures here never fail the write.
+    zarr drives it through fsspec's ``AsyncFileSystemWrapper``, so no second network session is
+    opened on zarr's event loop (one left open there is collected later with a
+    ``ResourceWarning``); the filesystem's own session is closed by fsspec with it.
     """
-    from zarr.core.sync import sync
+    import zarr
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
-    async def close() -> None:
-        creator = getattr(fs, "_s3creator", None)  # s3fs: the client's context manager
-        if creator is not None and getattr(fs, "_s3", None) is not None:
-            await creator.__aexit__(None, None, None)
-            fs._s3 = None
-        session = getattr(fs, "_session", None)  # aiohttp-based filesystems (http, gcs)
-        if session is not None and hasattr(session, "close") and not getattr(session, "closed", True):
-            await session.close()
-
-    with contextlib.suppress(Exception):
-        sync(close())
+    fs, path = filesystem(url, options)
+    return zarr.storage.FsspecStore(fs=AsyncFileSystemWrapper(fs, asynchronous=True), path=path, read_only=False)
 
 
 def _remove(fs: Any, paths: list[str]) -> None:
