@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .coarsen import coarse_grid
 from .errors import ValidationError
 from .geom import Box, Interval
 
@@ -197,7 +198,7 @@ def plot_dataset(
         ax.plot([], [], "s", color=colour, label=name)
     if masks:
         ax.legend(loc="upper right", fontsize=8, framealpha=0.7)
-    factor, y0, x0, ny, nx = _grid_of(shown)
+    factor, y0, x0, ny, nx = coarse_grid(shown)
     if grid:
         _draw_boxes(ax, shown, factor, y0, x0, ny, nx)
     ax.set_xlim(-0.5, nx - 0.5)
@@ -215,12 +216,6 @@ def plot_dataset(
     ax.set_title(f"{title}: {label}" + (f" (1:{factor})" if factor > 1 else ""), fontsize=10)
     fig.colorbar(artist, ax=ax, shrink=0.85)
     return fig
-
-
-def _grid_of(shown: xr.Dataset) -> tuple[int, float, float, int, int]:
-    from .coarsen import coarse_grid
-
-    return coarse_grid(shown)
 
 
 def _draw_boxes(ax: Any, shown: xr.Dataset, factor: int, y0: float, x0: float, ny: int, nx: int) -> None:

@@ -30,14 +30,7 @@ from .fetch import normalize_url
 from .geom import Box, Interval
 from .lazy import Chunks, cell_chunks, plane_array
 from .mask import MaskSchema, packed_dtype
-from .tract_patches import (
-    OPEN_THREADS,
-    Opened,
-    build_from_container,
-    check_patches,
-    open_all,
-    opened_coadd,
-)
+from .tract_patches import OPEN_THREADS, check_patches, open_all
 from .tract_source import PatchHandle, TractSource
 
 if TYPE_CHECKING:
@@ -47,11 +40,7 @@ __all__ = [
     "MAX_CHUNKS_PER_PLANE",
     "OPEN_THREADS",
     "as_url_list",
-    "Opened",
-    "build_from_container",
-    "check_patches",
     "open_tract",
-    "opened_coadd",
     "tract_dataset",
 ]
 

@@ -135,7 +135,8 @@ def write_tract_index(
         not FITS.
     """
     from .atomic import atomic_output
-    from .tract import OPEN_THREADS, as_url_list, check_patches, opened_coadd
+    from .tract import as_url_list
+    from .tract_patches import OPEN_THREADS, check_patches, opened_coadd
 
     index = normalize_url(index_url)
     url_list = as_url_list(urls)

@@ -102,11 +102,6 @@ class PatchHandle:
         self._lock = threading.Lock()
 
     @property
-    def opened(self) -> bool:
-        """Whether the patch is open in this process (looking opens nothing)."""
-        return self._coadd is not None
-
-    @property
     def coadd(self) -> CellCoadd:
         """The patch, opened now if it is not yet."""
         if self._coadd is None:
