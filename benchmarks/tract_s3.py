@@ -1,32 +1,35 @@
-"""A 100-patch tract on a local S3 server: cellcoadd_dask against lsst-images.
+"""A tract of 100 distinct full-size patches on a local S3 server: cellcoadd_dask against lsst-images.
 
-    python benchmarks/tract_s3.py [--patches N] [--threads T] [--full-read K] [PATCH.fits]
+    python benchmarks/tract_s3.py [--side 10] [--threads 16] [--repeats 3]
 
-Starts SeaweedFS on loopback the way the test suite does
-(``cellcoadd_dask.testing.servers.run_seaweedfs``), puts one lossy full-size patch in the bucket
-(by default the corpus's: 22x22 cells of 150 px, every plane, image, noise realizations and variance
-RICE_1-quantized, ``cellcoadd_dask.testing.corpus_path("patch/patch_lossy.fits")``, built on
-first use) and copies it server-side under ``tract/patch-000.fits`` ... so that the tract holds N
-objects (100 by default; ``--patches 4`` for a quick check).  Then, each reader in its own
-subprocess (so its peak memory is its own):
+The tract is ``benchmarks/tract_files.py``'s: ``side`` x ``side`` distinct lossy patches written by
+lsst-images (22x22 cells of 150 px, every plane; image and variance RICE_1-quantized), each at
+its place in one tract, neighbours overlapping by a cell; about 55 MB each, cached after the
+first run.  SeaweedFS is started on loopback as the test suite starts it and the patches are put
+in its bucket.  Then every measurement runs in its own fresh process (imports done before any
+timing), so that nothing is cached from one to the next and each peak memory is its own:
 
-- cellcoadd_dask: open every patch with ``open_coadd(..., preload=True)`` from a pool of T
-  threads; then, on a 2-process ``LocalCluster`` (one thread each), the per-cell float64
-  means of the image and variance planes of every patch in one ``dask.compute``;
-- lsst-images, component reads: ``open_archive(s3://...)`` + the JSON tree from T threads
-  (its partial reads go through s3fs); then the same statistic on the same cluster layout,
-  one task per patch reading only the ``image`` and ``variance`` components;
-- lsst-images, whole-file reads: ``CellCoadd.read`` of a local download of the object, the
-  way it reads a file its S3 layer cannot stream without boto3; timed on K patches and
-  extrapolated linearly to N (labelled so).
+- open without an index: ``open_tract(urls)`` (first open in the process, then the median of
+  ``--repeats`` more), requests and CPU time;
+- the index: ``write_tract_index(urls, index)`` once (in the driver's setup), then
+  ``open_tract(index)``: requests and seconds;
+- lsst-images' opening, for the ratio: ``open_archive(s3://...)`` and the JSON tree of every
+  patch from ``--threads`` threads (its partial reads through s3fs);
+- a whole-tract overview PNG (1024 px, asinh, patch grid) from the full resolution:
+  ``open_tract(index)`` then ``ds.cellcoadd.plot(...).savefig``, on the threaded scheduler;
+- the pyramid: ``write_pyramid(ds, s3://.../tract.zarr)`` once, then the same PNG from it, from a
+  fresh process that knows only the pyramid's URL (``open_pyramid`` + plot + savefig);
+- the tract statistic: float64 per-cell means of image and variance over the tract's inner cells
+  (every patch's 20x20 inner cells, the tract mosaic) on a 2-process ``LocalCluster`` (one thread
+  each): cellcoadd_dask through the index and xarray's ``coarsen``; lsst-images with one task per
+  patch reading the ``image`` and ``variance`` components of the patch's inner box
+  (``get_component(..., bbox=inner)``); and the decode limit: the same tiles read from the local
+  files and decoded by ``benchmarks/lossy_limit.py`` on 2 processes (Rice + dequantization and
+  the means, nothing else, no network).
 
-Bytes and requests are counted in every process that talks to the server (the client and
-each worker) by wrapping s3fs's one entry point for S3 calls, so both tools are measured
-the same way; cellcoadd_dask's own counters (``fetch_stats``) give its batched round trips
-(lsst-images' requests to open a file are made one after the other: each is a round trip).
-"open all CPU s" is the CPU time of the opening process: near the wall time, opening is
-bound by Python work under the GIL rather than by the network.
-The per-cell results of the readers are compared before the table is printed.
+Requests and bytes are ``fetch_stats`` for cellcoadd_dask (summed over the workers) and s3fs's
+calls for lsst-images (``benchmarks/s3_counter.py``, in the client and each worker).  The
+statistics of the three are compared before the table is printed.
 """
 
 from __future__ import annotations
@@ -36,130 +39,59 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from s3_counter import install_s3_counter, peak_rss_mib, s3_counts
+
 CELL = 150
 PLANES = ("image", "variance")
-ENV_BUCKET = "CELLCOADD_BENCH_BUCKET"
 MIB = 1024 * 1024
+ENV = "CELLCOADD_BENCH"
+PNG_PIXELS = 1024
 
 
-# --------------------------------------------------------------------------- S3 traffic counter
+def _setup() -> dict[str, Any]:
+    return json.loads(os.environ[ENV])
 
 
-class _CountedBody:
-    """A ``GetObject`` body that adds the bytes actually read from it to ``counts["bytes"]``."""
-
-    def __init__(self, body: Any, counts: dict[str, int], lock: threading.Lock) -> None:
-        self._body = body
-        self._counts = counts
-        self._lock = lock
-
-    async def read(self, *args: Any, **kwargs: Any) -> bytes:
-        data: bytes = await self._body.read(*args, **kwargs)
-        with self._lock:
-            self._counts["bytes"] += len(data)
-        return data
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._body, name)
-
-
-def install_s3_counter() -> None:
-    """Count every S3 call s3fs makes in this process, and the body bytes read from ``GetObject`` answers.
-
-    The counts live on the s3fs class itself so that they survive between separate
-    ``client.run`` calls on a worker.  Installing twice is harmless.
-    """
-    from s3fs import S3FileSystem
-
-    if getattr(S3FileSystem, "_bench_counts", None) is not None:
-        return
-    original = S3FileSystem._call_s3
-    lock = threading.Lock()
-    counts = {"calls": 0, "get_object": 0, "bytes": 0}
-
-    async def counted(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-        out = await original(self, method, *args, **kwargs)
-        with lock:
-            counts["calls"] += 1
-            if method == "get_object":
-                counts["get_object"] += 1
-        if method == "get_object" and "Body" in out:
-            out["Body"] = _CountedBody(out["Body"], counts, lock)
-        return out
-
-    S3FileSystem._call_s3 = counted
-    S3FileSystem._bench_counts = counts
-    S3FileSystem._bench_lock = lock
-
-
-def s3_counts(reset: bool = False) -> dict[str, int]:
-    """This process's S3 counts since the last reset (installing the counter if needed)."""
-    from s3fs import S3FileSystem
-
-    install_s3_counter()
-    counts: dict[str, int] = S3FileSystem._bench_counts
-    with S3FileSystem._bench_lock:
-        snapshot = dict(counts)
-        if reset:
-            for key in counts:
-                counts[key] = 0
-    return snapshot
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# --------------------------------------------------------------------------- per-cell statistic
+def _options() -> dict[str, Any]:
+    s = _setup()
+    return {"key": s["key"], "secret": s["secret"], "client_kwargs": {"endpoint_url": s["endpoint"]}}
 
 
 def warm_imports() -> None:
-    """Import what either reader needs, so that no timing includes imports and peak memories compare."""
+    """Import what any measurement needs, so that no timing includes imports."""
     import importlib
 
     for module in (
         "dask.array",
+        "xarray",
         "s3fs",
         "astropy.io.fits",
         "cellcoadd_dask",
+        "cellcoadd_dask.tract",
+        "cellcoadd_dask.tract_index",
+        "cellcoadd_dask.dataset_plot",
+        "cellcoadd_dask.pyramid",
+        "matplotlib.pyplot",
+        "astropy.visualization.wcsaxes",
         "lsst.images.cells",
         "lsst.images.serialization",
         "lsst.resources.s3",
     ):
         importlib.import_module(module)
-
-
-def cell_means(array: np.ndarray) -> np.ndarray:
-    """Float64 mean of every 150x150 cell of a patch-sized plane."""
-    ny, nx = array.shape[0] // CELL, array.shape[1] // CELL
-    return array.astype(np.float64).reshape(ny, CELL, nx, CELL).mean(axis=(1, 3))
-
-
-def _urls(n: int) -> list[str]:
-    bucket = os.environ[ENV_BUCKET]
-    return [f"s3://{bucket}/tract/patch-{k:03d}.fits" for k in range(n)]
-
-
-def _storage_options() -> dict[str, Any]:
-    return {
-        "key": os.environ["AWS_ACCESS_KEY_ID"],
-        "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
-        "client_kwargs": {"endpoint_url": os.environ["S3_ENDPOINT_URL"]},
-    }
 
 
 @contextlib.contextmanager
@@ -179,82 +111,41 @@ def _cluster() -> Iterator[Any]:
         yield client
 
 
-def _worker_report(client: Any) -> dict[str, Any]:
-    counts = client.run(s3_counts)
-    peaks = client.run(peak_rss_mib)
-    return {
-        "worker_bytes": sum(c["bytes"] for c in counts.values()),
-        "worker_calls": sum(c["calls"] for c in counts.values()),
-        "worker_peak_mib": max(peaks.values()),
-    }
-
-
-def _timed_pool(fn: Callable[[str], Any], urls: list[str], threads: int) -> tuple[list[Any], float, float]:
-    """``fn`` of every URL from a pool of ``threads``: the results, wall seconds and this process's CPU seconds."""
-    cpu, t = time.process_time(), time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        out = list(pool.map(fn, urls))
-    return out, time.perf_counter() - t, time.process_time() - cpu
-
-
-# --------------------------------------------------------------------------- the readers (subprocesses)
-
-
-def run_ours(n: int, threads: int, out: Path) -> dict[str, Any]:
-    """cellcoadd_dask: open all patches with preloaded metadata, then the tract statistic on 2 workers."""
-    import dask
-    import dask.array as da
-
+def _counted(fn: Any) -> dict[str, Any]:
+    """``fn()`` timed (wall and CPU) with this process's ``fetch_stats``."""
     import cellcoadd_dask as ccd
-    from cellcoadd_dask.fetch import fetch_stats
 
-    urls = _urls(n)
-    options = _storage_options()
-    install_s3_counter()
-    s3_counts(reset=True)
-    with fetch_stats() as opened:
-        coadds, open_s, open_cpu = _timed_pool(
-            lambda u: ccd.open_coadd(u, storage_options=options, preload=True), urls, threads
-        )
-    at_open = s3_counts(reset=True)
-    client_after_open = peak_rss_mib()
-
-    def per_cell(array: Any) -> Any:
-        return da.coarsen(np.mean, array.astype(np.float64), {0: CELL, 1: CELL})
-
-    with _cluster() as client:
-        stacks = [da.stack([per_cell(getattr(c, plane).array) for c in coadds]) for plane in PLANES]
-        with fetch_stats(client) as computed:
-            t = time.perf_counter()
-            results = dask.compute(*stacks)
-            stat_s = time.perf_counter() - t
-        report = _worker_report(client)
-    client_during = s3_counts()
-    np.save(out, np.stack(results, axis=1))
-    return {
-        "open_s": open_s,
-        "open_cpu_s": open_cpu,
-        "open_round_trips": opened.calls / n,
-        # cellcoadd_dask reads S3 through presigned ranged GETs, not s3fs calls: its own counters
-        # (the same ones the tests use) give its requests and bytes.
-        "open_requests": opened.requests / n,
-        "open_bytes": opened.nbytes / n,
-        "open_s3fs_calls": at_open["calls"] / n,
-        "open_fetch_stats_bytes": opened.nbytes / n,
-        "stat_s": stat_s,
-        "stat_bytes": computed.nbytes,
-        "stat_requests": computed.requests,
-        "stat_round_trips": computed.calls,
-        "stat_fetch_stats_bytes": computed.nbytes,
-        "client_stat_bytes": client_during["bytes"],
-        "worker_peak_mib": report["worker_peak_mib"],
-        "client_peak_mib": peak_rss_mib(),
-        "client_after_open_mib": client_after_open,
-        "patches_timed": n,
-    }
+    with ccd.fetch_stats() as stats:
+        cpu, t = time.process_time(), time.perf_counter()
+        fn()
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return {"s": wall, "cpu_s": cpu, "requests": stats.requests, "bytes": stats.nbytes}
 
 
-def _lsst_open(url: str) -> Any:
+def _first_and_warm(fn: Any, repeats: int) -> dict[str, Any]:
+    first = _counted(fn)
+    warm = [_counted(fn) for _ in range(repeats)]
+    return {**first, "warm_s": statistics.median(r["s"] for r in warm) if warm else None}
+
+
+# --------------------------------------------------------------------------- measurements (subprocesses)
+
+
+def m_open_files(repeats: int) -> dict[str, Any]:
+    import cellcoadd_dask as ccd
+
+    s = _setup()
+    return _first_and_warm(lambda: ccd.open_tract(s["urls"], storage_options=_options()), repeats)
+
+
+def m_open_index(repeats: int) -> dict[str, Any]:
+    import cellcoadd_dask as ccd
+
+    s = _setup()
+    return _first_and_warm(lambda: ccd.open_tract(s["index"], storage_options=_options()), repeats)
+
+
+def _lsst_tree(url: str) -> Any:
     from lsst.images.cells import CellCoadd
     from lsst.images.serialization import open_archive
 
@@ -262,223 +153,272 @@ def _lsst_open(url: str) -> Any:
         return reader.get_tree()
 
 
-def _lsst_components(url: str) -> np.ndarray:
+def m_lsst_open(repeats: int) -> dict[str, Any]:
+    s = _setup()
+    install_s3_counter()
+
+    def run() -> dict[str, Any]:
+        s3_counts(reset=True)
+        cpu, t = time.process_time(), time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(s["threads"]) as pool:
+            list(pool.map(_lsst_tree, s["urls"]))
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        counts = s3_counts()
+        return {"s": wall, "cpu_s": cpu, "requests": counts["calls"], "bytes": counts["bytes"]}
+
+    first = run()
+    warm = [run()["s"] for _ in range(repeats)]
+    return {**first, "warm_s": statistics.median(warm) if warm else None}
+
+
+def _png(ds: Any, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    figure = ds.cellcoadd.plot("image", pixels=PNG_PIXELS, figsize=(10.24, 10.24), dpi=100)
+    figure.savefig(path)
+
+
+def m_overview_full(repeats: int) -> dict[str, Any]:
+    import cellcoadd_dask as ccd
+
+    s = _setup()
+    return _counted(lambda: _png(ccd.open_tract(s["index"], storage_options=_options()), s["png_full"]))
+
+
+def m_pyramid(repeats: int) -> dict[str, Any]:
+    import cellcoadd_dask as ccd
+
+    s = _setup()
+    return _counted(
+        lambda: ccd.write_pyramid(
+            ccd.open_tract(s["index"], storage_options=_options()), s["pyramid"], storage_options=_options()
+        )
+    )
+
+
+def m_overview_pyramid(repeats: int) -> dict[str, Any]:
+    import cellcoadd_dask as ccd
+
+    s = _setup()
+    return _first_and_warm(
+        lambda: _png(ccd.open_pyramid(s["pyramid"], pixels=PNG_PIXELS, storage_options=_options()), s["png_pyramid"]),
+        repeats,
+    )
+
+
+def m_stat_ours(repeats: int) -> dict[str, Any]:
+    import dask
+
+    import cellcoadd_dask as ccd
+
+    s = _setup()
+    with _cluster() as client:
+        t = time.perf_counter()
+        ds = ccd.open_tract(s["index"], storage_options=_options())
+        means = ds[list(PLANES)].astype(np.float64).coarsen(y=CELL, x=CELL).mean()
+        with ccd.fetch_stats(client) as stats:
+            (result,) = dask.compute(means)
+        wall = time.perf_counter() - t
+        peaks = client.run(peak_rss_mib)
+    np.save(s["out"], np.stack([result[p].values for p in PLANES]))
+    return {"s": wall, "requests": stats.requests, "bytes": stats.nbytes, "worker_peak_mib": max(peaks.values())}
+
+
+def _lsst_inner_means(url: str) -> np.ndarray:
     from lsst.images.cells import CellCoadd
     from lsst.images.serialization import open_archive
 
     with open_archive(url, CellCoadd) as reader:
-        return np.stack([cell_means(reader.get_component(plane).array) for plane in PLANES])
+        inner = reader.get_tree().patch.inner_bbox
+        planes = [reader.get_component(plane, bbox=inner).array for plane in PLANES]
+    ny, nx = planes[0].shape[0] // CELL, planes[0].shape[1] // CELL
+    return np.stack([p.astype(np.float64).reshape(ny, CELL, nx, CELL).mean(axis=(1, 3)) for p in planes])
 
 
-def _lsst_whole(url: str) -> np.ndarray:
-    import s3fs
-    from lsst.images.cells import CellCoadd
-
-    fs = s3fs.S3FileSystem(**_storage_options())
-    with tempfile.TemporaryDirectory(dir=os.environ.get("CELLCOADD_BENCH_TMP")) as tmp:
-        local = Path(tmp) / "patch.fits"
-        fs.get_file(url, str(local))
-        coadd = CellCoadd.read(str(local))
-        return np.stack([cell_means(getattr(coadd, plane).array) for plane in PLANES])
+def _mosaic(per_patch: list[np.ndarray], side: int) -> np.ndarray:
+    """Per-patch ``(planes, 20, 20)`` arrays, row-major by patch index -> ``(planes, 20 side, 20 side)``."""
+    rows = [np.concatenate(per_patch[r * side : (r + 1) * side], axis=2) for r in range(side)]
+    return np.concatenate(rows, axis=1)
 
 
-def run_lsst(n: int, threads: int, out: Path, whole: bool) -> dict[str, Any]:
-    """lsst-images: open all (tree only), then per-patch reads on 2 workers (components, or whole files)."""
-    urls = _urls(n)
-    install_s3_counter()
-    s3_counts(reset=True)
-    opened_at = open_s = open_cpu = None
-    if not whole:
-        _, open_s, open_cpu = _timed_pool(_lsst_open, urls, threads)
-        opened_at = s3_counts(reset=True)
-    client_after_open = peak_rss_mib()
+def m_stat_lsst(repeats: int) -> dict[str, Any]:
+    s = _setup()
     with _cluster() as client:
         t = time.perf_counter()
-        results = client.gather(client.map(_lsst_whole if whole else _lsst_components, urls, pure=False))
-        stat_s = time.perf_counter() - t
-        report = _worker_report(client)
-    np.save(out, np.stack(results))
+        results = client.gather(client.map(_lsst_inner_means, s["urls"], pure=False))
+        wall = time.perf_counter() - t
+        counts = client.run(s3_counts)
+        peaks = client.run(peak_rss_mib)
+    np.save(s["out"], _mosaic(results, s["side"]))
     return {
-        "open_s": open_s,
-        "open_cpu_s": open_cpu,
-        "open_round_trips": None if opened_at is None else opened_at["calls"] / n,
-        "open_requests": None if opened_at is None else opened_at["calls"] / n,
-        "open_bytes": None if opened_at is None else opened_at["bytes"] / n,
-        "stat_s": stat_s,
-        "stat_bytes": report["worker_bytes"],
-        "stat_requests": report["worker_calls"],
-        "worker_peak_mib": report["worker_peak_mib"],
-        "client_peak_mib": peak_rss_mib(),
-        "client_after_open_mib": client_after_open,
-        "patches_timed": n,
+        "s": wall,
+        "requests": sum(c["calls"] for c in counts.values()),
+        "bytes": sum(c["bytes"] for c in counts.values()),
+        "worker_peak_mib": max(peaks.values()),
     }
 
 
-def child(argv: list[str]) -> None:
-    """Entry point of a reader subprocess: ``--child NAME N THREADS OUT.npy``; prints one JSON line."""
-    name, n, threads, out = argv[0], int(argv[1]), int(argv[2]), Path(argv[3])
+def m_stat_limit(repeats: int) -> dict[str, Any]:
+    from lossy_limit import tract_statistic
+
+    s = _setup()
+    results, wall = tract_statistic([Path(p) for p in s["paths"]], processes=2, border=1)
+    np.save(s["out"], _mosaic(list(results), s["side"]))
+    return {"s": wall, "requests": None, "bytes": None}
+
+
+MEASUREMENTS = {
+    "open-files": m_open_files,
+    "open-index": m_open_index,
+    "lsst-open": m_lsst_open,
+    "overview-full": m_overview_full,
+    "pyramid": m_pyramid,
+    "overview-pyramid": m_overview_pyramid,
+    "stat-ours": m_stat_ours,
+    "stat-lsst": m_stat_lsst,
+    "stat-limit": m_stat_limit,
+}
+
+
+def child(name: str, repeats: int) -> None:
+    """Entry point of a measurement subprocess; prints one JSON line."""
     warm_imports()
-    if name == "ours":
-        result = run_ours(n, threads, out)
-    else:
-        result = run_lsst(n, threads, out, whole=name == "lsst-whole")
+    result = MEASUREMENTS[name](repeats)
+    result["client_peak_mib"] = peak_rss_mib()
     print(json.dumps(result), flush=True)
 
 
 # --------------------------------------------------------------------------- driver
 
 
-def _patch(path: Path | None) -> Path:
-    """The patch to copy: ``path``, or the corpus's lossy patch (built on first use)."""
-    if path is None:
-        from cellcoadd_dask.testing import corpus_path
-
-        return corpus_path("patch/patch_lossy.fits", progress=True)
-    if not path.exists():
-        sys.exit(f"{path} does not exist")
-    return path
-
-
-@contextlib.contextmanager
-def _s3_server(workdir: Path, capacity: int) -> Iterator[Any]:
-    """The test suite's SeaweedFS server, with room for ``capacity`` bytes."""
-    from cellcoadd_dask.testing.servers import VOLUME_SIZE_MB, run_seaweedfs
-
-    with run_seaweedfs(workdir, max_volumes=capacity // (VOLUME_SIZE_MB * MIB) + 16) as server:
-        yield server
-
-
-def _fill(server: Any, patch: Path, n: int) -> float:
-    fs = server.filesystem()
-    keys = [f"{server.bucket}/tract/patch-{k:03d}.fits" for k in range(n)]
-    t = time.perf_counter()
-    fs.put_file(str(patch), keys[0])
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda key: fs.copy(keys[0], key), keys[1:]))
-    sizes = {fs.info(key)["size"] for key in keys}
-    if sizes != {patch.stat().st_size}:
-        raise RuntimeError(f"objects in the bucket have sizes {sizes}, not {patch.stat().st_size}")
-    return time.perf_counter() - t
-
-
-def _measure(name: str, n: int, threads: int, out: Path, env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", name, str(n), str(threads), str(out)]
+def _measure(name: str, setup: dict[str, Any], repeats: int) -> dict[str, Any]:
+    env = {**os.environ, ENV: json.dumps(setup)}
+    cmd = [sys.executable, __file__, "--child", name, str(repeats)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"  {name}: done in {time.perf_counter() - t:.1f} s (subprocess)", flush=True)
+    print(f"  {name}: {result['s']:.2f} s (process done in {time.perf_counter() - t:.0f} s)", flush=True)
     return result
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
+def _fill(server: Any, paths: list[Path]) -> list[str]:
+    fs = server.filesystem()
+    keys = [f"{server.bucket}/tract/{p.name}" for p in paths]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda pk: fs.put_file(str(pk[0]), pk[1]), zip(paths, keys, strict=True)))
+    return [f"s3://{key}" for key in keys]
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.3g}"
+def _report(r: dict[str, dict[str, Any]], tract_bytes: int, index_s: float, agree: str) -> None:
+    def row(label: str, value: str, goal: str = "") -> None:
+        print(f"| {label} | {value} | {goal} |")
 
-
-def _table(rows: dict[str, dict[str, Any]], n: int) -> None:
-    columns = [
-        ("open all s", "open_s", ".2f"),
-        ("open all CPU s", "open_cpu_s", ".2f"),
-        ("round trips/file", "open_round_trips", ".2f"),
-        ("requests/file", "open_requests", ".2f"),
-        ("bytes/file at open", "open_bytes", ",.0f"),
-        ("statistic s", "stat_s", ".1f"),
-        ("statistic bytes", "stat_bytes", ",.0f"),
-        ("statistic requests", "stat_requests", ",.0f"),
-        ("worker peak MiB", "worker_peak_mib", ".0f"),
-        ("client peak MiB", "client_peak_mib", ".0f"),
-    ]
-    names = list(rows)
-    width = max(len(c[0]) for c in columns) + 2
-    cell = max(22, *(len(x) for x in names))
-    print("\n" + "".ljust(width) + "".join(x.rjust(cell) for x in names))
-    for label, key, spec in columns:
-        print(label.ljust(width) + "".join(_fmt(rows[x].get(key), spec).rjust(cell) for x in names))
-    ours = rows[names[0]]
-    print(f"\nratios {names[0]} / lsst-images (below 1: {names[0]} is faster / smaller)")
-    print("".ljust(width) + "".join(x.rjust(cell) for x in names[1:]))
-    for label, key, _ in columns:
-        if key in ("client_peak_mib",):
-            continue
-        print(label.ljust(width) + "".join(_ratio(ours.get(key), rows[x].get(key)).rjust(cell) for x in names[1:]))
-    print(f"\n{n} patches; statistic = float64 per-cell means of {' and '.join(PLANES)} ({n} x 484 cells each).")
-
-
-def _extrapolate(result: dict[str, Any], n: int) -> dict[str, Any]:
-    k = result["patches_timed"]
-    scaled = dict(result)
-    for key in ("stat_s", "stat_bytes", "stat_requests"):
-        scaled[key] = result[key] * n / k
-    return scaled
+    o, i, lo = r["open-files"], r["open-index"], r["lsst-open"]
+    full, pyr, build = r["overview-full"], r["overview-pyramid"], r["pyramid"]
+    so, sl, sd = r["stat-ours"], r["stat-lsst"], r["stat-limit"]
+    peak = max(max(x["client_peak_mib"], x.get("worker_peak_mib", 0)) for x in r.values())
+    print("\n| measurement | result | goal |\n|---|---|---|")
+    row(
+        "open through the index",
+        f"{i['requests']} requests, {i['s']:.3f} s first / {i['warm_s']:.3f} s warm; "
+        f"{i['s'] / lo['s']:.3f}x lsst-images' opening ({lo['s']:.2f} s, {lo['requests']} requests)",
+        f"<= 2 requests, <= 0.1x: {'met' if i['requests'] <= 2 and i['s'] <= 0.1 * lo['s'] else 'missed'}",
+    )
+    row(
+        "open without an index",
+        f"{o['s']:.3f} s first / {o['warm_s']:.3f} s warm ({o['cpu_s']:.2f} s CPU), {o['requests']} requests",
+        f"<= 0.5 s: {'met' if o['s'] <= 0.5 else 'missed'}",
+    )
+    row("writing the index (once)", f"{index_s:.2f} s")
+    row(
+        "overview PNG from full resolution",
+        f"{full['s']:.2f} s, {full['bytes']:,} bytes in {full['requests']} "
+        f"requests ({full['bytes'] / tract_bytes:.1%} of the tract)",
+    )
+    row("writing the pyramid (once)", f"{build['s']:.1f} s")
+    row(
+        "overview PNG from the pyramid",
+        f"{pyr['s']:.3f} s first / {pyr['warm_s']:.3f} s warm, {pyr['bytes']:,} "
+        f"bytes in {pyr['requests']} requests ({pyr['bytes'] / tract_bytes:.2%} of the tract)",
+        f"<= 1 s, <= 1 %: {'met' if pyr['s'] <= 1 and pyr['bytes'] <= 0.01 * tract_bytes else 'missed'}",
+    )
+    row(
+        "tract statistic, cellcoadd_dask",
+        f"{so['s']:.1f} s, {so['bytes']:,} bytes, {so['requests']} requests; "
+        f"{so['s'] / sl['s']:.2f}x lsst-images, {so['s'] / sd['s']:.2f}x the decode limit",
+        f"<= 0.5x: {'met' if so['s'] <= 0.5 * sl['s'] else 'missed'}",
+    )
+    row("tract statistic, lsst-images", f"{sl['s']:.1f} s, {sl['bytes']:,} bytes, {sl['requests']} requests")
+    row("tract statistic, decode limit", f"{sd['s']:.1f} s (local files, 2 processes, no network)")
+    row("peak memory (any process)", f"{peak:.0f} MiB", f"<= 2 GiB: {'met' if peak <= 2048 else 'missed'}")
+    print(f"\nper-cell statistics agree: {agree}; tract: {tract_bytes:,} bytes")
 
 
 def main() -> None:
+    from tract_files import tract_files
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("patch", nargs="?", type=Path, help="lossy patch to copy (default: the corpus's)")
-    parser.add_argument("--patches", type=int, default=100, help="objects in the tract (default 100)")
-    parser.add_argument("--threads", type=int, default=16, help="threads opening patches (default 16)")
-    parser.add_argument("--full-read", type=int, default=4, help="patches read whole by lsst-images (default 4)")
+    parser.add_argument("--side", type=int, default=10, help="patches per side (default 10: 100 patches)")
+    parser.add_argument("--threads", type=int, default=16, help="lsst-images' opening threads (default 16)")
+    parser.add_argument("--repeats", type=int, default=3, help="warm repeats of the opening measurements")
     args = parser.parse_args()
-    n = args.patches
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    paths = tract_files(args.side)
+    tract_bytes = sum(p.stat().st_size for p in paths)
     with tempfile.TemporaryDirectory(prefix="tract-s3-", dir="/tmp") as tmp:
-        workdir = Path(tmp)
-        patch = _patch(args.patch)
-        size = patch.stat().st_size
-        free = shutil.disk_usage(workdir).free
-        if free < 1.5 * n * size:
-            sys.exit(f"{workdir}: {free / 2**30:.1f} GiB free, {1.5 * n * size / 2**30:.1f} GiB wanted")
-        print(f"{patch}: {size:,} bytes; {free / 2**30:.0f} GiB free in {workdir}", flush=True)
-        (workdir / "s3").mkdir()
-        with _s3_server(workdir / "s3", 2 * n * size) as server:
-            print(f"S3 server at {server.endpoint_url}; filling {n} objects ...", flush=True)
-            print(f"  filled in {_fill(server, patch, n):.1f} s", flush=True)
-            env = {
-                **os.environ,
-                ENV_BUCKET: server.bucket,
-                "S3_ENDPOINT_URL": server.endpoint_url,
-                "AWS_ACCESS_KEY_ID": server.key,
-                "AWS_SECRET_ACCESS_KEY": server.secret,
-                "CELLCOADD_BENCH_TMP": str(workdir),
+        work = Path(tmp)
+        if shutil.disk_usage(work).free < 2 * tract_bytes:
+            sys.exit(f"{work}: less than {2 * tract_bytes / 2**30:.1f} GiB free")
+        (work / "s3").mkdir()
+        from cellcoadd_dask.testing.servers import VOLUME_SIZE_MB, run_seaweedfs
+
+        with run_seaweedfs(work / "s3", max_volumes=2 * tract_bytes // (VOLUME_SIZE_MB * MIB) + 16) as server:
+            t = time.perf_counter()
+            urls = _fill(server, paths)
+            print(f"{len(urls)} patches ({tract_bytes:,} bytes) put in {time.perf_counter() - t:.0f} s", flush=True)
+            setup = {
+                "urls": urls,
+                "paths": [str(p) for p in paths],
+                "side": args.side,
+                "threads": args.threads,
+                "endpoint": server.endpoint_url,
+                "key": server.key,
+                "secret": server.secret,
+                "index": f"s3://{server.bucket}/tract.ccdtidx",
+                "pyramid": f"s3://{server.bucket}/tract.zarr",
+                "png_full": str(work / "full.png"),
+                "png_pyramid": str(work / "pyramid.png"),
             }
-            outs = {name: workdir / f"{name}.npy" for name in ("ours", "lsst-components", "lsst-whole")}
-            k = min(args.full_read, n)
-            results = {
-                "cellcoadd_dask": _measure("ours", n, args.threads, outs["ours"], env),
-                "lsst-images comps": _measure("lsst-components", n, args.threads, outs["lsst-components"], env),
-                f"lsst whole (x{n}/{k})": _extrapolate(_measure("lsst-whole", k, 1, outs["lsst-whole"], env), n),
-            }
-        ours, comps, whole = (np.load(p) for p in outs.values())
-        same = np.array_equal(ours, comps) or np.allclose(ours, comps, rtol=1e-12, atol=0)
-        same_whole = np.allclose(ours[:k], whole, rtol=1e-12, atol=0)
-        print(f"per-cell results agree: components {same}, whole-file reads {same_whole}")
-    _table(results, n)
-    o = results["cellcoadd_dask"]
-    print(
-        f"goals for cellcoadd_dask: open all <= 3 s: {o['open_s']:.2f} s "
-        f"({'met' if o['open_s'] <= 3 else 'missed'}); round trips per file <= 3: "
-        f"{o['open_round_trips']:.2f} ({'met' if o['open_round_trips'] <= 3 else 'missed'}); "
-        f"client peak < 2 GiB: {o['client_peak_mib']:.0f} MiB"
-    )
-    print(
-        f"cellcoadd_dask: fetch_stats {o['open_fetch_stats_bytes']:,.0f} bytes/file at open, "
-        f"{o['stat_fetch_stats_bytes']:,} bytes in {o['stat_round_trips']} batched calls on the workers "
-        f"for the statistic; the client fetched {o['client_stat_bytes']:,} bytes during it; "
-        f"client peak {o['client_after_open_mib']:.0f} MiB after opening all."
-    )
-    print(
-        f"lsst whole: {k} patches timed on the same 2 workers (download + CellCoadd.read), "
-        f"statistic columns extrapolated x{n / k:g}."
-    )
+            import cellcoadd_dask as ccd
+
+            t = time.perf_counter()
+            ccd.write_tract_index(
+                urls,
+                setup["index"],
+                storage_options={
+                    "key": server.key,
+                    "secret": server.secret,
+                    "client_kwargs": {"endpoint_url": server.endpoint_url},
+                },
+            )
+            index_s = time.perf_counter() - t
+            results = {}
+            for name in MEASUREMENTS:
+                results[name] = _measure(name, {**setup, "out": str(work / f"{name}.npy")}, args.repeats)
+        stats = {name: np.load(work / f"{name}.npy") for name in ("stat-ours", "stat-lsst", "stat-limit")}
+        agree = ", ".join(
+            f"{name} {np.allclose(stats['stat-ours'], value, rtol=1e-10, atol=0, equal_nan=True)}"
+            for name, value in stats.items()
+            if name != "stat-ours"
+        )
+    _report(results, tract_bytes, index_s, agree)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
+        child(sys.argv[2], int(sys.argv[3]))
     else:
         main()

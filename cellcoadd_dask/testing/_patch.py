@@ -26,11 +26,13 @@ import numpy as np
 
 from ._common import options, write
 
-__all__ = ["make_full_patch", "write_patch"]
+__all__ = ["TRACT_PATCH_STEP", "make_full_patch", "tract_patch_origin", "write_patch", "write_tract_patch"]
 
 CELL, NCELL, PSF = 150, 22, 41
 SIZE = CELL * NCELL
 ORIGIN = (9600, 12900)
+TRACT_PATCH_STEP = 3000
+"""Inner width of a patch of the benchmark tract: patch ``(y, x)`` starts at ``3000 * (y, x)``."""
 MISSING = ((5, 7), (12, 12), (20, 3))
 SKY = 8.0
 N_SOURCES, N_INPUTS, N_NOISE = 600, 150, 3
@@ -48,12 +50,12 @@ MASK_PLANES = (
 )
 
 
-def _provenance(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+def _provenance(rng: np.random.Generator, origin: tuple[int, int]) -> tuple[Any, np.ndarray]:
     """Provenance of 150 detector-sized inputs and the number of inputs per cell."""
     from lsst.images import Polygon
     from lsst.images.cells import CoaddProvenance
 
-    oy, ox = ORIGIN
+    oy, ox = origin
     inputs = CoaddProvenance.make_empty_input_table(N_INPUTS)
     inputs["instrument"][:] = "LSSTCam"
     inputs["physical_filter"][:] = "i_39"
@@ -153,8 +155,28 @@ def _psf() -> np.ndarray:
     return psf
 
 
-def make_full_patch() -> Any:
-    """Build the full-size patch (an ``lsst.images.cells.CellCoadd``)."""
+def tract_patch_origin(index: tuple[int, int]) -> tuple[int, int]:
+    """Grid origin ``(y, x)`` of patch ``index`` in the 10x10 benchmark tract (`write_tract_patch`)."""
+    return index[0] * TRACT_PATCH_STEP, index[1] * TRACT_PATCH_STEP
+
+
+def make_full_patch(index: tuple[int, int] = (3, 4), *, origin: tuple[int, int] = ORIGIN, seed: int = 7) -> Any:
+    """Build a full-size patch (an ``lsst.images.cells.CellCoadd``).
+
+    Parameters
+    ----------
+    index
+        Patch index ``(y, x)`` in the 10x10-patch tract; the patch id is ``10 * y + x``.
+    origin
+        Absolute pixel ``(y, x)`` of the patch grid's first pixel.
+    seed
+        Seed of the pixels, mask and provenance.
+
+    Returns
+    -------
+    lsst.images.cells.CellCoadd
+        The defaults give the corpus's ``patch/`` files.
+    """
     import astropy.units as u
     from lsst.images import YX, Box, Image, TractFrame
     from lsst.images.cells import (
@@ -169,15 +191,15 @@ def make_full_patch() -> Any:
 
     from ._common import tan_projection
 
-    rng = np.random.default_rng(7)
-    oy, ox = ORIGIN
+    rng = np.random.default_rng(seed)
+    oy, ox = origin
     bbox = Box.factory[oy : oy + SIZE, ox : ox + SIZE]
     tract = Box.factory[0:30600, 0:30600]
     frame = TractFrame(skymap="bench_cells_v1", tract=1234, bbox=tract)
     projection = tan_projection(frame, ra=53.1, dec=-28.1, crpix=(15300.5, 15300.5), x0=0, y0=0, pixel_bounds=tract)
     grid = CellGrid(bbox=bbox, cell_shape=YX(y=CELL, x=CELL))
     bounds = CellGridBounds(grid=grid, bbox=bbox, missing=frozenset(CellIJ(i=i, j=j) for i, j in MISSING))
-    provenance, depth = _provenance(rng)
+    provenance, depth = _provenance(rng, origin)
     image, variance, sky_map = _pixels(rng, depth)
     mask, fractions = _mask(rng, image, bbox)
     noise = [(rng.standard_normal(image.shape, dtype=np.float32) * sky_map).astype(np.float32) for _ in range(N_NOISE)]
@@ -210,7 +232,9 @@ def make_full_patch() -> Any:
         band="i",
         psf=CellPointSpreadFunction(psf, bounds),
         aperture_corrections=ap_corr,
-        patch=PatchDefinition(id=34, index=YX(y=3, x=4), inner_bbox=inner, cells=grid),
+        patch=PatchDefinition(
+            id=10 * index[0] + index[1], index=YX(y=index[0], x=index[1]), inner_bbox=inner, cells=grid
+        ),
         provenance=provenance,
     )
     coadd.metadata["CORPUS"] = "cellcoadd_dask.testing full patch"
@@ -229,3 +253,15 @@ def write_patch(directory: Path) -> dict[str, Any]:
         compression_seed=1234,
     )
     return {}
+
+
+def write_tract_patch(path: Path, index: tuple[int, int]) -> Path:
+    """Write patch ``index`` of a 10x10 tract of distinct full-size lossy patches to ``path``.
+
+    The patch's grid starts at `tract_patch_origin` (neighbours overlap by one cell on each
+    side); its pixels are seeded by its index, and it is compressed as ``patch_lossy.fits``.
+    """
+    coadd = make_full_patch(index, origin=tract_patch_origin(index), seed=1000 + 10 * index[0] + index[1])
+    lossy = options("RICE_1", "SUBTRACTIVE_DITHER_2")
+    write(coadd, path, compression_options={"image": lossy, "variance": lossy}, compression_seed=1234)
+    return path
