@@ -293,7 +293,14 @@ def child(name: str, repeats: int) -> None:
 
 
 def _measure(name: str, setup: dict[str, Any], repeats: int) -> dict[str, Any]:
-    env = {**os.environ, ENV: json.dumps(setup)}
+    env = {
+        **os.environ,
+        ENV: json.dumps(setup),
+        # lsst-images reaches S3 through lsst.resources, which reads its credentials and endpoint from here.
+        "AWS_ACCESS_KEY_ID": setup["key"],
+        "AWS_SECRET_ACCESS_KEY": setup["secret"],
+        "S3_ENDPOINT_URL": setup["endpoint"],
+    }
     cmd = [sys.executable, __file__, "--child", name, str(repeats)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
