@@ -13,7 +13,8 @@ that an overview reads a few megabytes instead of the whole tract.  Layout of th
 - root attribute ``cellcoadd``: the factors, the Dataset's attributes (skymap, tract, band, cell
   grid, the sky projection - OME 0.5 has no celestial transforms), and each variable's.
 
-Every level is computed in one graph from the full-resolution planes, so each tile is read once;
+Every level is computed from the full-resolution planes, band of rows after band of rows
+(:mod:`cellcoadd_dask.pyramid_bands`: memory stays bounded by a band, and each tile is read once);
 chunks are :data:`CHUNK` pixels square, compressed with zstd.  Local pyramids are written beside
 their destination and renamed into place; on object stores under a version prefix whose root
 document is written last (:mod:`cellcoadd_dask.archives.zarr.commit`): a reader sees the previous
@@ -47,6 +48,8 @@ TARGET_PIXELS = 1024
 """The default coarsest level is the first whose longer side is at most this many pixels."""
 CHUNK = 512
 """Chunk side of every level's arrays."""
+CLEVEL = 1
+"""zstd level: noisy float planes compress little at any level, and level 1 encodes ~5x faster than 5."""
 PYRAMID_VERSION = 1
 VARIABLES = ("image", "variance", "mask", "count")
 
@@ -120,6 +123,7 @@ class _Pyramid:
     def __init__(self, ds: xr.Dataset, factors: list[int], prefix: str) -> None:
         self.factors = factors
         self.prefix = prefix
+        self.ds = ds
         self.levels = _levels(ds, factors)
         self.variables = [v for v in VARIABLES if v != "mask" or ds["mask"].ndim == 2]
         self.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (str, int, float, list))}
@@ -142,28 +146,33 @@ class _Pyramid:
         }
 
     def fill(self, store: Any, *, root: bool = True) -> None:
-        import dask.array as da
         import zarr
         from zarr.codecs import BloscCodec
 
+        from .pyramid_bands import bands, store_band
+        from .xarray_dataset import box_of
+
         group = zarr.open_group(store, mode="w", zarr_format=3)
-        sources, targets = [], []
+        targets: dict[tuple[str, int], Any] = {}
         for variable in self.variables:
             if variable != "image":
                 sub = group.create_group(variable)
                 sub.attrs["ome"] = _multiscales(variable, self.levels, self.factors, "")
             for k, level in enumerate(self.levels):
                 array = level[variable].data
-                chunk = (min(CHUNK, array.shape[0]), min(CHUNK, array.shape[1]))
-                target = group.create_array(
-                    self._path(variable, k), shape=array.shape, dtype=array.dtype, chunks=chunk,
-                    compressors=BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
+                targets[variable, k] = group.create_array(
+                    self._path(variable, k), shape=array.shape, dtype=array.dtype,
+                    chunks=(min(CHUNK, array.shape[0]), min(CHUNK, array.shape[1])),
+                    compressors=BloscCodec(cname="zstd", clevel=CLEVEL, shuffle="shuffle"),
                     dimension_names=("y", "x"), attributes=_jsonable(level[variable].attrs),
                     fill_value=np.nan if array.dtype.kind == "f" else 0,
                 )
-                sources.append(array.rechunk(chunk))
-                targets.append(target)
-        da.store(sources, targets, lock=False)  # type: ignore[arg-type]
+        start = box_of(self.ds).y.start
+        for band_start, band_stop in bands(self.ds, self.factors[-1]):
+            # Persisted first: dask pushes the band's slice into the tile reads only for a plain
+            # compute, not through the rechunks below (they would read every chunk whole).
+            band = self.ds[["image", "variance", "mask"]].isel(y=slice(band_start - start, band_stop - start)).persist()
+            store_band(_levels(band, self.factors), self.factors, targets, start, band_start, CHUNK)
         if root:
             group.attrs.update(self.root_attributes())
         with warnings.catch_warnings():  # consolidated metadata is a zarr-python convention, known here

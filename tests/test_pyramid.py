@@ -63,6 +63,44 @@ def test_levels_equal_coarsen_and_validate_as_ome_zarr(tract: xr.Dataset, tmp_pa
         _validated(tmp_path / "p.zarr" / group)
 
 
+def test_written_in_bands_smaller_than_a_chunk_it_is_exact(
+    tract: xr.Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bands of 8 rows (cut off every tile edge), on a selection that starts off every grid."""
+    from cellcoadd_dask import pyramid_bands
+
+    part = tract.isel(y=slice(37, None), x=slice(5, -11))
+    cuts = pyramid_bands.bands(part, 8, target=8)
+    assert cuts[0][0] == 37 and cuts[-1][1] == int(part["y"][-1]) + 1 and len(cuts) >= 6
+    assert all(a % 8 == 0 and b - a >= 8 for a, b in cuts[1:])
+    monkeypatch.setattr(pyramid_bands, "BAND_ROWS", 8)
+    url = ccd.write_pyramid(part, tmp_path / "p.zarr", levels=4)
+    for k, factor in enumerate([1, 2, 4, 8]):
+        level = ccd.open_pyramid(url, k)
+        expected = part if factor == 1 else part.cellcoadd.coarsen(factor)
+        for name in ("image", "variance", "mask", "count"):
+            if name in expected:
+                np.testing.assert_array_equal(level[name].values, expected[name].values, err_msg=f"{name} {k}")
+
+
+def test_bands_end_on_tile_edges_so_each_tile_is_read_once(
+    tract: xr.Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellcoadd_dask import pyramid_bands
+    from cellcoadd_dask.fetch import fetch_stats
+
+    rows = tract.sizes["y"] // 5
+    cuts = pyramid_bands.bands(tract, 4, target=rows)
+    cell_edges = set(tract["y"].values[1:][np.diff(tract["cell_i"].values) != 0].tolist())
+    assert len(cuts) >= 3 and all(a in cell_edges and a % 4 == 0 for a, _ in cuts[1:])
+    monkeypatch.setattr(pyramid_bands, "BAND_ROWS", rows)
+    with fetch_stats() as once:  # first, so that the tile tables a first read fetches are not counted below
+        tract[["image", "variance", "mask"]].compute()
+    with fetch_stats() as banded:
+        ccd.write_pyramid(tract, tmp_path / "p.zarr", levels=3)
+    assert banded.nbytes == once.nbytes
+
+
 def test_opening_reads_one_object_and_an_overview_only_its_level(tract: xr.Dataset, tmp_path: Path) -> None:
     path = tmp_path / "p.zarr"
     ccd.write_pyramid(tract, path, levels=3)
