@@ -377,12 +377,13 @@ def main() -> None:
     tract_bytes = sum(p.stat().st_size for p in paths)
     with tempfile.TemporaryDirectory(prefix="tract-s3-", dir="/tmp") as tmp:
         work = Path(tmp)
-        if shutil.disk_usage(work).free < 2 * tract_bytes:
-            sys.exit(f"{work}: less than {2 * tract_bytes / 2**30:.1f} GiB free")
+        # The server holds the tract and its pyramid (whose full-resolution level is about as big).
+        if shutil.disk_usage(work).free < 4 * tract_bytes:
+            sys.exit(f"{work}: less than {4 * tract_bytes / 2**30:.1f} GiB free")
         (work / "s3").mkdir()
         from cellcoadd_dask.testing.servers import VOLUME_SIZE_MB, run_seaweedfs
 
-        with run_seaweedfs(work / "s3", max_volumes=2 * tract_bytes // (VOLUME_SIZE_MB * MIB) + 16) as server:
+        with run_seaweedfs(work / "s3", max_volumes=4 * tract_bytes // (VOLUME_SIZE_MB * MIB) + 16) as server:
             t = time.perf_counter()
             urls = _fill(server, paths)
             print(f"{len(urls)} patches ({tract_bytes:,} bytes) put in {time.perf_counter() - t:.0f} s", flush=True)

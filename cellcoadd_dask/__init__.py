@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import xarray_accessor as _xarray_accessor  # noqa: F401  (registers ds.cellcoadd)
+from .butler import open_butler
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
 from .cellstats import cell_statistics
 from .coadd import CellCoadd
@@ -12,7 +13,15 @@ from .compression import (
     FitsDitherAlgorithm,
     FitsQuantizationOptions,
 )
-from .errors import ArchiveFormatError, BoundsError, CellCoaddError, FetchError, ValidationError
+from .errors import (
+    ArchiveFormatError,
+    BoundsError,
+    CellCoaddError,
+    DatasetNotFoundError,
+    FetchError,
+    MissingDependencyError,
+    ValidationError,
+)
 from .fetch import FetchStats, ObjectChangedError, ObjectNotFoundError, fetch_stats
 from .geom import YX, Box, Interval
 from .hips import write_hips
@@ -37,6 +46,7 @@ __all__ = [
     "CellGridBounds",
     "CellIJ",
     "CellPointSpreadFunction",
+    "DatasetNotFoundError",
     "FetchError",
     "FetchStats",
     "FitsCompressionAlgorithm",
@@ -48,6 +58,7 @@ __all__ = [
     "Mask",
     "MaskPlane",
     "MaskSchema",
+    "MissingDependencyError",
     "ObjectChangedError",
     "ObjectNotFoundError",
     "PatchDefinition",
@@ -55,6 +66,7 @@ __all__ = [
     "__version__",
     "cell_statistics",
     "fetch_stats",
+    "open_butler",
     "open_coadd",
     "open_pyramid",
     "open_tract",

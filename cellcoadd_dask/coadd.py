@@ -117,6 +117,7 @@ class CellCoadd(SlicedByBox):
         extra: Mapping[str, Any] | None = None,
         source_url: str | None = None,
         stored: Any = None,
+        butler_info: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(image, Image):
             raise TypeError(f"image must be a cellcoadd_dask.Image, not {type(image).__name__}.")
@@ -184,6 +185,7 @@ class CellCoadd(SlicedByBox):
         self._backgrounds = backgrounds
         self._metadata = dict(metadata or {})
         self._extra = dict(extra or {})
+        self._butler_info = None if butler_info is None else dict(butler_info)
         self._source_url = source_url
         self._stored = stored
 
@@ -393,6 +395,33 @@ class CellCoadd(SlicedByBox):
         return self._metadata
 
     @property
+    def butler_info(self) -> dict[str, Any] | None:
+        """The tree's ``butler_info`` as stored (JSON), or ``None``; see :attr:`butler_dataset`."""
+        return self._butler_info
+
+    @property
+    def butler_dataset(self) -> Any:
+        """The butler dataset this coadd was written as, or ``None``.
+
+        A ``lsst.daf.butler.SerializedDatasetRef`` when ``lsst.daf.butler`` is importable,
+        otherwise a :class:`~cellcoadd_dask.butler_info.DatasetRefInfo` with the same fields.
+        """
+        from .butler_info import dataset_of
+
+        return dataset_of(self._butler_info, url=self._source_url)
+
+    @property
+    def butler_provenance(self) -> Any:
+        """The butler inputs and quantum that produced this coadd, or ``None``.
+
+        A ``lsst.daf.butler.DatasetProvenance`` when ``lsst.daf.butler`` is importable,
+        otherwise a :class:`~cellcoadd_dask.butler_info.DatasetProvenanceInfo` with the same fields.
+        """
+        from .butler_info import provenance_of
+
+        return provenance_of(self._butler_info, url=self._source_url)
+
+    @property
     def extra(self) -> dict[str, Any]:
         """Top-level tree fields this version does not interpret (passed through on write)."""
         return self._extra
@@ -468,6 +497,7 @@ class CellCoadd(SlicedByBox):
             backgrounds=self._backgrounds,
             metadata=self._metadata,
             extra=self._extra,
+            butler_info=self._butler_info,
             source_url=self._source_url,
             stored=self._stored,
         )

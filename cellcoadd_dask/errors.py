@@ -11,8 +11,10 @@ __all__ = [
     "ArchiveFormatError",
     "BoundsError",
     "CellCoaddError",
+    "DatasetNotFoundError",
     "DestinationNotFoundError",
     "FetchError",
+    "MissingDependencyError",
     "ValidationError",
     "WriteError",
 ]
@@ -92,3 +94,11 @@ class WriteError(CellCoaddError, OSError):
 
 class DestinationNotFoundError(WriteError, FileNotFoundError):
     """The directory an archive is to be written into does not exist."""
+
+
+class DatasetNotFoundError(CellCoaddError, LookupError):
+    """A butler has no dataset of that type and data ID in the collections searched."""
+
+
+class MissingDependencyError(CellCoaddError, ImportError):
+    """An optional package this operation needs is not installed (the message names it)."""

@@ -15,6 +15,10 @@ from .lazy import PlaneOrigin
 __all__ = ["Image"]
 
 
+def _with_unit(block: np.ndarray, *, unit: u.UnitBase) -> u.Quantity:
+    return u.Quantity(block, unit, copy=False)
+
+
 class Image(SlicedByBox):
     """A 2-d image over an absolute (tract) bbox.
 
@@ -71,6 +75,18 @@ class Image(SlicedByBox):
     def dtype(self) -> np.dtype:
         """Pixel dtype."""
         return self.array.dtype
+
+    @property
+    def quantity(self) -> da.Array:
+        """The pixels with their unit, lazily: a dask array whose chunks are `astropy.units.Quantity`.
+
+        Nothing is read until it is computed; ``image.quantity.compute()`` (or any reduction of
+        it) is a ``Quantity`` in :attr:`unit` (dimensionless when the unit is ``None``), as
+        ``lsst.images.Image.quantity`` is for an image in memory.
+        """
+        unit = u.dimensionless_unscaled if self.unit is None else self.unit
+        return self.array.map_blocks(_with_unit, unit=unit, dtype=self.array.dtype,
+                                     meta=u.Quantity(np.empty((0, 0), dtype=self.array.dtype), unit))
 
     def __getitem__(self, box: Any) -> Image:
         if box is Ellipsis:

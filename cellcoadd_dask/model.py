@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .archives.names import SCHEMA_VERSION
+from .butler_info import parse_butler_info
 from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
 from .errors import ArchiveFormatError, BoundsError
 from .geom import YX, Box, Interval
@@ -433,6 +434,7 @@ class CellCoaddModel:
     schema_version: str
     extra: dict[str, Any] = field(default_factory=dict)
     tree: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    butler_info: Mapping[str, Any] | None = None
 
     def planes(self) -> dict[str, ImageModel]:
         """Every image-like plane by name: image, variance, mask_fractions/<name>, noise_realizations/<n>."""
@@ -510,6 +512,8 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
     if not isinstance(metadata, Mapping):
         raise ctx.error("metadata", "expected an object")
     extra = {k: v for k, v in tree.items() if k not in _TOP_KEYS}
+    butler_info = tree.get("butler_info")
+    parse_butler_info(butler_info, url=url)
     return CellCoaddModel(
         image=image,
         mask=mask,
@@ -527,6 +531,7 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
         schema_version=tree["schema_version"],
         extra=extra,
         tree=tree,
+        butler_info=butler_info,
     )
 
 

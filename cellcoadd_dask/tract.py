@@ -166,10 +166,16 @@ def _mask_fill(schema: MaskSchema, packed: bool) -> np.ndarray:
 
 
 def open_tract(
-    urls: str | PathLike[str] | Iterable[str | PathLike[str]],
+    urls: str | PathLike[str] | Iterable[str | PathLike[str]] | None = None,
     *,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Chunks = "auto",
+    butler: Any = None,
+    dataset_type: Any = "deep_coadd",
+    skymap: str | None = None,
+    tract: int | None = None,
+    band: str | None = None,
+    collections: Any = None,
 ) -> xr.Dataset:
     """Open the patch files of one tract as one lazy Dataset on the tract pixel grid.
 
@@ -186,6 +192,10 @@ def open_tract(
     chunks
         ``"auto"``, ``"cell"`` or ``(ny, nx)`` cells per chunk (see :func:`open_coadd`).
         Chunk edges are cell edges, and every edge of a patch's inner box is a chunk edge.
+    butler, dataset_type, skymap, tract, band, collections
+        Instead of ``urls``: every patch of ``dataset_type`` (``"deep_coadd"``) the butler
+        finds for ``tract`` and ``band`` (and ``skymap``) in ``collections`` (default: the
+        butler's), read from the datastore's files (:func:`~cellcoadd_dask.open_butler`).
         Chunking never changes what a selection reads (only the tiles it needs), only the
         size of the graphs; over ``MAX_CHUNKS_PER_PLANE`` (10,000) chunks per plane (``"cell"``
         on a tract of more than about 20 patches) a ``dask.array.PerformanceWarning`` says so.
@@ -228,6 +238,15 @@ def open_tract(
     Dataset, so ``ds.cellcoadd.to_coadd()`` raises a :class:`ValidationError` saying so:
     open the patch for those.
     """
+    if butler is not None:
+        from .butler import open_butler_tract
+
+        if urls is not None:
+            raise ValidationError("open_tract: give urls or butler=, not both")
+        return open_butler_tract(butler, dataset_type=dataset_type, skymap=skymap, tract=tract, band=band,
+                                 collections=collections, storage_options=storage_options, chunks=chunks)
+    if urls is None:
+        raise ValidationError("open_tract: give the patch URLs, a tract index URL, or butler=")
     if isinstance(urls, (str, PathLike)):
         from .archives.registry import suffix_format
 

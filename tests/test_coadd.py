@@ -150,3 +150,18 @@ def test_a_slice_of_a_cutout_reads_only_the_tiles_it_touches(path: Path) -> None
         detected = coadd.mask.get("DETECTED")[150:160, 150:160].compute()
     assert [(s, e) for _, s, e in stats.ranges] == [mask_tiles[4]]
     assert np.array_equal(detected, oracle.mask.get("DETECTED")[250:260, 200:210])
+
+
+def test_quantity_is_lazy_and_carries_the_unit(path: Path) -> None:
+    coadd = ccd.open_coadd(path)
+    oracle = LsstCellCoadd.read(str(path))
+    with fetch_stats() as stats:
+        lazy = coadd.image.quantity
+        variance = coadd.variance.quantity
+    assert stats.requests == 0
+    values = lazy[:150, :150].compute()
+    assert isinstance(values, u.Quantity) and values.unit == oracle.image.unit
+    np.testing.assert_array_equal(values.value, oracle.image.quantity[:150, :150].value)
+    assert lazy.sum().compute().unit == oracle.image.unit
+    assert variance[:2, :2].compute().unit == oracle.variance.quantity.unit == u.nJy**2
+    assert str(coadd.variance.unit) == str(oracle.variance.unit)

@@ -99,7 +99,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("codecs", (*(f"archives/fits/{name}.py" for name in (
         "_astropy_codecs", "cards", "codecs", "tiles", "tile_tables", "tables", "layout", "encode", "hdu_writer",
     )), "archives/decode_pool.py", "archives/zarr/shards.py")),
-    ("model", ("model.py", "projection.py", "provenance.py", "aperture.py", "backgrounds.py")),
+    ("model", ("model.py", "projection.py", "provenance.py", "aperture.py", "backgrounds.py", "butler_info.py")),
     ("lazy", ("lazy.py",)),
     # Reports from metadata: the objects' describe() and _repr_html_ call down into it, and it
     # knows them only by annotations (it finds archive sources through sys.modules).
@@ -107,7 +107,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("objects", ("image.py", "mask.py", "psf.py", "coadd.py")),
     ("archives", ("archives/*",)),  # readers, writers, the registry: they build and read CellCoadds
     ("views", ("open.py", "xarray_dataset.py", "xarray_accessor.py", "xarray_backend.py", "tract.py", "tract_index.py",
-               "tract_source.py", "tract_patches.py", "pyramid.py",
+               "tract_source.py", "tract_patches.py", "pyramid.py", "pyramid_bands.py", "butler.py",
                "cellstats.py", "coarsen.py", "dataset_plot.py", "hips.py")),
     ("applications", ("summary.py", "plot.py", "demo.py", "cli*.py", "__main__.py", "__init__.py")),
     ("testing", ("testing/*",)),

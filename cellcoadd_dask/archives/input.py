@@ -253,6 +253,7 @@ def coadd_from_model(
         backgrounds=backgrounds,
         metadata=model.metadata,
         extra=model.extra,
+        butler_info=model.butler_info,
         source_url=url,
         stored=stored,
     )

@@ -104,6 +104,8 @@ def build_tree(coadd: CellCoadd, refs: Mapping[str, Any], subtrees: Mapping[str,
     backgrounds = coadd.backgrounds
     if backgrounds is not None:
         body["backgrounds"] = backgrounds.to_json()
+    if coadd.butler_info is not None:
+        body["butler_info"] = copy.deepcopy(coadd.butler_info)
     for key, value in coadd.extra.items():
         if key not in body and key not in ("schema_version", "min_read_version", "schema_url"):
             body[key] = copy.deepcopy(value)
@@ -139,7 +141,9 @@ def _is_array_model(node: Mapping[str, Any]) -> bool:
     return isinstance(node.get("source"), str) or ("datatype" in node and "data" in node)
 
 
-_OWNED = frozenset({"metadata", "aperture_corrections", "provenance", "backgrounds", "fits_approximation", "missing"})
+_OWNED = frozenset({
+    "metadata", "aperture_corrections", "provenance", "backgrounds", "fits_approximation", "missing", "butler_info"
+})
 """Keys this writer decides on its own: never revived from a stored tree when it leaves them out."""
 
 
