@@ -372,8 +372,43 @@ class CellCoadd(SlicedByBox):
 
     @property
     def backgrounds(self) -> Any:
-        """Background models (kept as stored)."""
-        return resolve(self._backgrounds)
+        """Background models: a :class:`~cellcoadd_dask.backgrounds.BackgroundMap`, or ``None`` when absent.
+
+        Its fields render lazily; node values stored in archive items of their own are read from
+        the archive this coadd was read from, when a field is evaluated.
+        """
+        backgrounds = resolve(self._backgrounds)
+        if backgrounds is not None and self._stored is not None and backgrounds.array_reader is None:
+            from .archives.output import stored_array
+
+            backgrounds = backgrounds.with_array_reader(functools.partial(stored_array, self._stored))
+        return backgrounds
+
+    def apply_background(self, name: str | None) -> CellCoadd:
+        """A copy of the coadd with background ``name`` subtracted instead of the one subtracted now (lazy).
+
+        The background subtracted now, if any, is added back and ``name``'s subtracted;
+        ``name=None`` restores the original pixels.  Only the image changes, as a dask
+        expression: nothing is read or computed now.  The new coadd's
+        ``backgrounds.subtracted`` is ``name``.
+
+        Raises
+        ------
+        KeyError
+            If the coadd has no background ``name``.
+        astropy.units.UnitConversionError
+            If a background's unit does not convert to the image's.
+        """
+        from .backgrounds import apply_background
+
+        image = self._image
+        pixels, backgrounds = apply_background(image.array, bbox=image.bbox, unit=image.unit,
+                                               backgrounds=self.backgrounds, name=name)
+        out = self.copy()
+        if pixels is not image.array:
+            out._image = Image(pixels, bbox=image.bbox, unit=image.unit)
+        out._backgrounds = backgrounds
+        return out
 
     @property
     def source_url(self) -> str | None:

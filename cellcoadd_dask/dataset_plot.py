@@ -200,10 +200,14 @@ def plot_dataset(
         ax.legend(loc="upper right", fontsize=8, framealpha=0.7)
     factor, y0, x0, ny, nx = coarse_grid(shown)
     if grid:
-        _draw_boxes(ax, shown, factor, y0, x0, ny, nx)
+        _draw_boxes(ax, shown, factor, y0, x0, ny, nx, min(figsize) * dpi / max(ny, nx))
     ax.set_xlim(-0.5, nx - 0.5)
     ax.set_ylim(-0.5, ny - 0.5)
     if sky:
+        # Decimal degrees: sexagesimal tick labels need mathtext (its parser costs ~0.5 s per process).
+        ax.coords[0].set_format_unit("deg", decimal=True)
+        for coord in ax.coords:
+            coord.set_major_formatter("d.dd")
         ax.coords[0].set_axislabel("RA")
         ax.coords[1].set_axislabel("Dec")
     else:
@@ -218,8 +222,13 @@ def plot_dataset(
     return fig
 
 
-def _draw_boxes(ax: Any, shown: xr.Dataset, factor: int, y0: float, x0: float, ny: int, nx: int) -> None:
-    """Patch boxes, the cell grid (if not too dense) and hatched missing patches, in display pixels."""
+def _draw_boxes(ax: Any, shown: xr.Dataset, factor: int, y0: float, x0: float, ny: int, nx: int,
+                scale: float) -> None:
+    """Patch boxes, the cell grid (if not too dense) and hatched missing patches, in display pixels.
+
+    ``scale`` is about how many figure pixels a shown pixel takes: cells are drawn when at
+    least 6 figure pixels apart.
+    """
     from matplotlib.patches import Rectangle
 
     def display(box: Box) -> tuple[float, float, float, float]:
@@ -228,13 +237,13 @@ def _draw_boxes(ax: Any, shown: xr.Dataset, factor: int, y0: float, x0: float, n
 
     present, missing = patch_boxes(shown)
     cell = shown.attrs.get("cell_shape")
-    if isinstance(cell, (list, tuple)) and len(cell) == 2 and min(cell) / factor >= 6 and "cell_grid" in shown.attrs:
-        origin = _box(json.loads(shown.attrs["cell_grid"])["bbox"])
-        _cell_lines(ax, origin, (int(cell[0]), int(cell[1])), factor, y0, x0, ny, nx)
-    elif isinstance(cell, (list, tuple)) and len(cell) == 2 and min(cell) / factor >= 6 \
-            and "cell_bounds" in shown.attrs:
-        origin = _box(json.loads(shown.attrs["cell_bounds"])["grid"]["bbox"])
-        _cell_lines(ax, origin, (int(cell[0]), int(cell[1])), factor, y0, x0, ny, nx)
+    if isinstance(cell, (list, tuple)) and len(cell) == 2 and min(cell) / factor * scale >= 6:
+        shape = (int(cell[0]), int(cell[1]))
+        if "cell_grid" in shown.attrs:
+            _cell_lines(ax, _box(json.loads(shown.attrs["cell_grid"])["bbox"]), shape, factor, y0, x0, ny, nx)
+        elif "cell_bounds" in shown.attrs:
+            origin = _box(json.loads(shown.attrs["cell_bounds"])["grid"]["bbox"])
+            _cell_lines(ax, origin, shape, factor, y0, x0, ny, nx)
     for box in present:
         x, y, w, h = display(box)
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="tab:orange", linewidth=1.0))
@@ -245,11 +254,15 @@ def _draw_boxes(ax: Any, shown: xr.Dataset, factor: int, y0: float, x0: float, n
 
 def _cell_lines(ax: Any, origin: Box, cell: tuple[int, int], factor: int, y0: float, x0: float,
                 ny: int, nx: int) -> None:
+    from matplotlib.collections import LineCollection
+
     top_y, top_x = y0 + factor * (ny - 0.5), x0 + factor * (nx - 0.5)
     low_y, low_x = y0 - factor / 2, x0 - factor / 2
     first_y = origin.y.start + math.ceil((low_y + 0.5 - origin.y.start) / cell[0]) * cell[0]
     first_x = origin.x.start + math.ceil((low_x + 0.5 - origin.x.start) / cell[1]) * cell[1]
-    for edge in np.arange(first_y, top_y + 0.5, cell[0]):
-        ax.axhline((edge - 0.5 - y0) / factor, color="tab:cyan", linewidth=0.4, linestyle=":", alpha=0.7)
-    for edge in np.arange(first_x, top_x + 0.5, cell[1]):
-        ax.axvline((edge - 0.5 - x0) / factor, color="tab:cyan", linewidth=0.4, linestyle=":", alpha=0.7)
+    rows = (np.arange(first_y, top_y + 0.5, cell[0]) - 0.5 - y0) / factor
+    columns = (np.arange(first_x, top_x + 0.5, cell[1]) - 0.5 - x0) / factor
+    lo_y, hi_y, lo_x, hi_x = -0.5, ny - 0.5, -0.5, nx - 0.5
+    segments = [((lo_x, r), (hi_x, r)) for r in rows] + [((c, lo_y), (c, hi_y)) for c in columns]
+    ax.add_collection(LineCollection(segments, colors="tab:cyan", linewidths=0.4, linestyles=":", alpha=0.7),
+                      autolim=False)
