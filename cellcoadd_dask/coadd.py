@@ -11,7 +11,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import astropy.units as u
 import dask.array as da
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from .archives.output import OutputArchive
     from .lazy import Chunks
+    from .legacy import LegacyMaskedImage
     from .model import CellCoaddModel
     from .projection import SkyProjection
     from .stored import StoredArchive
@@ -235,6 +236,95 @@ class CellCoadd(SlicedByBox):
         from .archives.zarr.reader import read_zarr
 
         return read_zarr(url, bbox=bbox, chunks=chunks, storage_options=storage_options)
+
+    @classmethod
+    def read_legacy(
+        cls,
+        uri: str | PathLike[str],
+        *,
+        preserve_quantization: bool = False,
+        plane_map: Mapping[str, Any] | None = None,
+        component: Literal["image", "mask", "variance"] | None = None,
+        fits_wcs_frame: Any = None,
+        storage_options: Mapping[str, Any] | None = None,
+        chunks: Chunks = "auto",
+    ) -> LegacyMaskedImage | Image | Mask:
+        """Open a FITS file written by afw's ``MaskedImage.writeFits`` lazily (or its masked-image HDUs).
+
+        Reads the headers of the primary HDU and of HDUs 1-3 (image, mask, variance; plain or
+        tile-compressed) and the tile-table rows that come with them; a region's pixels are read
+        when computed, and then only the tiles it touches.
+
+        Parameters
+        ----------
+        uri
+            Local path or fsspec URL.
+        preserve_quantization
+            Accepted for compatibility with ``lsst.images``; the result remembers it
+            (its ``preserve_quantization`` attribute) and which planes are stored quantized
+            (``quantized``), but no precompressed bytes are kept: this package writes no legacy file.
+        plane_map
+            Legacy plane name -> plane (any object with string ``name`` and ``description``, such
+            as a :class:`MaskPlane` or an ``lsst.images.MaskPlane``).  The schema is the map's
+            planes, in its order; a legacy plane left out of the map with pixels set raises
+            :class:`~cellcoadd_dask.errors.ValidationError` when a region holding such pixels is
+            computed.  Without it, the legacy planes are kept as the ``MP_`` cards name them, at
+            their bits, with empty descriptions (``lsst.images`` guesses new names instead).
+        component
+            ``"image"``, ``"mask"`` or ``"variance"``: return that plane only
+            (:class:`Image` or :class:`Mask`).
+        fits_wcs_frame
+            Not supported (a :class:`~cellcoadd_dask.errors.ValidationError`): the package's sky
+            projection is a tract's AST mapping and cannot be built from a FITS WCS.
+        storage_options
+            Passed to fsspec.
+        chunks
+            ``"auto"``, ``"cell"`` or a number of tiles per chunk side (chunk edges fall on tile
+            edges; an uncompressed plane counts 256x256-pixel tiles).
+
+        Returns
+        -------
+        `~cellcoadd_dask.legacy.LegacyMaskedImage` | `Image` | `Mask`
+            The masked image, or the plane ``component`` names.
+
+        Raises
+        ------
+        ArchiveFormatError
+            If the file is malformed (names the URL, the HDU and the byte range).
+        """
+        from .archives.fits.legacy_reader import read_legacy
+
+        return read_legacy(
+            uri, preserve_quantization=preserve_quantization, plane_map=plane_map, component=component,
+            fits_wcs_frame=fits_wcs_frame, storage_options=storage_options, chunks=chunks,
+        )
+
+    @classmethod
+    def from_legacy(cls, legacy: Any) -> CellCoadd:
+        """Convert an ``lsst.cell_coadds`` multiple-cell coadd (needs ``lsst.cell_coadds``).
+
+        Raises
+        ------
+        MissingDependencyError
+            If ``lsst.cell_coadds`` is not installed.
+        """
+        from .legacy import require_cell_coadds
+
+        require_cell_coadds("CellCoadd.from_legacy")
+        raise NotImplementedError("CellCoadd.from_legacy: converting lsst.cell_coadds objects is not implemented.")
+
+    def to_legacy(self) -> Any:
+        """Convert to an ``lsst.cell_coadds`` multiple-cell coadd (needs ``lsst.cell_coadds``).
+
+        Raises
+        ------
+        MissingDependencyError
+            If ``lsst.cell_coadds`` is not installed.
+        """
+        from .legacy import require_cell_coadds
+
+        require_cell_coadds("CellCoadd.to_legacy")
+        raise NotImplementedError("CellCoadd.to_legacy: converting to lsst.cell_coadds objects is not implemented.")
 
     # ----------------------------------------------------------------- planes
     @property

@@ -98,6 +98,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("storage", ("fetch*.py", "fetch_backends/*", "atomic.py")),
     ("codecs", (*(f"archives/fits/{name}.py" for name in (
         "_astropy_codecs", "cards", "codecs", "tiles", "tile_tables", "tables", "layout", "encode", "hdu_writer",
+        "legacy_layout",
     )), "archives/decode_pool.py", "archives/zarr/shards.py")),
     ("model", ("model.py", "projection.py", "provenance.py", "aperture.py", "backgrounds.py", "butler_info.py",
                "fields/*")),
@@ -105,7 +106,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Reports from metadata: the objects' describe() and _repr_html_ call down into it, and it
     # knows them only by annotations (it finds archive sources through sys.modules).
     ("display", ("display/*",)),
-    ("objects", ("image.py", "mask.py", "psf.py", "coadd.py")),
+    ("objects", ("image.py", "mask.py", "psf.py", "coadd.py", "legacy.py")),
     ("archives", ("archives/*",)),  # readers, writers, the registry: they build and read CellCoadds
     ("views", ("open.py", "xarray_dataset.py", "xarray_accessor.py", "xarray_backend.py", "tract.py", "tract_index.py",
                "tract_source.py", "tract_patches.py", "pyramid.py", "pyramid_bands.py", "butler.py",
@@ -178,7 +179,7 @@ def test_the_upward_allow_list_has_no_stale_entry() -> None:
 
 def test_only_the_xarray_modules_import_xarray() -> None:
     users = sorted(rel for rel in FILES if any(m.split(".")[0] == "xarray" for m in _runtime_imports(rel)))
-    assert users == ["cellstats.py", "coarsen.py", "pyramid.py", "tract.py", "xarray_accessor.py",
+    assert users == ["cellstats.py", "coarsen.py", "legacy.py", "pyramid.py", "tract.py", "xarray_accessor.py",
                      "xarray_backend.py", "xarray_dataset.py"]
 
 
