@@ -1,4 +1,4 @@
-"""Coadds reached through a data butler: :func:`open_butler` and the patches of a tract.
+"""Coadds reached through a data butler: :func:`~cellcoadd_dask.open_butler` and the patches of a tract.
 
 The butler only says *where* a dataset is (``butler.getURI``: a local file, an object in an
 S3 datastore, or the presigned HTTPS URL a client/server butler hands out); the bytes are then

@@ -81,7 +81,7 @@ class Image(SlicedByBox):
         """The pixels with their unit, lazily: a dask array whose chunks are `astropy.units.Quantity`.
 
         Nothing is read until it is computed; ``image.quantity.compute()`` (or any reduction of
-        it) is a ``Quantity`` in :attr:`unit` (dimensionless when the unit is ``None``), as
+        it) is a ``Quantity`` in ``unit`` (dimensionless when the unit is ``None``), as
         ``lsst.images.Image.quantity`` is for an image in memory.
         """
         unit = u.dimensionless_unscaled if self.unit is None else self.unit

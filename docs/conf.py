@@ -54,16 +54,18 @@ nitpicky = True
 _EXTERNAL = (
     "astropy", "dask", "distributed", "fsspec", "numpy", "np", "xarray", "xr", "zarr", "s3fs",
     "pathlib", "os", "collections", "typing", "concurrent", "contextlib", "click", "lsst",
-    "enum", "dataclasses", "io", "types", "json", "subprocess", "threading", "u", "da", "matplotlib",
+    "enum", "dataclasses", "io", "types", "json", "subprocess", "threading", "u", "da", "matplotlib", "uuid",
 )
 nitpick_ignore_regex = [
     # Private helpers and type variables that appear in signatures have no entry of their own.
     (r"py:.*", r"cellcoadd_dask(\.\w+)*\.(_\w+|T)"),
     # Where a plane's pixels come from: set by the archive readers, never by users.
-    (r"py:class", r"cellcoadd_dask\.lazy\.PlaneOrigin"),
+    (r"py:class", r"cellcoadd_dask\.lazy\.(PlaneOrigin|ArraySource)"),
     # Return annotations imported only for type checking reach autodoc by their short names.
     (r"py:class", r"(StoredArchive|CellCoaddModel|OutputArchive|Figure|Box)"),
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..*)?"),
+    # Generic aliases in dataclass field types are split at their commas into unresolvable pieces.
+    (r"py:class", r"(tuple|dict|list)\[.*"),
     (r"py:.*", r"(PathLike|Path|Mapping|Sequence|Iterable|Iterator|Callable|ndarray|Quantity|SkyCoord|"
                r"UnitBase|Unit|Header|WCS|Dataset|DataArray|Array|Client|LocalCluster|AbstractFileSystem|"
                r"Variable|BackendEntrypoint|BackendArray|Enum|IntEnum|StrEnum|T|dtype|DTypeLike|ArrayLike)"),
