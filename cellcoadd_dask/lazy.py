@@ -270,6 +270,17 @@ class PlaneOrigin:
         name = f"{self.name}-{label}"
         return PlaneOrigin(source, self.bbox, plane_array(source, name=name, chunks=self.array.chunks[:2]), name)
 
+    def window(self, box: Box) -> ArraySource:
+        """A source over ``box`` (inside :attr:`bbox`): indexing it reads the stored array directly.
+
+        No dask graph is involved, so a task that already holds a region (a tract chunk, say)
+        reads its pixels without building and scheduling a graph of its own.
+        """
+        sy, sx = box.slice_within(self.bbox)
+        if (sy.start, sx.start) == (0, 0) and tuple(box.shape) == tuple(self.bbox.shape):
+            return self.source
+        return WindowSource(self.source, (sy.start, sx.start), (*box.shape, *self.source.shape[2:]))
+
     def cut(self, box: Box) -> da.Array:
         """A dask array over ``box`` (inside :attr:`bbox`) reading through a window of the source."""
         sy, sx = box.slice_within(self.bbox)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ValidationError
 from .geom import Box, SlicedByBox
-from .lazy import PlaneOrigin
+from .lazy import ArraySource, PlaneOrigin
 
 __all__ = [
     "DISK_PLANES_PER_ARRAY",
@@ -341,11 +341,23 @@ class Mask(SlicedByBox):
             return self._origin.derive(combine, bool, f"plane-{name}").cut(self.bbox)
         return (self.array[:, :, element] & bit) != 0
 
+    def _packed_origin_of(self) -> PlaneOrigin | None:
+        """The origin of the packed plane, derived from the stored arrays (``None`` without an origin)."""
+        if self._origin is None:
+            return None
+        combine = functools.partial(combine_stored_packed if self._packed_origin else combine_packed, self.schema)
+        return self._origin.derive(combine, packed_dtype(self.schema), "packed")
+
+    def packed_source(self) -> ArraySource | None:
+        """A source of :meth:`packed` over ``bbox`` that reads without a dask graph, when read from an archive."""
+        origin = self._packed_origin_of()
+        return None if origin is None else origin.window(self.bbox)
+
     def packed(self) -> da.Array:
         """Lazy 2-d array with schema plane ``n`` (placeholders counted) at bit ``n``."""
-        if self._origin is not None:
-            combine = functools.partial(combine_stored_packed if self._packed_origin else combine_packed, self.schema)
-            return self._origin.derive(combine, packed_dtype(self.schema), "packed").cut(self.bbox)
+        origin = self._packed_origin_of()
+        if origin is not None:
+            return origin.cut(self.bbox)
         dtype = packed_dtype(self.schema)
         out = da.zeros(self.array.shape[:2], dtype=dtype, chunks=self.array.chunks[:2])
         for name in self.schema.names:

@@ -20,12 +20,14 @@ import dask.array as da
 import numpy as np
 
 from .geom import Box
-from .lazy import apply_rest, normalize_key
+from .lazy import ArraySource, apply_rest, normalize_key
 
 if TYPE_CHECKING:
     from .coadd import CellCoadd
+    from .image import Image
+    from .mask import Mask
 
-__all__ = ["PatchHandle", "TractSource", "plane_of"]
+__all__ = ["PatchHandle", "TractSource", "plane_of", "source_of"]
 
 
 def plane_of(coadd: CellCoadd, spec: str) -> da.Array:
@@ -48,6 +50,32 @@ def plane_of(coadd: CellCoadd, spec: str) -> da.Array:
     if kind == "noise":
         return coadd.noise_realizations[int(name)].array
     raise ValueError(f"unknown plane {spec!r}")
+
+
+def source_of(coadd: CellCoadd, spec: str) -> ArraySource | None:
+    """A source of plane ``spec`` of ``coadd`` that reads the archive without a dask graph.
+
+    ``None`` when the plane does not come straight from an archive (then only its dask array,
+    :func:`plane_of`, can read it).
+    """
+    if spec == "mask":
+        return coadd.mask.packed_source()
+    plane: Image | Mask
+    if spec == "image":
+        plane = coadd.image
+    elif spec == "variance":
+        plane = coadd.variance
+    elif spec == "mask-elements":
+        plane = coadd.mask
+    else:
+        kind, _, name = spec.partition(":")
+        if kind == "fraction":
+            plane = coadd.mask_fractions[name]
+        elif kind == "noise":
+            plane = coadd.noise_realizations[int(name)]
+        else:
+            raise ValueError(f"unknown plane {spec!r}")
+    return None if plane.origin is None else plane.origin.window(plane.bbox)
 
 
 class PatchHandle:
@@ -89,16 +117,18 @@ class PatchHandle:
         self._coadd = coadd
         self.keep_opened = keep_opened
         self._planes: dict[str, da.Array] = {}
+        self._sources: dict[str, ArraySource | None] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        dropped = ("_lock", "_planes") if self.keep_opened else ("_lock", "_planes", "_coadd")
+        dropped = ("_lock", "_planes", "_sources") if self.keep_opened else ("_lock", "_planes", "_sources", "_coadd")
         return {k: v for k, v in self.__dict__.items() if k not in dropped}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("_coadd", None)
         self._planes = {}
+        self._sources = {}
         self._lock = threading.Lock()
 
     @property
@@ -119,6 +149,18 @@ class PatchHandle:
             found = plane_of(self.coadd[self.covered], spec)
             with self._lock:
                 self._planes[spec] = found
+        return found
+
+
+    def source(self, spec: str) -> ArraySource | None:
+        """A source of plane ``spec`` over the covered box reading without a dask graph (see :func:`source_of`)."""
+        with self._lock:
+            if spec in self._sources:
+                return self._sources[spec]
+        assert self.covered is not None
+        found = source_of(self.coadd[self.covered], spec)
+        with self._lock:
+            self._sources[spec] = found
         return found
 
 
@@ -174,8 +216,15 @@ class TractSource:
             overlap = patch.covered.intersection(want)
             if overlap is None:
                 continue
+            within = (*overlap.slice_within(patch.covered), *trail)
+            source = patch.source(self.spec)
+            if source is not None:
+                # Straight from the archive: no graph to build, optimize and schedule per chunk.
+                ty, tx = overlap.slice_within(want)
+                out[ty, tx] = source[within]
+                continue
             targets.append(overlap.slice_within(want))
-            parts.append(patch.plane(self.spec)[(*overlap.slice_within(patch.covered), *trail)])
+            parts.append(patch.plane(self.spec)[within])
         for (ty, tx), values in zip(targets, da.compute(*parts, scheduler="sync"), strict=True):
             out[ty, tx] = values
         return apply_rest(out, rest)

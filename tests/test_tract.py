@@ -113,6 +113,29 @@ def test_each_patch_region_equals_lsst_images(tract_files: dict[tuple[int, int],
             assert_identical(part.cellcoadd.mask_plane(name).values, ref.mask.get(name), f"{what}: mask {name}")
 
 
+def test_tract_chunks_read_the_patch_archives_directly(
+    tract_files: dict[tuple[int, int], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tract chunk reads each patch's tiles straight from its archive: no graph is built inside the task."""
+    import cellcoadd_dask.tract_source as tract_source
+
+    urls = [str(p) for p in tract_files.values()]
+    expected = ccd.open_tract(urls).compute()
+
+    def no_nested_graph(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a tract chunk built a dask graph of a patch plane")
+
+    monkeypatch.setattr(tract_source.PatchHandle, "plane", no_nested_graph)
+    ds = ccd.open_tract(urls)
+    for name in ("image", "variance", "mask", "mask_fractions", "noise_realizations"):
+        assert_identical(ds[name].values, expected[name].values, name)
+    coadd = ccd.open_coadd(urls[0])
+    for spec in ("image", "variance", "mask", "mask-elements", "fraction:frac0", "noise:0"):
+        source = tract_source.source_of(coadd, spec)
+        assert source is not None, spec
+        assert source.shape == tract_source.plane_of(coadd, spec).shape, spec
+
+
 def _assert_fill(part: xr.Dataset, what: str) -> None:
     assert part.sizes["y"] > 0 and part.sizes["x"] > 0
     assert np.all(np.isnan(part["image"].values)), what
