@@ -76,6 +76,10 @@ def child(name: str, repeats: int) -> None:
 
     import cellcoadd_dask as ccd
 
+    try:  # dask imports it on a process's first compute when it is installed: an import, not a read
+        import distributed  # noqa: F401
+    except ImportError:
+        pass
     butler = Butler.from_config(setup["repo"], run=RUN)
     ref = butler.get_dataset(uuid.UUID(setup["ref"]))
     y0, y1, x0, x1 = setup["cell"]

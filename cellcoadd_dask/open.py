@@ -50,6 +50,9 @@ def open_coadd(
         request), so graphs carry all metadata and workers fetch only tiles.  ``None``
         (default): when a ``dask.distributed`` client is active.
     """
+    from .starlink_sandbox import prestart
+
+    prestart()  # the projection check's child process starts while the metadata is fetched
     url = normalize_url(url)
     fmt = format_of(url, storage_options)
     options: dict[str, Any] = {"preload": preload} if fmt.name == "fits" else {}

@@ -17,7 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["check_ast_text"]
+__all__ = ["check_ast_text", "prestart"]
 
 _CHILD = Path(__file__).with_name("_starlink_sandbox_child.py")
 _TIMEOUT_S = 60.0
@@ -59,6 +59,14 @@ class _Checker:
         with self._lock:
             self._close()
 
+    def prestart(self) -> None:
+        """Start the child now (it loads AST while the caller does other work); never waits."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._start()
+            finally:
+                self._lock.release()
+
     def _ask(self, data: bytes) -> str:
         proc = self._start()
         assert proc.stdin is not None and proc.stdout is not None
@@ -98,6 +106,16 @@ class _Checker:
 
 _checker = _Checker()
 atexit.register(_checker.close)
+
+
+def prestart() -> None:
+    """Start the sandbox's child process in the background, if it is not running.
+
+    Openers call this before they fetch a file's metadata, so that the child's start (a
+    Python interpreter importing AST, about a tenth of a second) overlaps the network
+    instead of following it.  It does not wait for anything.
+    """
+    _checker.prestart()
 
 
 def check_ast_text(text: str) -> str | None:

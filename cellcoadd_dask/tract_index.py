@@ -255,9 +255,11 @@ def open_tract_index(index_url: str, *, storage_options: Mapping[str, Any] | Non
     ObjectChangedError
         On the first read of a patch file that changed since it was indexed.
     """
+    from .starlink_sandbox import prestart
     from .tract import tract_dataset
     from .tract_source import PatchHandle
 
+    prestart()  # the projection check's child process starts while the index is fetched
     data = _read_index(index_url, storage_options)
     _, n = _HEAD.unpack(data[: _HEAD.size])
     if _HEAD.size + n > len(data):

@@ -87,6 +87,9 @@ def _open_one(url: str, storage_options: Mapping[str, Any] | None, chunks: Chunk
 
 def open_all(urls: Sequence[str], storage_options: Mapping[str, Any] | None, chunks: Chunks) -> list[Opened]:
     """Open the patch files from :data:`OPEN_THREADS` threads (metadata only), in the order given."""
+    from .starlink_sandbox import prestart
+
+    prestart()
     with ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(urls))) as pool:
         futures = [pool.submit(_open_one, url, storage_options, chunks) for url in urls]
         # The first failure in the order given is raised (the others are dropped).

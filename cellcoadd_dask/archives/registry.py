@@ -78,6 +78,9 @@ class ArchiveFormat:
 
     def read(self, url: str, **kwargs: Any) -> CellCoadd:
         """Open ``url`` lazily with this format's reader."""
+        from ..starlink_sandbox import prestart
+
+        prestart()  # the projection check's child process starts while the metadata is fetched
         return _import(self.reader)(url, **kwargs)
 
     def write(self, coadd: CellCoadd, url: str, **kwargs: Any) -> str:
