@@ -67,26 +67,49 @@ def valid_mask(ds: xr.Dataset, exclude: Sequence[str] = ("NO_DATA",)) -> xr.Data
     return (mask & bits) == 0
 
 
-def _block_moments(values: np.ndarray, valid: np.ndarray, ci: np.ndarray, cj: np.ndarray,
+def _runs(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each run of equal cell indices starts along an axis, and its cell index."""
+    starts = np.flatnonzero(np.diff(cells, prepend=cells[0] - 1))
+    return starts, cells[starts]
+
+
+def _block_moments(values: np.ndarray, valid: np.ndarray | None, ci: np.ndarray, cj: np.ndarray,
                    i0: int, j0: int, ni: int, nj: int) -> np.ndarray:
-    """``(_MOMENTS, ni, nj)`` moments of one block's cells (cell ``(i0, j0)`` first)."""
-    out = np.zeros((_MOMENTS, ni * nj))
-    out[4] = np.inf
-    out[5] = -np.inf
-    ids = ((ci - i0)[:, None] * nj + (cj - j0)[None, :]).ravel()
-    v = np.asarray(values, dtype=np.float64).ravel()
-    good = np.asarray(valid, dtype=bool).ravel() & np.isfinite(v)
-    size = ni * nj
-    out[0] = np.bincount(ids, minlength=size)
-    gid, gv = ids[good], v[good]
-    count = np.bincount(gid, minlength=size)
-    total = np.bincount(gid, weights=gv, minlength=size)
-    out[1], out[2] = count, total
-    mean = np.divide(total, count, out=np.zeros(size), where=count > 0)
-    out[3] = np.bincount(gid, weights=np.square(gv - mean[gid]), minlength=size)
-    np.minimum.at(out[4], gid, gv)
-    np.maximum.at(out[5], gid, gv)
-    return out.reshape(_MOMENTS, ni, nj)
+    """``(_MOMENTS, ni, nj)`` moments of one block's cells (cell ``(i0, j0)`` first).
+
+    Cells are runs of equal ``ci`` (rows) and ``cj`` (columns), so every moment is a
+    ``reduceat`` over the runs along each axis: one vectorized pass per moment.
+    ``valid`` ``None`` counts every finite pixel.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    good = np.isfinite(v)
+    if valid is not None:
+        good &= np.asarray(valid, dtype=bool)
+    ys, yi = _runs(np.asarray(ci))
+    xs, xj = _runs(np.asarray(cj))
+    heights = np.diff(np.append(ys, v.shape[0]))
+    widths = np.diff(np.append(xs, v.shape[1]))
+
+    def per_cell(a: np.ndarray, ufunc: np.ufunc = np.add) -> np.ndarray:
+        return ufunc.reduceat(ufunc.reduceat(a, ys, axis=0), xs, axis=1)
+
+    kept = np.where(good, v, 0.0)
+    count = per_cell(good.astype(np.float64))
+    total = per_cell(kept)
+    mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    deviation = np.where(good, v - np.repeat(np.repeat(mean, heights, axis=0), widths, axis=1), 0.0)
+    deviation *= deviation
+    cells = np.zeros((_MOMENTS, ni, nj))
+    cells[4] = np.inf
+    cells[5] = -np.inf
+    at = np.ix_(yi - i0, xj - j0)
+    cells[0][at] = np.outer(heights, widths)
+    cells[1][at] = count
+    cells[2][at] = total
+    cells[3][at] = per_cell(deviation)
+    cells[4][at] = per_cell(np.where(good, v, np.inf), np.minimum)
+    cells[5][at] = per_cell(np.where(good, v, -np.inf), np.maximum)
+    return cells
 
 
 def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -164,14 +187,18 @@ def cell_statistics(
     values = ds[variable]
     values = values if values.chunks is not None else values.chunk()
     chunks = values.data.chunks
-    valid = valid_mask(ds, exclude).chunk({"y": chunks[0], "x": chunks[1]})
+    meanings = str(ds["mask"].attrs.get("flag_meanings", "")).split()
+    if any(n != "NO_DATA" or n in meanings for n in exclude):  # as valid_mask: a schema may lack NO_DATA
+        marr = valid_mask(ds, exclude).chunk({"y": chunks[0], "x": chunks[1]}).data
+    else:
+        marr = None  # nothing to exclude: the mask is not read
     ci = np.asarray(ds["cell_i"].values, dtype=np.int64)
     cj = np.asarray(ds["cell_j"].values, dtype=np.int64)
     if ci.size == 0 or cj.size == 0:
         raise ValidationError("the selection is empty")
     i_first, j_first = int(ci.min()), int(cj.min())
     ni, nj = int(ci.max()) - i_first + 1, int(cj.max()) - j_first + 1
-    varr, marr = values.data, valid.data
+    varr = values.data
     blocks: list[Any] = []
     ys = np.cumsum((0, *varr.chunks[0]))
     xs = np.cumsum((0, *varr.chunks[1]))
@@ -180,7 +207,8 @@ def cell_statistics(
             bci, bcj = ci[ys[by]:ys[by + 1]], cj[xs[bx]:xs[bx + 1]]
             i0, j0 = int(bci.min()), int(bcj.min())
             bni, bnj = int(bci.max()) - i0 + 1, int(bcj.max()) - j0 + 1
-            part = da.map_blocks(_block_moments, varr.blocks[by, bx], marr.blocks[by, bx], bci, bcj,
+            valid = None if marr is None else marr.blocks[by, bx]
+            part = da.map_blocks(_block_moments, varr.blocks[by, bx], valid, bci, bcj,
                                  i0, j0, bni, bnj, dtype=np.float64, chunks=((_MOMENTS,), (bni,), (bnj,)),
                                  new_axis=0, meta=np.empty((0, 0, 0)))
             pad = ((0, 0), (i0 - i_first, i_first + ni - i0 - bni), (j0 - j_first, j_first + nj - j0 - bnj))

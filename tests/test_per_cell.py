@@ -103,6 +103,18 @@ def test_cell_statistics_of_a_patch_box(patch: xr.Dataset, exclude: tuple[str, .
     assert stats.attrs["excluded"] == list(exclude)
 
 
+def test_cell_statistics_read_the_mask_only_when_a_plane_is_excluded(reference_dir: Path) -> None:
+    path = reference_dir / "synthetic_3x3.fits"
+    with ccd.fetch_stats() as image_only:
+        ccd.open_coadd(path).to_xarray()["image"].compute()
+    with ccd.fetch_stats() as everything_finite:
+        ccd.cell_statistics(ccd.open_coadd(path).to_xarray(), "image", exclude=())
+    with ccd.fetch_stats() as no_data_left_out:
+        ccd.cell_statistics(ccd.open_coadd(path).to_xarray(), "image")
+    assert everything_finite.nbytes == image_only.nbytes
+    assert no_data_left_out.nbytes > image_only.nbytes
+
+
 def test_cell_statistics_of_a_tract_skip_the_missing_patch(tract: xr.Dataset) -> None:
     stats = tract.cellcoadd.cell_statistics("image")
     expected = _expected(tract, _grid_origin(tract), CELL, ("NO_DATA",))
