@@ -13,8 +13,8 @@ that an overview reads a few megabytes instead of the whole tract.  Layout of th
 - root attribute ``cellcoadd``: the factors, the Dataset's attributes (skymap, tract, band, cell
   grid, the sky projection - OME 0.5 has no celestial transforms), and each variable's.
 
-Every level is computed from the full-resolution planes, band of rows after band of rows
-(:mod:`cellcoadd_dask.pyramid_bands`: memory stays bounded by a band, and each tile is read once);
+Every level is computed from the full-resolution planes, window after window
+(:mod:`cellcoadd_dask.pyramid_bands`: memory stays bounded by a window, and each tile is read once);
 chunks are :data:`CHUNK` pixels square, compressed with zstd.  Local pyramids are written beside
 their destination and renamed into place; on object stores under a version prefix whose root
 document is written last (:mod:`cellcoadd_dask.archives.zarr.commit`): a reader sees the previous
@@ -167,12 +167,17 @@ class _Pyramid:
                     dimension_names=("y", "x"), attributes=_jsonable(level[variable].attrs),
                     fill_value=np.nan if array.dtype.kind == "f" else 0,
                 )
-        start = box_of(self.ds).y.start
-        for band_start, band_stop in bands(self.ds, self.factors[-1]):
-            # Persisted first: dask pushes the band's slice into the tile reads only for a plain
-            # compute, not through the rechunks below (they would read every chunk whole).
-            band = self.ds[["image", "variance", "mask"]].isel(y=slice(band_start - start, band_stop - start)).persist()
-            store_band(_levels(band, self.factors), self.factors, targets, start, band_start, CHUNK)
+        box = box_of(self.ds)
+        start = (box.y.start, box.x.start)
+        columns = bands(self.ds, self.factors[-1], axis="x")
+        for y0, y1 in bands(self.ds, self.factors[-1]):
+            for x0, x1 in columns:
+                # Persisted first: dask pushes the window's slice into the tile reads only for a
+                # plain compute, not through the rechunks below (they would read every chunk whole).
+                window = self.ds[["image", "variance", "mask"]].isel(
+                    y=slice(y0 - start[0], y1 - start[0]), x=slice(x0 - start[1], x1 - start[1])
+                ).persist()
+                store_band(_levels(window, self.factors), self.factors, targets, start, (y0, x0), CHUNK)
         if root:
             group.attrs.update(self.root_attributes())
         with warnings.catch_warnings():  # consolidated metadata is a zarr-python convention, known here

@@ -66,14 +66,19 @@ def test_levels_equal_coarsen_and_validate_as_ome_zarr(tract: xr.Dataset, tmp_pa
 def test_written_in_bands_smaller_than_a_chunk_it_is_exact(
     tract: xr.Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bands of 8 rows (cut off every tile edge), on a selection that starts off every grid."""
+    """Windows of 8 rows and a third of the columns (cut off every tile edge), on a selection off every grid."""
     from cellcoadd_dask import pyramid_bands
 
-    part = tract.isel(y=slice(37, None), x=slice(5, -11))
+    part = tract.isel(y=slice(37, 237), x=slice(5, -11))  # at most 200 rows: 25 bands
     cuts = pyramid_bands.bands(part, 8, target=8)
-    assert cuts[0][0] == 37 and cuts[-1][1] == int(part["y"][-1]) + 1 and len(cuts) >= 6
+    assert cuts[0][0] == int(part["y"][0]) and cuts[-1][1] == int(part["y"][-1]) + 1 and len(cuts) >= 6
     assert all(a % 8 == 0 and b - a >= 8 for a, b in cuts[1:])
+    width = part.sizes["x"] // 3
+    columns = pyramid_bands.bands(part, 8, target=width, axis="x")
+    assert columns[0][0] == int(part["x"][0]) and columns[-1][1] == int(part["x"][-1]) + 1 and len(columns) >= 2
+    assert all(a % 8 == 0 for a, _ in columns[1:]) and all(b - a >= width for a, b in columns[:-1])
     monkeypatch.setattr(pyramid_bands, "BAND_ROWS", 8)
+    monkeypatch.setattr(pyramid_bands, "BAND_COLUMNS", width)
     url = ccd.write_pyramid(part, tmp_path / "p.zarr", levels=4)
     for k, factor in enumerate([1, 2, 4, 8]):
         level = ccd.open_pyramid(url, k)
@@ -89,11 +94,15 @@ def test_bands_end_on_tile_edges_so_each_tile_is_read_once(
     from cellcoadd_dask import pyramid_bands
     from cellcoadd_dask.fetch import fetch_stats
 
-    rows = tract.sizes["y"] // 5
+    rows, columns = tract.sizes["y"] // 5, tract.sizes["x"] // 3
     cuts = pyramid_bands.bands(tract, 4, target=rows)
     cell_edges = set(tract["y"].values[1:][np.diff(tract["cell_i"].values) != 0].tolist())
     assert len(cuts) >= 3 and all(a in cell_edges and a % 4 == 0 for a, _ in cuts[1:])
+    cuts = pyramid_bands.bands(tract, 4, target=columns, axis="x")
+    cell_edges = set(tract["x"].values[1:][np.diff(tract["cell_j"].values) != 0].tolist())
+    assert len(cuts) >= 2 and all(a in cell_edges and a % 4 == 0 for a, _ in cuts[1:])
     monkeypatch.setattr(pyramid_bands, "BAND_ROWS", rows)
+    monkeypatch.setattr(pyramid_bands, "BAND_COLUMNS", columns)
     with fetch_stats() as once:  # first, so that the tile tables a first read fetches are not counted below
         tract[["image", "variance", "mask"]].compute()
     with fetch_stats() as banded:
