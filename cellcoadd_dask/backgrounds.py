@@ -103,8 +103,10 @@ class BackgroundMap(Mapping[str, Background]):
         Raises
         ------
         ArchiveFormatError
-            If ``fields`` or ``descriptions`` is not an object, a field is not an object
-            with a string ``field_type``, or ``subtracted`` names no field.
+            If ``fields`` or ``descriptions`` is not an object, a field does not describe a
+            valid field (each is built once here, so a malformed one fails at open, not when
+            first used; node values stored in separate archive items are not read), or
+            ``subtracted`` names no field.
         """
         if tree is None:
             return cls()
@@ -118,6 +120,8 @@ class BackgroundMap(Mapping[str, Background]):
             if not isinstance(field, dict) or not isinstance(field.get("field_type"), str):
                 raise ArchiveFormatError("a background field must be an object with a 'field_type'",
                                          url=url, hdu=f"{_PATH}.fields.{name}")
+        for name, field in fields.items():
+            field_from_json(field, path=f"{_PATH}.fields.{name}", url=url)
         for name, text in descriptions.items():
             if not isinstance(text, str):
                 raise ArchiveFormatError("descriptions must be strings", url=url,

@@ -212,6 +212,30 @@ def test_stored_nodes_are_read_only_when_evaluated(built: Path) -> None:
     assert_coadd_backgrounds_match(Path(written))
 
 
+@pytest.mark.parametrize("factor", [2.5, -0.5 * u.s, u.m, 3])
+def test_a_field_times_a_constant_matches_lsst_images(built: Path, factor: Any) -> None:
+    coadd = ccd.open_coadd(built)
+    reference = lsst_read(built)
+    box = coadd.bbox
+    for name in coadd.backgrounds:
+        ours = coadd.backgrounds[name].field
+        theirs = reference.backgrounds[name].field
+        for got, expected in ((ours * factor, theirs * factor), (factor * ours, theirs * factor),
+                              (ours / factor, theirs / factor)):
+            assert type(got) is type(ours), name
+            assert got.unit == expected.unit, name
+            with fetch_stats() as building:
+                lazy = got.render(box, chunks=coadd.image.array.chunks)
+            assert building.requests == 0, name  # stored node values are read when evaluated, not before
+            np.testing.assert_allclose(lazy.compute(), expected.render(to_lsst_box(box)).array, rtol=1e-12,
+                                       atol=1e-12, err_msg=name)
+            rebuilt = field_from_json(got.to_json())
+            np.testing.assert_allclose(rebuilt(x=box.x.start + 3.5, y=box.y.start + 7.25),
+                                       got(x=box.x.start + 3.5, y=box.y.start + 7.25), rtol=1e-12, err_msg=name)
+    with pytest.raises(TypeError):
+        coadd.backgrounds["cheb_ujy"].field * "2"
+
+
 def test_fields_without_an_archive_say_so(built: Path) -> None:
     tree, _ = tree_and_columns(built)
     standalone = BackgroundMap.from_json(tree["backgrounds"])
@@ -289,12 +313,14 @@ def test_deep_nesting_is_refused() -> None:
         field_from_json(tree)
 
 
-def test_a_malformed_background_fails_on_access_with_its_path(reference_dir: Path) -> None:
+def test_a_malformed_background_fails_at_open_with_its_path(reference_dir: Path, tmp_path: Path) -> None:
     with (reference_dir / "synthetic_3x3_cutout.json").open() as stream:
-        tree = json.load(stream)["backgrounds"]
-    tree["fields"]["sky_poly"]["coefficients"]["data"] = [[1.0], [2.0, 3.0]]
-    backgrounds = BackgroundMap.from_json(tree, url="x.json")
-    assert list(backgrounds) == ["sky_spline", "sky_poly"]
+        archive = json.load(stream)
+    archive["backgrounds"]["fields"]["sky_poly"]["coefficients"]["data"] = [[1.0], [2.0, 3.0]]
     with pytest.raises(ArchiveFormatError, match=r"backgrounds\.fields\.sky_poly\.coefficients"):
-        backgrounds["sky_poly"]
-    assert isinstance(backgrounds["sky_spline"].field, SplineField)
+        BackgroundMap.from_json(archive["backgrounds"], url="x.json")
+    path = tmp_path / "malformed_background.json"
+    path.write_text(json.dumps(archive))
+    with pytest.raises(ArchiveFormatError, match=r"sky_poly") as caught:
+        ccd.open_coadd(path)
+    assert str(path.name) in str(caught.value)

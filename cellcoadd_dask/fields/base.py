@@ -18,7 +18,17 @@ if TYPE_CHECKING:
     import astropy.units as u
     import dask.array as da
 
-__all__ = ["BaseField", "unit_scale"]
+__all__ = ["BaseField", "unit_scale", "unit_json"]
+
+
+def unit_json(unit: u.UnitBase | None) -> str | None:
+    """A unit as field JSON stores it (the VOUnit string where there is one), ``None`` for none."""
+    if unit is None:
+        return None
+    try:
+        return str(unit.to_string("vounit"))
+    except ValueError:
+        return str(unit.to_string())
 
 
 def unit_scale(source: u.UnitBase | None, target: u.UnitBase | None) -> float:
@@ -130,6 +140,48 @@ class BaseField(abc.ABC):
 
             return u.Quantity(values, self.unit)
         return float(values) if values.ndim == 0 else values
+
+    @abc.abstractmethod
+    def _multiplied(self, value: float, unit: u.UnitBase | None) -> BaseField:
+        """The field times ``value``, with unit ``unit`` (a new field of the same type)."""
+
+    def __mul__(self, factor: Any) -> BaseField:
+        """The field times a constant: a number, an astropy ``Quantity`` or unit (whose unit multiplies :attr:`unit`).
+
+        The result is a field of the same type (a sum scales every operand, a product its last),
+        as in ``lsst.images.fields``; nothing is read or computed now.
+        """
+        import astropy.units as u
+
+        unit = self.unit
+        if isinstance(factor, u.UnitBase):
+            value, extra = 1.0, factor
+        elif isinstance(factor, u.Quantity):
+            if factor.ndim:
+                return NotImplemented
+            value, extra = float(factor.value), factor.unit
+        elif isinstance(factor, (int, float, np.integer, np.floating)) and not isinstance(factor, bool):
+            value, extra = float(factor), None
+        else:
+            return NotImplemented
+        if extra is not None:
+            unit = extra if unit is None else unit * extra
+        return self._multiplied(value, unit)
+
+    __rmul__ = __mul__
+
+    __array_ufunc__ = None
+    """numpy and astropy defer to the field's operators (``2 * u.s * field`` is a field, not an array)."""
+
+    def __truediv__(self, factor: Any) -> BaseField:
+        """The field divided by a constant (see ``__mul__``)."""
+        import astropy.units as u
+
+        if isinstance(factor, (u.UnitBase, u.Quantity, int, float, np.integer, np.floating)) and not isinstance(
+            factor, bool
+        ):
+            return self * (1.0 / factor)
+        return NotImplemented
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BaseField):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import BaseField
+from .base import BaseField, unit_json
 from .parse import FieldPath
 
 if TYPE_CHECKING:
@@ -100,6 +100,12 @@ class ChebyshevField(BaseField):
     def to_json(self) -> dict[str, Any]:
         """The stored JSON (a copy)."""
         return copy.deepcopy(self._tree)
+
+    def _multiplied(self, value: float, unit: u.UnitBase | None) -> ChebyshevField:
+        tree = copy.deepcopy(self._tree)
+        tree["coefficients"] = {"data": (self._coefficients * value).tolist(), "datatype": "float64"}
+        tree["unit"] = unit_json(unit)
+        return ChebyshevField(tree, FieldPath("field"))
 
     def remap(self, *, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Absolute coordinates mapped onto the polynomial's ``[-1, 1]`` domain (float64)."""

@@ -21,6 +21,14 @@ __all__ = ["ProductField", "SumField"]
 
 
 
+def _times_unit(operand: u.UnitBase | None, before: u.UnitBase | None, after: u.UnitBase | None) -> u.UnitBase | None:
+    """An operand's unit once the whole field's unit went from ``before`` to ``after``."""
+    if after is None or after == before:
+        return operand
+    extra = after if before is None else after / before
+    return extra if operand is None else operand * extra
+
+
 def _sum_blocks(*blocks: np.ndarray, scales: Sequence[float], out_dtype: np.dtype) -> np.ndarray:
     total = np.zeros(blocks[0].shape, dtype=out_dtype)
     for block, scale in zip(blocks, scales, strict=True):
@@ -69,8 +77,14 @@ class _Composite(BaseField):
         return all(op.is_constant for op in self._operands)
 
     def to_json(self) -> dict[str, Any]:
-        """The stored JSON (a copy)."""
-        return copy.deepcopy(self._tree)
+        """The stored JSON (a copy), with each operand's."""
+        return {**copy.deepcopy(self._tree), "operands": [op.to_json() for op in self._operands]}
+
+    def _with_operands(self, operands: Sequence[BaseField], unit: u.UnitBase | None) -> Any:
+        out = copy.copy(self)
+        out._operands = tuple(operands)
+        out._unit = unit  # type: ignore[attr-defined]
+        return out
 
     def _stack(self, combine: Callable[..., np.ndarray], ys: da.Array, xs: da.Array, dtype: np.dtype,
                **kwargs: Any) -> da.Array:
@@ -138,6 +152,11 @@ class SumField(_Composite):
         assert total is not None
         return np.asarray(total, dtype=np.float64)
 
+    def _multiplied(self, value: float, unit: u.UnitBase | None) -> SumField:
+        """Every operand multiplied (their unit ratios, hence :attr:`_scales`, do not change)."""
+        operands = [op._multiplied(value, _times_unit(op.unit, self._unit, unit)) for op in self._operands]
+        return self._with_operands(operands, unit)
+
     def render_axes(self, ys: da.Array, xs: da.Array, dtype: np.dtype) -> da.Array:
         """The sum on the grid ``ys`` x ``xs``: each operand rendered at ``dtype``, added at ``dtype``."""
         return self._stack(_sum_blocks, ys, xs, dtype, scales=tuple(self._scales))
@@ -190,6 +209,12 @@ class ProductField(_Composite):
             total = values if total is None else total * values
         assert total is not None
         return np.asarray(total, dtype=np.float64)
+
+    def _multiplied(self, value: float, unit: u.UnitBase | None) -> ProductField:
+        """The last operand multiplied."""
+        last = self._operands[-1]
+        operands = [*self._operands[:-1], last._multiplied(value, _times_unit(last.unit, self._unit, unit))]
+        return self._with_operands(operands, unit)
 
     def render_axes(self, ys: da.Array, xs: da.Array, dtype: np.dtype) -> da.Array:
         """The product on the grid ``ys`` x ``xs``: each operand rendered at ``dtype``, multiplied at ``dtype``."""

@@ -21,7 +21,7 @@ from ..deferred import Deferred
 from ..errors import ArchiveFormatError, ValidationError
 from ..limits import check
 from .akima import akima_coefficients, evaluate_pieces, slope_change_max
-from .base import BaseField
+from .base import BaseField, unit_json
 from .parse import FieldPath
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ __all__ = ["ArrayReader", "SplineField"]
 
 ArrayReader = Callable[[str, tuple[int, ...], str], np.ndarray]
 """Reads a whole archive item: ``reader(source, shape, datatype)``."""
+
+
+def _times(nodes: Deferred[np.ndarray], value: float) -> np.ndarray:
+    return nodes.get() * value
 
 
 def _read_nodes(reader: ArrayReader | None, source: str, shape: tuple[int, int], datatype: str,
@@ -128,6 +132,8 @@ class SplineField(BaseField):
             values.flags.writeable = False
             self._nodes = Deferred(functools.partial(np.asarray, values))
         self._token = json.dumps(self._tree, sort_keys=True, default=str) + repr(where.url)
+        self._multiplied_nodes = False
+        """Whether the node values are the stored ones times a constant (then ``to_json`` holds them inline)."""
 
     @staticmethod
     def _positions(node: Mapping[str, Any], key: str, where: FieldPath) -> np.ndarray:
@@ -182,8 +188,29 @@ class SplineField(BaseField):
         return bool((values == values[0, 0]).all())
 
     def to_json(self) -> dict[str, Any]:
-        """The stored JSON (a copy)."""
-        return copy.deepcopy(self._tree)
+        """The stored JSON (a copy).
+
+        A field multiplied by a constant whose node values are stored apart holds them inline (read now).
+        """
+        tree = copy.deepcopy(self._tree)
+        if self._multiplied_nodes and self._source is not None:
+            tree["data"] = {"data": self.data.tolist(), "datatype": "float64"}
+        return tree
+
+    def _multiplied(self, value: float, unit: u.UnitBase | None) -> SplineField:
+        out = copy.copy(self)
+        out._tree = {**copy.deepcopy(self._tree), "unit": unit_json(unit)}
+        out._unit = unit
+        if self._source is None:
+            out._tree["data"] = {"data": (self.data * value).tolist(), "datatype": "float64"}
+            scaled = np.asarray(self.data * value)
+            scaled.flags.writeable = False
+            out._nodes = Deferred(functools.partial(np.asarray, scaled))
+        else:  # read when evaluated, as the stored values are
+            out._multiplied_nodes = True
+            out._nodes = Deferred(functools.partial(_times, self._nodes, value))
+        out._token = f"{self._token}*{value!r}"
+        return out
 
     def columns_at(self, nodes: np.ndarray, ys: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         """Each usable node column interpolated at rows ``ys``: (their x positions, ``(n, len(ys))`` values).

@@ -1,7 +1,7 @@
 """FITS header cards: parse 2880-byte header blocks into typed values.
 
-Only what the lsst-images container needs: fixed-format keyword cards with string,
-logical, integer and floating values, ``CONTINUE`` long strings, and ``END``.
+Fixed-format keyword cards with string, logical, integer and floating values, ``CONTINUE``
+long strings and ``END``; ``HIERARCH`` keywords on request (afw's legacy files use them).
 """
 
 from __future__ import annotations
@@ -80,9 +80,14 @@ def header_size(buffer: bytes | memoryview, offset: int = 0) -> int | None:
 
 
 def parse_header(
-    buffer: bytes | memoryview, offset: int = 0, *, url: str | None = None, hdu: str | None = None
+    buffer: bytes | memoryview, offset: int = 0, *, url: str | None = None, hdu: str | None = None,
+    hierarch: bool = False, base: int = 0,
 ) -> Header:
     """Parse the header that starts at ``offset`` in ``buffer``.
+
+    With ``hierarch``, ``HIERARCH A B C = value`` cards are kept under the key ``"A B C"``
+    (otherwise they are skipped).  ``base`` is the file offset of ``buffer[0]``: byte ranges
+    in errors are positions in the file.
 
     Raises
     ------
@@ -95,7 +100,7 @@ def parse_header(
             "header has no END card (truncated or not FITS)",
             url=url,
             hdu=hdu,
-            byte_range=(offset, offset + len(buffer)),
+            byte_range=(base + offset, base + offset + len(buffer)),
         )
     cards: dict[str, CardValue] = {}
     pos = offset
@@ -106,12 +111,15 @@ def parse_header(
             card = raw.decode("ascii")
         except UnicodeDecodeError:
             raise ArchiveFormatError(
-                "header card is not ASCII", url=url, hdu=hdu, byte_range=(pos, pos + CARD)
+                "header card is not ASCII", url=url, hdu=hdu, byte_range=(base + pos, base + pos + CARD)
             ) from None
         key = card[:8].rstrip()
         pos += CARD
         if key == "END":
             break
+        if hierarch and key == "HIERARCH" and "=" in card:
+            name, _, text = card[9:].partition("=")
+            key, card = " ".join(name.split()), f"{'':8}= {text}"
         if key == "CONTINUE" and last_string_key is not None:
             try:
                 more, _ = _parse_value(card[8:])
@@ -128,7 +136,8 @@ def parse_header(
             value, is_string = _parse_value(card[10:])
         except ValueError as exc:
             raise ArchiveFormatError(
-                f"bad header card {card.rstrip()!r}: {exc}", url=url, hdu=hdu, byte_range=(pos - CARD, pos)
+                f"bad header card {raw.decode('ascii').rstrip()!r}: {exc}", url=url, hdu=hdu,
+                byte_range=(base + pos - CARD, base + pos)
             ) from None
         if key not in cards:
             cards[key] = value

@@ -57,9 +57,6 @@ LEGACY_HDUS = ("IMAGE", "MASK", "VARIANCE")
 
 STRUCTURAL = re.compile(r"^(SIMPLE|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|XTENSION|END)$")
 _BITPIX_BYTES = {8: 1, 16: 2, 32: 4, 64: 8, -32: 4, -64: 8}
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([EeDd][+-]?\d+)?$")
-_STRING = re.compile(r"'((?:[^']|'')*)'")
 
 
 @dataclass(frozen=True)
@@ -108,69 +105,17 @@ class LegacyFile:
     size: int | None
 
 
-def _value(text: str) -> tuple[CardValue, bool]:
-    """The value field of a card and whether it is a string (``ValueError`` if it does not parse)."""
-    text = text.strip()
-    if text.startswith("'"):
-        m = _STRING.match(text)
-        if m is None:
-            raise ValueError("unterminated string")
-        return m.group(1).replace("''", "'").rstrip(), True
-    value = text.split("/", 1)[0].strip()
-    if value in ("", "T", "F"):
-        return (None if value == "" else value == "T"), False
-    if _INT.match(value):
-        return int(value), False
-    if _FLOAT.match(value):
-        return float(value.replace("D", "E").replace("d", "e")), False
-    raise ValueError(f"unparsable value {value!r}")
-
-
 def all_cards(buffer: bytes | memoryview, size: int, *, url: str, hdu: str, base: int = 0) -> dict[str, CardValue]:
     """Every valued card of the header in ``buffer[:size]``, ``HIERARCH`` keywords and ``CONTINUE`` included.
+
+    ``base`` is the file offset of ``buffer[0]``.
 
     Raises
     ------
     ArchiveFormatError
         If a card is not ASCII or its value does not parse (names the card's byte range).
     """
-    cards: dict[str, CardValue] = {}
-    last: str | None = None
-    for pos in range(0, size, CARD):
-        raw = bytes(buffer[pos : pos + CARD])
-        where = (base + pos, base + pos + CARD)
-        try:
-            card = raw.decode("ascii")
-        except UnicodeDecodeError:
-            raise ArchiveFormatError("header card is not ASCII", url=url, hdu=hdu, byte_range=where) from None
-        key, text = card[:8].rstrip(), None
-        if key == "END":
-            break
-        if key == "HIERARCH" and "=" in card:
-            name, _, text = card[9:].partition("=")
-            key = " ".join(name.split())
-        elif card[8:10] == "= " and key not in ("COMMENT", "HISTORY", ""):
-            text = card[10:]
-        try:
-            if key == "CONTINUE" and last is not None:
-                more, _ = _value(card[8:])
-                prev = cards[last]
-                if isinstance(prev, str) and prev.endswith("&") and isinstance(more, str):
-                    cards[last] = prev[:-1] + more
-                continue
-            if text is None:
-                last = None
-                continue
-            value, is_string = _value(text)
-        except ValueError as exc:
-            raise ArchiveFormatError(f"bad header card {card.rstrip()!r}: {exc}", url=url, hdu=hdu,
-                                     byte_range=where) from None
-        if key not in cards:
-            cards[key] = value
-            last = key if is_string else None
-        else:
-            last = None
-    return cards
+    return dict(parse_header(bytes(buffer[:size]), url=url, hdu=hdu, hierarch=True, base=base))
 
 
 class _Walker:
