@@ -274,8 +274,11 @@ class CellCoadd(SlicedByBox):
             ``"image"``, ``"mask"`` or ``"variance"``: return that plane only
             (:class:`Image` or :class:`Mask`).
         fits_wcs_frame
-            Not supported (a :class:`~cellcoadd_dask.errors.ValidationError`): the package's sky
-            projection is a tract's AST mapping and cannot be built from a FITS WCS.
+            When not ``None`` (``lsst.images`` takes its pixel ``Frame``; any value does here),
+            the image HDU's celestial FITS WCS becomes the result's ``projection``, a
+            :class:`~cellcoadd_dask.projection.SkyProjection` of absolute pixels (no skymap:
+            ``skymap`` ``""``, ``tract`` -1).  Malformed WCS cards raise
+            :class:`~cellcoadd_dask.errors.ArchiveFormatError`.
         storage_options
             Passed to fsspec.
         chunks

@@ -23,6 +23,8 @@ from .mask import Mask, packed_dtype
 if TYPE_CHECKING:
     import xarray as xr
 
+    from .projection import SkyProjection
+
 __all__ = ["LegacyMaskedImage", "require_cell_coadds"]
 
 
@@ -65,6 +67,8 @@ class LegacyMaskedImage(SlicedByBox):
         (its FITS writer compresses anew, so quantized values are quantized again).
     storage
         Plane -> how the file stores it, for :meth:`describe`.
+    projection
+        The image's sky projection (see :attr:`projection`).
 
     Raises
     ------
@@ -84,6 +88,7 @@ class LegacyMaskedImage(SlicedByBox):
         quantized: Sequence[str] = (),
         preserve_quantization: bool = False,
         storage: Mapping[str, str] | None = None,
+        projection: SkyProjection | None = None,
     ) -> None:
         if not image.bbox == mask.bbox == variance.bbox:
             raise ValidationError(f"planes over different boxes: {image.bbox}, {mask.bbox}, {variance.bbox}")
@@ -96,6 +101,7 @@ class LegacyMaskedImage(SlicedByBox):
         self.quantized = tuple(quantized)
         self.preserve_quantization = preserve_quantization
         self._storage = dict(storage or {})
+        self._projection = projection
 
     @property
     def bbox(self) -> Box:
@@ -108,9 +114,13 @@ class LegacyMaskedImage(SlicedByBox):
         return self.image.unit
 
     @property
-    def projection(self) -> None:
-        """Always ``None``: a legacy file's FITS WCS is not converted (see ``fits_wcs_frame``)."""
-        return None
+    def projection(self) -> SkyProjection | None:
+        """The image HDU's celestial FITS WCS as a projection of absolute pixels, when read with ``fits_wcs_frame``.
+
+        ``None`` otherwise, or when the HDU has no celestial WCS.  It belongs to no skymap
+        (``skymap`` is ``""``, ``tract`` -1, its tract box the image's).
+        """
+        return self._projection
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -130,7 +140,7 @@ class LegacyMaskedImage(SlicedByBox):
         return LegacyMaskedImage(
             self.image[box], self.mask[box], self.variance[box], metadata=self._metadata, header=self._header,
             source_url=self.source_url, quantized=self.quantized, preserve_quantization=self.preserve_quantization,
-            storage=self._storage,
+            storage=self._storage, projection=self._projection,
         )
 
     def to_xarray(self) -> xr.Dataset:

@@ -24,7 +24,7 @@ from .errors import ArchiveFormatError, CellCoaddError
 from .geom import Box
 from .model import box_from_json
 
-__all__ = ["FITS_WCS_TOLERANCE", "FitsWcsError", "PixelXY", "SkyProjection", "make_wcs"]
+__all__ = ["AST_LOCK", "FITS_WCS_TOLERANCE", "FitsWcsError", "PixelXY", "SkyProjection", "make_wcs"]
 
 #: Largest pixel discrepancy accepted between a FITS WCS and the AST projection.
 FITS_WCS_TOLERANCE = 1e-4
@@ -61,6 +61,9 @@ def _int_field(tree: dict[str, Any], key: str, field: str, url: str | None) -> i
 _AST_LOCK = threading.RLock()
 """Serialises every call into the AST library: it keeps global state, and two threads parsing at
 once (patches of a tract opened in parallel) can crash the process."""
+
+AST_LOCK = _AST_LOCK
+"""The lock every call into the AST library holds (other modules that call AST take it too)."""
 
 
 def _parse_ast(text: str, field: str, url: str | None) -> Any:
@@ -181,6 +184,21 @@ class SkyProjection:
         projection._mapping = _parse_ast(text, "pixel_to_sky.mappings[0].ast", url)
         if approx_text is not None:
             projection._approx_mapping = _parse_ast(approx_text, "fits_approximation.mappings[0].ast", url)
+        return projection
+
+    @classmethod
+    def from_ast_text(cls, text: str, *, skymap: str, tract: int, tract_bbox: Box, pixel_bounds: Box | None = None,
+                      field: str = "pixel_to_sky", url: str | None = None) -> SkyProjection:
+        """A projection from AST native text (checked in the sandbox and parsed now).
+
+        Raises
+        ------
+        ArchiveFormatError
+            If the text does not parse as a 2 -> 2 mapping onto a sky frame (names ``field``).
+        """
+        projection = cls(ast_text=text, skymap=skymap, tract=tract, tract_bbox=tract_bbox,
+                         pixel_bounds=pixel_bounds, url=url)
+        projection._mapping = _parse_ast(text, field, url)
         return projection
 
     @staticmethod

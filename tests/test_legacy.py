@@ -21,8 +21,15 @@ X0, Y0 = 1000, 2000
 TILE = 50
 
 
+WCS_CARDS = {
+    "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": 41.5, "CRPIX2": -12.25, "CRVAL1": 150.1,
+    "CRVAL2": 2.2, "CD1_1": -5.5e-5, "CD1_2": 1.0e-6, "CD2_1": 1.2e-6, "CD2_2": 5.5e-5, "RADESYS": "ICRS",
+    "CUNIT1": "deg", "CUNIT2": "deg",
+}
+
+
 def write_legacy(path: Path, *, compressed: bool, planes: dict[str, int] = PLANES, dither: bool = False,
-                 lossless: bool = False) -> dict[str, np.ndarray]:
+                 lossless: bool = False, wcs: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """A file in afw's MaskedImage layout (primary + IMAGE, MASK, VARIANCE)."""
     rng = np.random.default_rng(7)
     arrays = {
@@ -57,6 +64,8 @@ def write_legacy(path: Path, *, compressed: bool, planes: dict[str, int] = PLANE
             hdu.header["LTV2"] = -Y0
             if name == "IMAGE":
                 hdu.header["BUNIT"] = "nJy"
+                for key, value in (wcs or {}).items():
+                    hdu.header[key] = value
             elif name == "VARIANCE":
                 hdu.header["BUNIT"] = "nJy2"
             else:
@@ -176,10 +185,44 @@ def test_components_and_options(tmp_path: Path) -> None:
     np.testing.assert_array_equal(variance.compute(), full.variance.compute())
     mask = ccd.CellCoadd.read_legacy(path, component="mask")
     assert isinstance(mask, ccd.Mask) and mask.schema.names == list(PLANES)
-    with pytest.raises(ValidationError, match="fits_wcs_frame"):
-        ccd.CellCoadd.read_legacy(path, fits_wcs_frame=object())
+    assert full.projection is None
+    assert ccd.CellCoadd.read_legacy(path, fits_wcs_frame="pixels").projection is None  # the file has no WCS
     with pytest.raises(ValidationError, match="component"):
         ccd.CellCoadd.read_legacy(path, component="psf")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_fits_wcs_becomes_the_projection_as_in_lsst_images(tmp_path: Path, compressed: bool) -> None:
+    from lsst.images import MaskedImage
+    from lsst.images._image import DEFAULT_PIXEL_FRAME
+
+    path = tmp_path / "legacy.fits"
+    write_legacy(path, compressed=compressed, wcs=WCS_CARDS)
+    ref = MaskedImage.read_legacy(path, plane_map=lsst_plane_map(), fits_wcs_frame=DEFAULT_PIXEL_FRAME)
+    ours = ccd.CellCoadd.read_legacy(path, fits_wcs_frame=DEFAULT_PIXEL_FRAME)
+    assert isinstance(ours, LegacyMaskedImage) and ours.projection is not None
+    x = X0 + np.array([0.0, 17.5, SHAPE[1] - 1.0, 3.0])
+    y = Y0 + np.array([0.0, 4.25, SHAPE[0] - 1.0, SHAPE[0] / 2])
+    expected = ref.sky_projection.pixel_to_sky(x=x, y=y)
+    got = ours.projection.pixel_to_sky(x=x, y=y)
+    assert np.max(got.separation(expected).to_value("arcsec")) < 1e-6
+    back = ours.projection.sky_to_pixel(expected)
+    np.testing.assert_allclose(back.x, x, atol=1e-6)
+    np.testing.assert_allclose(back.y, y, atol=1e-6)
+    # FITS pixel (CRPIX1, CRPIX2) is absolute (X0 + CRPIX1 - 1, Y0 + CRPIX2 - 1): the reference point.
+    crval = ours.projection.pixel_to_sky(x=X0 + 40.5, y=Y0 - 13.25)
+    assert abs(crval.ra.deg - 150.1) < 1e-9 and abs(crval.dec.deg - 2.2) < 1e-9
+    box = ccd.Box.factory[Y0 + 10 : Y0 + 20, X0 + 5 : X0 + 9]
+    assert ours[box].projection is ours.projection
+    assert ccd.CellCoadd.read_legacy(path).projection is None  # only when asked
+
+
+def test_malformed_fits_wcs_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.fits"
+    write_legacy(path, compressed=False, wcs={**WCS_CARDS, "CTYPE1": "RA---XYZ"})
+    with pytest.raises(ArchiveFormatError, match="WCS") as caught:
+        ccd.CellCoadd.read_legacy(path, fits_wcs_frame="pixels")
+    assert "IMAGE" in str(caught.value) and path.name in str(caught.value)
 
 
 def test_plane_map_accepts_package_planes_and_flags_unmapped_pixels(tmp_path: Path) -> None:

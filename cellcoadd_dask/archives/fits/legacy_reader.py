@@ -218,15 +218,10 @@ def read_legacy(
     ArchiveFormatError
         If the file is malformed (names the URL, the HDU and the byte range).
     ValidationError
-        For an invalid ``component``, ``plane_map`` or ``chunks``, or when ``fits_wcs_frame`` is given.
+        For an invalid ``component``, ``plane_map`` or ``chunks``.
     """
     if component not in (None, *(p.lower() for p in LEGACY_HDUS)):
         raise ValidationError(f"component must be 'image', 'mask', 'variance' or None, not {component!r}")
-    if fits_wcs_frame is not None:
-        raise ValidationError(
-            "fits_wcs_frame is not supported: this package's SkyProjection is a tract's AST mapping read from an "
-            "lsst-images archive; it cannot be built from a legacy file's FITS WCS"
-        )
     url = normalize_url(uri)
     count = 3 if component is None else [p.lower() for p in LEGACY_HDUS].index(component) + 1
     legacy = walk_legacy(url, count, storage_options)
@@ -251,8 +246,14 @@ def read_legacy(
         return planes[component]
     image, mask, variance = planes["image"], planes["mask"], planes["variance"]
     assert isinstance(image, Image) and isinstance(mask, Mask) and isinstance(variance, Image)
+    projection = None
+    if fits_wcs_frame is not None:
+        from ...fits_wcs import projection_from_cards
+
+        first = legacy.hdus[0]
+        projection = projection_from_cards(first.cards, bbox=bbox, url=url, hdu=first.label)
     return LegacyMaskedImage(
-        image, mask, variance, metadata=metadata, header=header, source_url=url,
+        image, mask, variance, metadata=metadata, header=header, source_url=url, projection=projection,
         quantized=tuple(h.plane.lower() for h in legacy.hdus if h.quantized),
         preserve_quantization=preserve_quantization,
         storage={h.plane.lower(): _storage(h) for h in legacy.hdus},
