@@ -120,7 +120,6 @@ class BackgroundMap(Mapping[str, Background]):
             if not isinstance(field, dict) or not isinstance(field.get("field_type"), str):
                 raise ArchiveFormatError("a background field must be an object with a 'field_type'",
                                          url=url, hdu=f"{_PATH}.fields.{name}")
-        for name, field in fields.items():
             field_from_json(field, path=f"{_PATH}.fields.{name}", url=url)
         for name, text in descriptions.items():
             if not isinstance(text, str):

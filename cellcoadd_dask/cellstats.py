@@ -39,6 +39,11 @@ def _plane_bits(mask_attrs: dict[str, Any], names: Iterable[str]) -> dict[str, i
     return out
 
 
+def _excluded(mask: xr.DataArray, exclude: Sequence[str]) -> list[str]:
+    """The planes of ``exclude`` to test: all of them, but ``NO_DATA`` only when the schema has it."""
+    return [n for n in exclude if n != "NO_DATA" or n in str(mask.attrs.get("flag_meanings", "")).split()]
+
+
 def valid_mask(ds: xr.Dataset, exclude: Sequence[str] = ("NO_DATA",)) -> xr.DataArray:
     """Lazy boolean ``(y, x)`` DataArray: no plane of ``exclude`` is set (unknown planes are an error).
 
@@ -50,7 +55,7 @@ def valid_mask(ds: xr.Dataset, exclude: Sequence[str] = ("NO_DATA",)) -> xr.Data
     mask = ds["mask"]
     if mask.chunks is None:
         mask = mask.chunk()
-    wanted = [n for n in exclude if n != "NO_DATA" or n in str(mask.attrs.get("flag_meanings", "")).split()]
+    wanted = _excluded(mask, exclude)
     if "mask_element" in mask.dims:
         schema = schema_from_attrs(mask.attrs)
         bad = None
@@ -187,8 +192,7 @@ def cell_statistics(
     values = ds[variable]
     values = values if values.chunks is not None else values.chunk()
     chunks = values.data.chunks
-    meanings = str(ds["mask"].attrs.get("flag_meanings", "")).split()
-    if any(n != "NO_DATA" or n in meanings for n in exclude):  # as valid_mask: a schema may lack NO_DATA
+    if _excluded(ds["mask"], exclude):
         marr = valid_mask(ds, exclude).chunk({"y": chunks[0], "x": chunks[1]}).data
     else:
         marr = None  # nothing to exclude: the mask is not read

@@ -283,13 +283,13 @@ class PlaneOrigin:
 
     def cut(self, box: Box) -> da.Array:
         """A dask array over ``box`` (inside :attr:`bbox`) reading through a window of the source."""
-        sy, sx = box.slice_within(self.bbox)
-        if (sy.start, sx.start) == (0, 0) and tuple(box.shape) == tuple(self.bbox.shape):
+        window = self.window(box)
+        if window is self.source:
             return self.array
+        sy, sx = box.slice_within(self.bbox)
         chunks = (
             _sub_chunks(self.array.chunks[0], sy.start, sy.stop),
             _sub_chunks(self.array.chunks[1], sx.start, sx.stop),
             *self.array.chunks[2:],
         )
-        window = WindowSource(self.source, (sy.start, sx.start), (*box.shape, *self.source.shape[2:]))
         return plane_array(window, name=self.name, chunks=chunks)

@@ -30,26 +30,29 @@ if TYPE_CHECKING:
 __all__ = ["PatchHandle", "TractSource", "plane_of", "source_of"]
 
 
+def _plane(coadd: CellCoadd, spec: str) -> Image | Mask:
+    """The image or mask object behind plane ``spec`` (see :func:`plane_of`)."""
+    if spec == "mask-elements":
+        return coadd.mask
+    if spec == "image":
+        return coadd.image
+    if spec == "variance":
+        return coadd.variance
+    kind, _, name = spec.partition(":")
+    if kind == "fraction":
+        return coadd.mask_fractions[name]
+    if kind == "noise":
+        return coadd.noise_realizations[int(name)]
+    raise ValueError(f"unknown plane {spec!r}")
+
+
 def plane_of(coadd: CellCoadd, spec: str) -> da.Array:
     """One plane of a coadd by name.
 
     ``image``, ``variance``, ``mask`` (packed when it fits one integer), ``mask-elements`` (the
     in-memory layout), ``fraction:<name>`` or ``noise:<k>``.
     """
-    if spec == "image":
-        return coadd.image.array
-    if spec == "variance":
-        return coadd.variance.array
-    if spec == "mask":
-        return coadd.mask.packed()
-    if spec == "mask-elements":
-        return coadd.mask.array
-    kind, _, name = spec.partition(":")
-    if kind == "fraction":
-        return coadd.mask_fractions[name].array
-    if kind == "noise":
-        return coadd.noise_realizations[int(name)].array
-    raise ValueError(f"unknown plane {spec!r}")
+    return coadd.mask.packed() if spec == "mask" else _plane(coadd, spec).array
 
 
 def source_of(coadd: CellCoadd, spec: str) -> ArraySource | None:
@@ -60,21 +63,7 @@ def source_of(coadd: CellCoadd, spec: str) -> ArraySource | None:
     """
     if spec == "mask":
         return coadd.mask.packed_source()
-    plane: Image | Mask
-    if spec == "image":
-        plane = coadd.image
-    elif spec == "variance":
-        plane = coadd.variance
-    elif spec == "mask-elements":
-        plane = coadd.mask
-    else:
-        kind, _, name = spec.partition(":")
-        if kind == "fraction":
-            plane = coadd.mask_fractions[name]
-        elif kind == "noise":
-            plane = coadd.noise_realizations[int(name)]
-        else:
-            raise ValueError(f"unknown plane {spec!r}")
+    plane = _plane(coadd, spec)
     return None if plane.origin is None else plane.origin.window(plane.bbox)
 
 
@@ -150,7 +139,6 @@ class PatchHandle:
             with self._lock:
                 self._planes[spec] = found
         return found
-
 
     def source(self, spec: str) -> ArraySource | None:
         """A source of plane ``spec`` over the covered box reading without a dask graph (see :func:`source_of`)."""

@@ -31,6 +31,15 @@ def unit_json(unit: u.UnitBase | None) -> str | None:
         return str(unit.to_string())
 
 
+def _constant(factor: Any) -> bool:
+    """Whether ``factor`` is what a field multiplies by: a real number, an astropy unit or a scalar Quantity."""
+    import astropy.units as u
+
+    if isinstance(factor, u.Quantity):
+        return factor.ndim == 0
+    return isinstance(factor, (u.UnitBase, int, float, np.integer, np.floating)) and not isinstance(factor, bool)
+
+
 def unit_scale(source: u.UnitBase | None, target: u.UnitBase | None) -> float:
     """The factor taking values in ``source`` to ``target`` (``None`` is dimensionless).
 
@@ -153,17 +162,15 @@ class BaseField(abc.ABC):
         """
         import astropy.units as u
 
+        if not _constant(factor):
+            return NotImplemented
         unit = self.unit
         if isinstance(factor, u.UnitBase):
             value, extra = 1.0, factor
         elif isinstance(factor, u.Quantity):
-            if factor.ndim:
-                return NotImplemented
             value, extra = float(factor.value), factor.unit
-        elif isinstance(factor, (int, float, np.integer, np.floating)) and not isinstance(factor, bool):
-            value, extra = float(factor), None
         else:
-            return NotImplemented
+            value, extra = float(factor), None
         if extra is not None:
             unit = extra if unit is None else unit * extra
         return self._multiplied(value, unit)
@@ -175,13 +182,7 @@ class BaseField(abc.ABC):
 
     def __truediv__(self, factor: Any) -> BaseField:
         """The field divided by a constant (see ``__mul__``)."""
-        import astropy.units as u
-
-        if isinstance(factor, (u.UnitBase, u.Quantity, int, float, np.integer, np.floating)) and not isinstance(
-            factor, bool
-        ):
-            return self * (1.0 / factor)
-        return NotImplemented
+        return self * (1.0 / factor) if _constant(factor) else NotImplemented
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BaseField):
