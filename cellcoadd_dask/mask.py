@@ -348,10 +348,17 @@ class Mask(SlicedByBox):
         combine = functools.partial(combine_stored_packed if self._packed_origin else combine_packed, self.schema)
         return self._origin.derive(combine, packed_dtype(self.schema), "packed")
 
-    def packed_source(self) -> ArraySource | None:
-        """A source of :meth:`packed` over ``bbox`` that reads without a dask graph, when read from an archive."""
+    def packed_source(self, box: Box | None = None) -> ArraySource | None:
+        """A source of :meth:`packed` over ``box`` (default ``bbox``) reading without a dask graph.
+
+        ``None`` unless the mask is read from an archive.  ``box`` must lie inside ``bbox``.
+        """
         origin = self._packed_origin_of()
-        return None if origin is None else origin.window(self.bbox)
+        if origin is None:
+            return None
+        if box is not None:
+            box.slice_within(self.bbox)
+        return origin.window(self.bbox if box is None else box)
 
     def packed(self) -> da.Array:
         """Lazy 2-d array with schema plane ``n`` (placeholders counted) at bit ``n``."""

@@ -55,16 +55,21 @@ def plane_of(coadd: CellCoadd, spec: str) -> da.Array:
     return coadd.mask.packed() if spec == "mask" else _plane(coadd, spec).array
 
 
-def source_of(coadd: CellCoadd, spec: str) -> ArraySource | None:
-    """A source of plane ``spec`` of ``coadd`` that reads the archive without a dask graph.
+def source_of(coadd: CellCoadd, spec: str, box: Box | None = None) -> ArraySource | None:
+    """A source of plane ``spec`` of ``coadd`` over ``box`` (default: the whole plane) reading without a dask graph.
 
     ``None`` when the plane does not come straight from an archive (then only its dask array,
-    :func:`plane_of`, can read it).
+    :func:`plane_of`, can read it).  ``box`` (absolute) must lie inside the plane's bbox; the
+    coadd is not sliced, so nothing but the source is built.
     """
     if spec == "mask":
-        return coadd.mask.packed_source()
+        return coadd.mask.packed_source(box)
     plane = _plane(coadd, spec)
-    return None if plane.origin is None else plane.origin.window(plane.bbox)
+    if plane.origin is None:
+        return None
+    if box is not None:
+        box.slice_within(plane.bbox)
+    return plane.origin.window(plane.bbox if box is None else box)
 
 
 class PatchHandle:
@@ -146,7 +151,7 @@ class PatchHandle:
             if spec in self._sources:
                 return self._sources[spec]
         assert self.covered is not None
-        found = source_of(self.coadd[self.covered], spec)
+        found = source_of(self.coadd, spec, self.covered)
         with self._lock:
             self._sources[spec] = found
         return found
@@ -179,6 +184,17 @@ class TractSource:
         self.shape = (*bbox.shape, *trailing)
         self.ndim = len(self.shape)
 
+    def _read_alone(self, want: Box, trail: tuple[slice, ...]) -> np.ndarray | None:
+        """The pixels of ``want`` when one patch's source covers all of it (no fill, no copy), else ``None``."""
+        for patch in self.patches:
+            assert patch.covered is not None
+            if patch.covered.intersection(want) == want:
+                source = patch.source(self.spec)
+                if source is None or source.dtype != self.dtype:
+                    return None
+                return np.asarray(source[(*want.slice_within(patch.covered), *trail)])
+        return None
+
     def __dask_tokenize__(self) -> Any:
         return ("cellcoadd-tract-plane", str(self.bbox), tuple((str(p.covered), p.token) for p in self.patches),
                 self.spec, self.fill.dtype.str, self.fill.tobytes(), self.shape)
@@ -195,6 +211,9 @@ class TractSource:
             empty = np.empty(tuple(max(r.stop - r.start, 0) for r in region), dtype=self.dtype)
             return apply_rest(empty, rest)
         want = Box(Interval(y0 + sy.start, y0 + sy.stop), Interval(x0 + sx.start, x0 + sx.stop))
+        alone = self._read_alone(want, trail)
+        if alone is not None:
+            return apply_rest(alone, rest)
         out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
         out[...] = self.fill[trail] if self.fill.ndim else self.fill
         targets: list[tuple[slice, slice]] = []
