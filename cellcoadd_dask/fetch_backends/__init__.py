@@ -57,8 +57,12 @@ __all__ = [
 ]
 
 
-def _denied(url: str) -> FetchError:
-    return FetchError(f"{shown_url(url)}: access denied (check the credentials in storage_options).")
+def _denied(url: str, refusal: BaseException | None = None) -> FetchError:
+    status = getattr(refusal, "status", 403)
+    if status == 403:
+        return FetchError(f"{shown_url(url)}: access denied (check the credentials in storage_options).")
+    return FetchError(f"{shown_url(url)}: the server refused the signed request (HTTP {status}; check the "
+                      "region and endpoint in storage_options).")
 
 
 def _fetch_async(fs: Any, url: str, path: str, ranges: Sequence[ByteRange], pin: ObjectPin | None,
@@ -88,8 +92,9 @@ def _fetch_async(fs: Any, url: str, path: str, ranges: Sequence[ByteRange], pin:
         if renewed is not None:
             signed = renewed
             results = sync(fs.loop, run)
-        if any(isinstance(r, Forbidden) for r in results):
-            raise _denied(url)
+        refused = next((r for r in results if isinstance(r, Forbidden)), None)
+        if refused is not None:
+            raise _denied(url, refused)
     blobs: list[bytes | None] = []
     errors: list[BaseException | None] = []
     seen = ObjectPin()
@@ -199,8 +204,8 @@ def read_tail_with_backend(
                         raise _denied(url) from None
                     try:
                         result = sync(fs.loop, http_tail, renewed[0], url, tail, pin, timeout, renewed[1])
-                    except Forbidden:
-                        raise _denied(url) from None
+                    except Forbidden as refused:
+                        raise _denied(url, refused) from None
     else:
         from .generic import read_generic_tail
 

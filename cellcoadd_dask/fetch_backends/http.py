@@ -28,7 +28,11 @@ __all__ = ["Forbidden", "http_range", "http_tail"]
 
 
 class Forbidden(Exception):
-    """A presigned GET was refused: renew the signature once, then report the refusal."""
+    """A presigned GET was refused (HTTP ``status``): renew the signature once, then report the refusal."""
+
+    def __init__(self, status: int = 403) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 async def _get(fs: Any, url: str, target: str | None, range_header: str | None, pin: ObjectPin | None,
@@ -56,8 +60,10 @@ async def _get(fs: Any, url: str, target: str | None, range_header: str | None, 
                 raise changed_error(url)
             if status == 404:
                 raise not_found(url, " (HTTP 404)")
-            if status == 403 and target is not None:
-                raise Forbidden()
+            if status in (400, 403) and target is not None:
+                # A presigned URL refused (400: a signature some servers reject as malformed, such as
+                # one for another region): sign anew once.
+                raise Forbidden(status)
             if status in TRANSIENT_STATUS:
                 raise Transient(f"HTTP {status}")
             if status >= 400 and status != 416:

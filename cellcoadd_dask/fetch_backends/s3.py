@@ -3,15 +3,23 @@
 Credentials and endpoint come from the storage options (s3fs).  ``IfMatch`` is sent when the
 object's ETag is known.  Presigned GETs cost a fraction of the CPU of a botocore call per
 request: it matters when hundreds of objects are opened at once.
+
+When the storage options name everything a signature needs (key, secret, an endpoint URL and
+nothing that changes how requests are signed or addressed), URLs are signed with botocore's
+SigV4 query signer directly: creating s3fs's client (loading botocore's S3 service model, about
+0.15 s) is then left out of a process's first read.  Otherwise, and whenever a signature is
+refused, s3fs's client signs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import ArchiveFormatError, FetchError, shown_url
 from .core import (
@@ -32,15 +40,83 @@ _PRESIGN_SECONDS = 3600
 _presigned: dict[tuple[str, str], tuple[str, float]] = {}
 
 
+_NEUTRAL_CONFIG = frozenset({"connect_timeout", "read_timeout", "max_pool_connections", "retries",
+                             "tcp_keepalive", "user_agent", "user_agent_extra"})
+"""botocore ``Config`` keys that change nothing in how a GET is signed or addressed."""
+
+
+def _direct_settings(fs: Any) -> tuple[str, str, str, str | None, str] | None:
+    """``(endpoint, key, secret, token, region)`` when ``fs`` can be signed for without its client, else ``None``.
+
+    Only explicit settings qualify: a key and secret, an endpoint URL (path-style addressing,
+    as botocore uses for one) that is not AWS's own, a region from ``client_kwargs`` (or none
+    configured anywhere: ``us-east-1``), no botocore session, session options (a profile, say),
+    extra request parameters or signing option, and no client created yet.
+    """
+    client_kwargs = dict(getattr(fs, "client_kwargs", None) or {})
+    endpoint = getattr(fs, "endpoint_url", None) or client_kwargs.get("endpoint_url")
+    key, secret, token = getattr(fs, "key", None), getattr(fs, "secret", None), getattr(fs, "token", None)
+    if (getattr(fs, "anon", False) or getattr(fs, "session", None) is not None or getattr(fs, "_s3", None) is not None
+            or not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://"))
+            or _is_aws(endpoint)
+            or not isinstance(key, str) or not key or not isinstance(secret, str) or not secret
+            or not (token is None or isinstance(token, str))
+            or set(client_kwargs) - {"endpoint_url", "region_name", "verify", "use_ssl"}
+            or set(getattr(fs, "config_kwargs", None) or {}) - _NEUTRAL_CONFIG
+            or getattr(fs, "s3_additional_kwargs", None) or getattr(fs, "kwargs", None)):
+        return None
+    region = client_kwargs.get("region_name")
+    if region is None:
+        configured = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE")
+        if any(os.environ.get(name) for name in configured) or os.path.exists(os.path.expanduser("~/.aws/config")):
+            return None  # a region may be configured: let botocore find it
+        region = "us-east-1"
+    if not isinstance(region, str) or not region:
+        return None
+    return endpoint.rstrip("/"), key, secret, token, region
+
+
+def _is_aws(endpoint: str) -> bool:
+    """Whether ``endpoint`` is AWS's own (regions and addressing there are botocore's business)."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn")) or host == "amazonaws.com"
+
+
+def _sign_directly(fs: Any, path: str) -> str | None:
+    """A SigV4 presigned GET URL of ``path`` signed without creating s3fs's client, or ``None``."""
+    settings = _direct_settings(fs)
+    if settings is None:
+        return None
+    endpoint, access, secret, token, region = settings
+    bucket, key, version = fs.split_path(path)
+    if version or not bucket or not key:
+        return None
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="GET", url=f"{endpoint}/{quote(bucket, safe='')}/{quote(key, safe='/~')}")
+    S3SigV4QueryAuth(Credentials(access, secret, token), "s3", region, expires=_PRESIGN_SECONDS).add_auth(request)
+    url = request.url
+    return url if isinstance(url, str) else None
+
+
 def _presign(fs: Any, path: str, *, renew: bool = False) -> str | None:
-    """A presigned GET URL of ``path`` (cached per filesystem for most of its lifetime), or ``None``."""
+    """A presigned GET URL of ``path`` (cached per filesystem for most of its lifetime), or ``None``.
+
+    ``renew`` signs anew through s3fs's client (a refused signature is never signed the same way twice).
+    """
     key = (str(getattr(fs, "_fs_token", id(fs))), path)
     now = time.monotonic()
     cached = _presigned.get(key)
     if cached is not None and not renew and cached[1] > now:
         return cached[0]
     try:
-        url = fs.url(path, expires=_PRESIGN_SECONDS)
+        url = None if renew else _sign_directly(fs, path)
+        if url is None:
+            url = fs.url(path, expires=_PRESIGN_SECONDS)
     except Exception:  # e.g. a configuration botocore cannot presign: use signed API calls instead
         return None
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
