@@ -79,6 +79,7 @@ def warm_imports() -> None:
         "dask.array",
         "distributed",  # dask imports it on a process's first compute when it is installed
         "xarray",
+        "zarr",  # the pyramid's store (imported on the first open_pyramid)
         "s3fs",
         "astropy.io.fits",
         "cellcoadd_dask",

@@ -82,7 +82,10 @@ def shown_dataset(ds: xr.Dataset, pixels: int | None, pyramid: str | None,
 def _values(shown: xr.Dataset, variable: str) -> tuple[np.ndarray, str | None]:
     names = str(shown["mask"].attrs.get("flag_meanings", "")).split() if "mask" in shown else []
     if variable in shown.data_vars and shown[variable].dims == ("y", "x"):
-        return np.asarray(shown[variable].values, dtype=np.float64), shown[variable].attrs.get("units")
+        values = np.asarray(shown[variable].values)
+        # Floats as they are (float32 images resample and stretch in half the memory traffic).
+        dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
+        return values.astype(dtype, copy=False), shown[variable].attrs.get("units")
     if variable in names:
         return np.asarray(shown.cellcoadd.mask_plane(variable).values, dtype=np.float64), None
     raise ValidationError(f"plot: no (y, x) variable or mask plane {variable!r}; mask planes are {names}")
@@ -180,12 +183,14 @@ def plot_dataset(
     shown = shown_dataset(ds, pixels, pyramid, storage_options)
     values, unit = _values(shown, variable)
     masks = [(name, _values(shown, name)[0] > 0) for name in planes]
-    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    fig = Figure(figsize=figsize, dpi=dpi)
+    factor, y0, x0, ny, nx = coarse_grid(shown)
+    image_rect, bar_rect = _layout(figsize, ny, nx)
     try:
-        ax = fig.add_subplot(projection=shown.cellcoadd.wcs)
+        ax = fig.add_axes(image_rect, projection=shown.cellcoadd.wcs)
         sky = True
     except FitsWcsError:
-        ax = fig.add_subplot()
+        ax = fig.add_axes(image_rect)
         sky = False
     import matplotlib
 
@@ -198,7 +203,6 @@ def plot_dataset(
         ax.plot([], [], "s", color=colour, label=name)
     if masks:
         ax.legend(loc="upper right", fontsize=8, framealpha=0.7)
-    factor, y0, x0, ny, nx = coarse_grid(shown)
     if grid:
         _draw_boxes(ax, shown, factor, y0, x0, ny, nx, min(figsize) * dpi / max(ny, nx))
     ax.set_xlim(-0.5, nx - 0.5)
@@ -218,8 +222,35 @@ def plot_dataset(
         title += f" band {ds.attrs['band']}"
     label = variable if not unit else f"{variable} [{unit}]"
     ax.set_title(f"{title}: {label}" + (f" (1:{factor})" if factor > 1 else ""), fontsize=10)
-    fig.colorbar(artist, ax=ax, shrink=0.85)
+    bar = fig.colorbar(artist, cax=fig.add_axes(bar_rect))
+    if stretch != "linear":
+        # Ticks evenly spaced in the stretched scale, so the faint end is labelled too.
+        ticks = np.unique(np.asarray(artist.norm.inverse(np.linspace(0.0, 1.0, 8)), dtype=float).ravel())
+        bar.set_ticks(ticks.tolist(), labels=[f"{t:.3g}" for t in ticks])
     return fig
+
+
+# Margins of a plot, in inches: tick labels and axis label left and below, the title above, the
+# colour bar (gap, bar, its tick labels) on the right.
+_LEFT, _BOTTOM, _TOP, _BAR_GAP, _BAR, _BAR_LABELS = 0.95, 0.75, 0.45, 0.15, 0.2, 0.85
+
+
+def _layout(figsize: tuple[float, float], ny: int, nx: int) -> tuple[list[float], list[float]]:
+    """Figure-fraction rectangles of the image axes (the data's aspect, as large as fits) and the colour bar.
+
+    Computed, not solved for: matplotlib's constrained layout measures every tick label of the
+    sky axes in extra drawing passes, which doubles the time a figure takes to render.
+    """
+    width, height = figsize
+    room_x = max(width - _LEFT - _BAR_GAP - _BAR - _BAR_LABELS, 0.2 * width)
+    room_y = max(height - _BOTTOM - _TOP, 0.2 * height)
+    scale = min(room_x / max(nx, 1), room_y / max(ny, 1))
+    w, h = nx * scale, ny * scale
+    left = _LEFT + (room_x - w) / 2
+    bottom = _BOTTOM + (room_y - h) / 2
+    image = [left / width, bottom / height, w / width, h / height]
+    bar = [(left + w + _BAR_GAP) / width, bottom / height, _BAR / width, h / height]
+    return image, bar
 
 
 def _draw_boxes(ax: Any, shown: xr.Dataset, factor: int, y0: float, x0: float, ny: int, nx: int,
