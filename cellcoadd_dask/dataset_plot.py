@@ -235,7 +235,10 @@ def plot_dataset(
 _LEFT, _BOTTOM, _TOP, _BAR_GAP, _BAR, _BAR_LABELS = 0.95, 0.75, 0.45, 0.15, 0.2, 0.85
 
 
-def _layout(figsize: tuple[float, float], ny: int, nx: int) -> tuple[list[float], list[float]]:
+_Rect = tuple[float, float, float, float]
+
+
+def _layout(figsize: tuple[float, float], ny: int, nx: int) -> tuple[_Rect, _Rect]:
     """Figure-fraction rectangles of the image axes (the data's aspect, as large as fits) and the colour bar.
 
     Computed, not solved for: matplotlib's constrained layout measures every tick label of the
@@ -248,8 +251,8 @@ def _layout(figsize: tuple[float, float], ny: int, nx: int) -> tuple[list[float]
     w, h = nx * scale, ny * scale
     left = _LEFT + (room_x - w) / 2
     bottom = _BOTTOM + (room_y - h) / 2
-    image = [left / width, bottom / height, w / width, h / height]
-    bar = [(left + w + _BAR_GAP) / width, bottom / height, _BAR / width, h / height]
+    image = (left / width, bottom / height, w / width, h / height)
+    bar = ((left + w + _BAR_GAP) / width, bottom / height, _BAR / width, h / height)
     return image, bar
 
 
