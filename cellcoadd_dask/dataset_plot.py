@@ -186,6 +186,7 @@ def plot_dataset(
     fig = Figure(figsize=figsize, dpi=dpi)
     factor, y0, x0, ny, nx = coarse_grid(shown)
     image_rect, bar_rect = _layout(figsize, ny, nx)
+    ax: Any
     try:
         ax = fig.add_axes(image_rect, projection=shown.cellcoadd.wcs)
         sky = True
@@ -225,7 +226,8 @@ def plot_dataset(
     bar = fig.colorbar(artist, cax=fig.add_axes(bar_rect))
     if stretch != "linear":
         # Ticks evenly spaced in the stretched scale, so the faint end is labelled too.
-        ticks = np.unique(np.asarray(artist.norm.inverse(np.linspace(0.0, 1.0, 8)), dtype=float).ravel())
+        norm: Any = artist.norm
+        ticks = np.unique(np.asarray(norm.inverse(np.linspace(0.0, 1.0, 8)), dtype=np.float64).ravel())
         bar.set_ticks(ticks.tolist(), labels=[f"{t:.3g}" for t in ticks])
     return fig
 
