@@ -134,6 +134,17 @@ def test_tract_chunks_read_the_patch_archives_directly(
         source = tract_source.source_of(coadd, spec)
         assert source is not None, spec
         assert source.shape == tract_source.plane_of(coadd, spec).shape, spec
+    # A window of the opened patch (the coadd is not sliced) reads what the sliced coadd does.
+    y0, x0 = coadd.bbox.y.start, coadd.bbox.x.start
+    box = ccd.Box.factory[y0 + 10:y0 + 60, x0 + 7:x0 + 49]
+    for spec in ("image", "variance", "mask", "mask-elements", "fraction:frac0", "noise:0"):
+        window = tract_source.source_of(coadd, spec, box)
+        assert window is not None, spec
+        assert_identical(np.asarray(window[...]), tract_source.plane_of(coadd[box], spec).compute(), spec)
+    outside = ccd.Box.factory[coadd.bbox.y.stop - 10:coadd.bbox.y.stop + 10, x0:x0 + 5]
+    for spec in ("image", "mask"):
+        with pytest.raises(ccd.BoundsError):
+            tract_source.source_of(coadd, spec, outside)
 
 
 def _assert_fill(part: xr.Dataset, what: str) -> None:
