@@ -67,7 +67,7 @@ def coarse_grid(ds: xr.Dataset) -> tuple[int, float, float, int, int]:
     return factor, float(y[0]), float(x[0]), y.size, x.size
 
 
-def _aligned(start: int, stop: int, factor: int) -> tuple[int, int, int]:
+def aligned(start: int, stop: int, factor: int) -> tuple[int, int, int]:
     """Padding before, padding after and number of blocks for the absolute range ``[start, stop)``."""
     first = math.floor(start / factor)
     last = math.ceil(stop / factor)
@@ -80,8 +80,28 @@ def _block_chunks(n_blocks: int, factor: int) -> tuple[int, ...]:
     return tuple([per * factor] * full + ([rest * factor] if rest else []))
 
 
+def halve(block: np.ndarray, how: str) -> np.ndarray:
+    """Sum (``"sum"``) or OR (``"or"``) over 2 x 2 blocks of the first two axes (both even).
+
+    The four terms are combined in one fixed order, so that a power-of-two reduction done in
+    one go (:func:`_reduce`) and level by level (a pyramid) give the same bits.
+    """
+    op = np.bitwise_or if how == "or" else np.add
+    top = op(block[0::2, 0::2], block[1::2, 0::2])
+    return op(top, op(block[0::2, 1::2], block[1::2, 1::2]), out=top)
+
+
 def _reduce(block: np.ndarray, factor: int, how: str) -> np.ndarray:
-    """Sum (``"sum"``) or OR (``"or"``) over ``factor`` x ``factor`` blocks of the first two axes."""
+    """Sum (``"sum"``) or OR (``"or"``) over ``factor`` x ``factor`` blocks of the first two axes.
+
+    A power-of-two factor is reduced by repeated :func:`halve` (strided adds, faster than a
+    reduction over two strided axes); other factors by one reshaped reduction.
+    """
+    if factor & (factor - 1) == 0:
+        while factor > 1:
+            block = halve(block, how)
+            factor //= 2
+        return block
     ny, nx = block.shape[0] // factor, block.shape[1] // factor
     shaped = block.reshape(ny, factor, nx, factor, *block.shape[2:])
     if how == "or":
@@ -89,7 +109,7 @@ def _reduce(block: np.ndarray, factor: int, how: str) -> np.ndarray:
     return shaped.sum(axis=(1, 3))
 
 
-def _valid(image: np.ndarray, mask: np.ndarray, no_data: tuple[int, int] | None) -> np.ndarray:
+def valid_pixels(image: np.ndarray, mask: np.ndarray, no_data: tuple[int, int] | None) -> np.ndarray:
     good = np.isfinite(image)
     if no_data is not None:
         element, bit = no_data
@@ -101,24 +121,34 @@ def _valid(image: np.ndarray, mask: np.ndarray, no_data: tuple[int, int] | None)
 def _mean_kernel(values: np.ndarray, image: np.ndarray, mask: np.ndarray, *, factor: int,
                  no_data: tuple[int, int] | None, squared: bool) -> np.ndarray:
     """Mean of the valid pixels of each block (``squared``: sum / n**2, for variances)."""
-    good = _valid(image, mask, no_data)
-    total = _reduce(np.where(good, values, 0).astype(np.float64, copy=False), factor, "sum")
+    good = valid_pixels(image, mask, no_data)
+    total = _reduce(valid_values(values, good), factor, "sum")
     count = _reduce(good.astype(np.int64), factor, "sum")
+    return block_mean(total, count, squared=squared, dtype=values.dtype)
+
+
+def valid_values(values: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """float64 ``values`` where ``good``, else 0: what block sums add."""
+    return np.where(good, values, 0).astype(np.float64, copy=False)
+
+
+def block_mean(total: np.ndarray, count: np.ndarray, *, squared: bool, dtype: np.dtype) -> np.ndarray:
+    """``total / count`` (``squared``: ``/ count**2``) as ``dtype``; NaN where ``count`` is 0."""
     denominator = count.astype(np.float64) ** (2 if squared else 1)
     out = np.divide(total, denominator, out=np.full(total.shape, np.nan), where=count > 0)
-    return out.astype(values.dtype, copy=False)
+    return out.astype(dtype, copy=False)
 
 
 def _count_kernel(image: np.ndarray, mask: np.ndarray, *, factor: int,
                   no_data: tuple[int, int] | None) -> np.ndarray:
-    return _reduce(_valid(image, mask, no_data).astype(np.int32), factor, "sum").astype(np.int32)
+    return _reduce(valid_pixels(image, mask, no_data).astype(np.int32), factor, "sum").astype(np.int32)
 
 
 def _or_kernel(mask: np.ndarray, *, factor: int) -> np.ndarray:
     return _reduce(mask, factor, "or")
 
 
-def _no_data(mask_var: xr.DataArray) -> tuple[int, int] | None:
+def no_data_bit(mask_var: xr.DataArray) -> tuple[int, int] | None:
     """``(element, bit)`` of ``NO_DATA`` in the mask's layout, or ``None`` without such a plane."""
     from .xarray_dataset import schema_from_attrs
 
@@ -183,8 +213,8 @@ def coarsen_dataset(ds: xr.Dataset, factor: int) -> xr.Dataset:
     if factor == 1:
         return ds
     bbox = box_of(ds)
-    (py0, py1, ny), (px0, px1, nx) = (_aligned(bbox.y.start, bbox.y.stop, factor),
-                                      _aligned(bbox.x.start, bbox.x.stop, factor))
+    (py0, py1, ny), (px0, px1, nx) = (aligned(bbox.y.start, bbox.y.stop, factor),
+                                      aligned(bbox.x.start, bbox.x.stop, factor))
     chunks = (_block_chunks(ny, factor), _block_chunks(nx, factor))
     pads = ((py0, py1), (px0, px1))
 
@@ -192,7 +222,7 @@ def coarsen_dataset(ds: xr.Dataset, factor: int) -> xr.Dataset:
         var = ds[name]
         return var.data if var.chunks is not None else var.chunk().data
 
-    no_data = _no_data(ds["mask"])
+    no_data = no_data_bit(ds["mask"])
     image = _padded(data("image"), pads, np.nan, chunks)
     mask = _padded(data("mask"), pads, 0, chunks)
     out_chunks = tuple(tuple(c // factor for c in axis) for axis in chunks)

@@ -13,8 +13,9 @@ that an overview reads a few megabytes instead of the whole tract.  Layout of th
 - root attribute ``cellcoadd``: the factors, the Dataset's attributes (skymap, tract, band, cell
   grid, the sky projection - OME 0.5 has no celestial transforms), and each variable's.
 
-Every level is computed from the full-resolution planes, window after window
-(:mod:`cellcoadd_dask.pyramid_bands`: memory stays bounded by a window, and each tile is read once);
+The levels are computed window after window (:mod:`cellcoadd_dask.pyramid_bands`: memory stays
+bounded by a window, and each tile is read once), each from the one before when the factors are
+powers of two (in the order of additions ``coarsen`` uses, so the bits are the same);
 chunks are :data:`CHUNK` pixels square, compressed with zstd.  Local pyramids are written beside
 their destination and renamed into place; on object stores under a version prefix whose root
 document is written last (:mod:`cellcoadd_dask.archives.zarr.commit`): a reader sees the previous
@@ -149,7 +150,7 @@ class _Pyramid:
         import zarr
         from zarr.codecs import BloscCodec
 
-        from .pyramid_bands import bands, store_band
+        from .pyramid_bands import bands, store_band, window_levels
         from .xarray_dataset import box_of
 
         group = zarr.open_group(store, mode="w", zarr_format=3)
@@ -177,7 +178,10 @@ class _Pyramid:
                 window = self.ds[["image", "variance", "mask"]].isel(
                     y=slice(y0 - start[0], y1 - start[0]), x=slice(x0 - start[1], x1 - start[1])
                 ).persist()
-                store_band(_levels(window, self.factors), self.factors, targets, start, (y0, x0), CHUNK)
+                levels = window_levels(window, self.factors, self.variables)
+                if levels is None:  # factors that are not powers of two: each level from full resolution
+                    levels = [{v: level[v].data for v in self.variables} for level in _levels(window, self.factors)]
+                store_band(levels, self.factors, targets, start, (y0, x0))
         if root:
             group.attrs.update(self.root_attributes())
         with warnings.catch_warnings():  # consolidated metadata is a zarr-python convention, known here

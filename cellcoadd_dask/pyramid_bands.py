@@ -7,15 +7,17 @@ edges are multiples of the largest factor in absolute pixels (so no block of any
 two windows) and, where possible, edges of cells or of the Dataset's chunks (so no tile is read
 twice); memory is then bounded by a window, however wide the tract.  :func:`store_band` writes
 one window's levels into their Zarr arrays: each level's rows go to ``floor(edge / factor) -
-floor(start / factor)`` (columns likewise), and the window's dask chunks are cut on the arrays'
-chunk grid so that no two tasks write one Zarr chunk.  Windows run one after another; a chunk
-shared by two windows is completed by the second (a read-modify-write).
+floor(start / factor)`` (columns likewise), one thread per array, so no two writers touch one
+Zarr chunk.  Windows run one after another; a chunk shared by two windows is completed by the
+second (a read-modify-write).  :func:`window_levels` computes a window's levels in memory, each
+from the one before, in strips of columns on every core.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["BAND_COLUMNS", "BAND_ROWS", "bands", "store_band"]
+__all__ = ["BAND_COLUMNS", "BAND_ROWS", "bands", "store_band", "window_levels"]
 
 BAND_ROWS = 1536
 """Target height of a window, in full-resolution pixels."""
@@ -74,35 +76,138 @@ def bands(ds: xr.Dataset, factor: int, target: int | None = None, axis: str = "y
 
 
 def store_band(
-    levels: Sequence[xr.Dataset],
+    levels: Sequence[Mapping[str, Any]],
     factors: Sequence[int],
     targets: dict[tuple[str, int], Any],
     start: tuple[int, int],
     band_start: tuple[int, int],
-    chunk: int,
 ) -> None:
     """Write the levels of one window (``levels[k]`` coarsened by ``factors[k]``) into ``targets``.
 
-    ``targets`` maps ``(variable, level)`` to a Zarr array; ``start`` is the first row and
-    column of the whole Dataset and ``band_start`` the window's, all absolute.
+    ``levels[k]`` maps each variable to a dask or numpy array; ``targets`` maps ``(variable, level)``
+    to a Zarr array; ``start`` is the first row and column of the whole Dataset and ``band_start``
+    the window's, all absolute.  Each array is written by one thread (one Zarr call: Zarr cuts it
+    on its chunks, encoding them concurrently); different arrays are written at once.
     """
-    import dask.array as da
+    import dask
 
-    def on_grid(offset: int, size: int) -> tuple[int, ...]:
-        first = min(size, chunk - offset % chunk)
-        full, rest = divmod(size - first, chunk)
-        return (first, *[chunk] * full, *([rest] if rest else []))
-
-    sources, arrays, regions = [], [], []
+    jobs = []
     for (variable, k), target in targets.items():
         factor = factors[k]
-        data = levels[k][variable].data
         row = band_start[0] // factor - start[0] // factor
         column = band_start[1] // factor - start[1] // factor
-        rows, columns = data.shape
+        jobs.append((levels[k][variable], target, row, column, f"{variable} level {k}"))
+    lazy = [n for n, job in enumerate(jobs) if not isinstance(job[0], np.ndarray)]
+    for n, values in zip(lazy, dask.compute(*[jobs[n][0] for n in lazy]), strict=True):
+        jobs[n] = (values, *jobs[n][1:])
+
+    def write(n: int) -> None:
+        values, target, row, column, what = jobs[n]
+        rows, columns = values.shape
         if row < 0 or column < 0 or row + rows > target.shape[0] or column + columns > target.shape[1]:
-            raise AssertionError(f"window of {variable} level {k} does not fit its array")
-        sources.append(data.rechunk((on_grid(row, rows), on_grid(column, columns))))
-        arrays.append(target)
-        regions.append((slice(row, row + rows), slice(column, column + columns)))
-    da.store(sources, arrays, regions=regions, lock=False)
+            raise AssertionError(f"window of {what} does not fit its array")
+        target[row:row + rows, column:column + columns] = values
+
+    _on_threads(len(jobs), write)
+
+
+def window_levels(window: xr.Dataset, factors: Sequence[int],
+                  variables: Sequence[str]) -> list[dict[str, np.ndarray]] | None:
+    """Every level of one window, each computed from the one before it, in memory.
+
+    ``None`` unless every factor is a power of two (then each level is its own coarsening).
+    Level 1 is the window itself (with ``count``); level ``2f`` sums the float64 totals,
+    valid-pixel counts and mask ORs of level ``f`` over 2 x 2 blocks
+    (:func:`~cellcoadd_dask.coarsen.halve`), whose order of additions is the one
+    :func:`~cellcoadd_dask.coarsen.coarsen_dataset` uses: every level equals
+    ``coarsen(factor)`` of the window bit for bit, for a pass over the full resolution and
+    a quarter of the work per level after it (instead of a full-resolution pass per level).
+    """
+    from .coarsen import no_data_bit
+    from .geom import Box, Interval
+    from .xarray_dataset import box_of
+
+    if any(f < 1 or f & (f - 1) for f in factors):
+        return None
+    box = box_of(window)
+    planes = (np.asarray(window["image"].values), np.asarray(window["variance"].values),
+              np.asarray(window["mask"].values))
+    no_data = no_data_bit(window["mask"])
+    # Strips of columns cut at multiples of the largest factor (no block straddles two) reduce
+    # on every core; their levels are then joined along x.
+    cuts = [box.x.start, *range((box.x.start // factors[-1] + 1) * factors[-1], box.x.stop, STRIP_COLUMNS),
+            box.x.stop]
+    cuts = [c for n, c in enumerate(cuts) if n == 0 or c > cuts[n - 1]]
+    if STRIP_COLUMNS % factors[-1]:
+        cuts = [box.x.start, box.x.stop]
+    strips = [Box(box.y, Interval(a, b)) for a, b in itertools.pairwise(cuts)]
+    parts: list[list[dict[str, np.ndarray]]] = [[] for _ in strips]
+
+    def reduce(n: int) -> None:
+        x0, x1 = strips[n].x.start - box.x.start, strips[n].x.stop - box.x.start
+        parts[n] = _strip_levels((planes[0][:, x0:x1], planes[1][:, x0:x1], planes[2][:, x0:x1]), strips[n], no_data,
+                                 factors, variables)
+
+    _on_threads(len(strips), reduce)
+    return [{name: np.concatenate([part[k][name] for part in parts], axis=1) if len(parts) > 1 else parts[0][k][name]
+             for name in variables} for k in range(len(factors))]
+
+
+def _on_threads(count: int, job: Any) -> None:
+    """``job(0)``, ..., ``job(count - 1)`` on a thread per core (numpy and the codecs release the GIL)."""
+    if count == 1:
+        job(0)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(count, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                            else os.cpu_count() or 1)) as pool:
+        for future in [pool.submit(job, n) for n in range(count)]:
+            future.result()
+
+
+STRIP_COLUMNS = 1024
+"""Width of the strips a window's levels are reduced in, in parallel (a multiple of every default factor)."""
+
+
+def _strip_levels(planes: tuple[np.ndarray, np.ndarray, np.ndarray], box: Any, no_data: tuple[int, int] | None,
+                  factors: Sequence[int], variables: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """The levels of one strip (absolute ``box``) of a window (see :func:`window_levels`)."""
+    from .coarsen import aligned, block_mean, halve, valid_pixels, valid_values
+
+    image, variance, mask = planes
+    largest = factors[-1]
+    good = valid_pixels(image, mask, no_data)
+    (ya, yb, _), (xa, xb, _) = aligned(box.y.start, box.y.stop, largest), aligned(box.x.start, box.x.stop, largest)
+    pads = ((ya, yb), (xa, xb))
+    sums = {
+        "image": np.pad(valid_values(image, good), pads),
+        "variance": np.pad(valid_values(variance, good), pads),
+        "count": np.pad(good.astype(np.int64), pads),
+    }
+    if "mask" in variables:
+        sums["mask"] = np.pad(mask, (*pads, *((0, 0),) * (mask.ndim - 2)))
+    levels: list[dict[str, np.ndarray]] = []
+    factor = 1
+    for wanted in factors:
+        while factor < wanted:
+            sums = {name: halve(values, "or" if name == "mask" else "sum") for name, values in sums.items()}
+            factor *= 2
+        if factor == 1:
+            level = {"image": image, "variance": variance, "mask": mask, "count": good.astype(np.int32)}
+        else:
+            # The padded strip starts at a multiple of the largest factor: drop the blocks
+            # before the strip's first block of this level and after its last.
+            first_y = box.y.start // factor - (box.y.start - ya) // factor
+            first_x = box.x.start // factor - (box.x.start - xa) // factor
+            ny, nx = aligned(box.y.start, box.y.stop, factor)[2], aligned(box.x.start, box.x.stop, factor)[2]
+            cut = {name: values[first_y:first_y + ny, first_x:first_x + nx] for name, values in sums.items()}
+            level = {
+                "image": block_mean(cut["image"], cut["count"], squared=False, dtype=image.dtype),
+                "variance": block_mean(cut["variance"], cut["count"], squared=True, dtype=variance.dtype),
+                "count": cut["count"].astype(np.int32),
+            }
+            if "mask" in cut:
+                level["mask"] = np.ascontiguousarray(cut["mask"])
+        levels.append({name: level[name] for name in variables})
+    return levels

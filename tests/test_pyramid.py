@@ -79,9 +79,23 @@ def test_written_in_bands_smaller_than_a_chunk_it_is_exact(
     assert all(a % 8 == 0 for a, _ in columns[1:]) and all(b - a >= width for a, b in columns[:-1])
     monkeypatch.setattr(pyramid_bands, "BAND_ROWS", 8)
     monkeypatch.setattr(pyramid_bands, "BAND_COLUMNS", width)
+    monkeypatch.setattr(pyramid_bands, "STRIP_COLUMNS", 16)  # each window reduced in several strips
     url = ccd.write_pyramid(part, tmp_path / "p.zarr", levels=4)
     for k, factor in enumerate([1, 2, 4, 8]):
         level = ccd.open_pyramid(url, k)
+        expected = part if factor == 1 else part.cellcoadd.coarsen(factor)
+        for name in ("image", "variance", "mask", "count"):
+            if name in expected:
+                np.testing.assert_array_equal(level[name].values, expected[name].values, err_msg=f"{name} {k}")
+
+
+def test_factors_that_are_not_powers_of_two_are_exact(tract: xr.Dataset, tmp_path: Path) -> None:
+    """Levels 1, 3, 6: each reduced from full resolution (no level-by-level cascade), equal to coarsen."""
+    part = tract.isel(y=slice(11, 190), x=slice(4, 170))
+    url = ccd.write_pyramid(part, tmp_path / "p.zarr", levels=[1, 3, 6])
+    for k, factor in enumerate([1, 3, 6]):
+        level = ccd.open_pyramid(url, k)
+        assert level.cellcoadd.factor == factor
         expected = part if factor == 1 else part.cellcoadd.coarsen(factor)
         for name in ("image", "variance", "mask", "count"):
             if name in expected:
