@@ -171,15 +171,19 @@ class _Pyramid:
         box = box_of(self.ds)
         start = (box.y.start, box.x.start)
         columns = bands(self.ds, self.factors[-1], axis="x")
+        cascade = all(f & (f - 1) == 0 for f in self.factors)  # each level from the one before
         for y0, y1 in bands(self.ds, self.factors[-1]):
             for x0, x1 in columns:
-                # Persisted first: dask pushes the window's slice into the tile reads only for a
-                # plain compute, not through the rechunks below (they would read every chunk whole).
                 window = self.ds[["image", "variance", "mask"]].isel(
-                    y=slice(y0 - start[0], y1 - start[0]), x=slice(x0 - start[1], x1 - start[1])
-                ).persist()
-                levels = window_levels(window, self.factors, self.variables)
-                if levels is None:  # factors that are not powers of two: each level from full resolution
+                    y=slice(y0 - start[0], y1 - start[0]), x=slice(x0 - start[1], x1 - start[1]))
+                levels: Sequence[Mapping[str, Any]] | None = None
+                if cascade:
+                    # Read into memory (a plain compute: dask pushes the slice into the tile reads).
+                    levels = window_levels(window.compute(), self.factors, self.variables)
+                if levels is None:
+                    # Persisted first: dask pushes the slice into the tile reads only for a plain
+                    # compute, not through the rechunks of coarsen (they would read every chunk whole).
+                    window = window.persist()
                     levels = [{v: level[v].data for v in self.variables} for level in _levels(window, self.factors)]
                 store_band(levels, self.factors, targets, start, (y0, x0))
         if root:

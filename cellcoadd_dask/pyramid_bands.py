@@ -123,7 +123,7 @@ def window_levels(window: xr.Dataset, factors: Sequence[int],
     ``coarsen(factor)`` of the window bit for bit, for a pass over the full resolution and
     a quarter of the work per level after it (instead of a full-resolution pass per level).
     """
-    from .coarsen import no_data_bit
+    from .coarsen import no_data_bit, valid_pixels
     from .geom import Box, Interval
     from .xarray_dataset import box_of
 
@@ -132,7 +132,7 @@ def window_levels(window: xr.Dataset, factors: Sequence[int],
     box = box_of(window)
     planes = (np.asarray(window["image"].values), np.asarray(window["variance"].values),
               np.asarray(window["mask"].values))
-    no_data = no_data_bit(window["mask"])
+    good = valid_pixels(planes[0], planes[2], no_data_bit(window["mask"]))
     # Strips of columns cut at multiples of the largest factor (no block straddles two) reduce
     # on every core; their levels are then joined along x.
     cuts = [box.x.start, *range((box.x.start // factors[-1] + 1) * factors[-1], box.x.stop, STRIP_COLUMNS),
@@ -141,16 +141,20 @@ def window_levels(window: xr.Dataset, factors: Sequence[int],
     if STRIP_COLUMNS % factors[-1]:
         cuts = [box.x.start, box.x.stop]
     strips = [Box(box.y, Interval(a, b)) for a, b in itertools.pairwise(cuts)]
+    coarse = [f for f in factors if f > 1]
     parts: list[list[dict[str, np.ndarray]]] = [[] for _ in strips]
 
     def reduce(n: int) -> None:
         x0, x1 = strips[n].x.start - box.x.start, strips[n].x.stop - box.x.start
-        parts[n] = _strip_levels((planes[0][:, x0:x1], planes[1][:, x0:x1], planes[2][:, x0:x1]), strips[n], no_data,
-                                 factors, variables)
+        parts[n] = _strip_levels((planes[0][:, x0:x1], planes[1][:, x0:x1], planes[2][:, x0:x1]), good[:, x0:x1],
+                                 strips[n], coarse, variables)
 
-    _on_threads(len(strips), reduce)
-    return [{name: np.concatenate([part[k][name] for part in parts], axis=1) if len(parts) > 1 else parts[0][k][name]
-             for name in variables} for k in range(len(factors))]
+    if coarse:
+        _on_threads(len(strips), reduce)
+    full = {"image": planes[0], "variance": planes[1], "mask": planes[2], "count": good.astype(np.int32)}
+    joined = [{name: np.concatenate([part[k][name] for part in parts], axis=1) if len(parts) > 1 else parts[0][k][name]
+               for name in variables} for k in range(len(coarse))]
+    return [{name: full[name] for name in variables} if f == 1 else joined.pop(0) for f in factors]
 
 
 def _on_threads(count: int, job: Any) -> None:
@@ -170,44 +174,47 @@ STRIP_COLUMNS = 1024
 """Width of the strips a window's levels are reduced in, in parallel (a multiple of every default factor)."""
 
 
-def _strip_levels(planes: tuple[np.ndarray, np.ndarray, np.ndarray], box: Any, no_data: tuple[int, int] | None,
+def _strip_levels(planes: tuple[np.ndarray, np.ndarray, np.ndarray], good: np.ndarray, box: Any,
                   factors: Sequence[int], variables: Sequence[str]) -> list[dict[str, np.ndarray]]:
-    """The levels of one strip (absolute ``box``) of a window (see :func:`window_levels`)."""
-    from .coarsen import aligned, block_mean, halve, valid_pixels, valid_values
+    """The levels ``factors`` (powers of two above 1) of one strip (absolute ``box``) of a window.
+
+    The strip is padded to multiples of the largest factor in sums that are allocated once: float64
+    totals of the valid pixels' image and variance, int32 counts and the mask (see :func:`window_levels`).
+    """
+    from .coarsen import aligned, block_mean, halve
 
     image, variance, mask = planes
     largest = factors[-1]
-    good = valid_pixels(image, mask, no_data)
     (ya, yb, _), (xa, xb, _) = aligned(box.y.start, box.y.stop, largest), aligned(box.x.start, box.x.stop, largest)
-    pads = ((ya, yb), (xa, xb))
-    sums = {
-        "image": np.pad(valid_values(image, good), pads),
-        "variance": np.pad(valid_values(variance, good), pads),
-        "count": np.pad(good.astype(np.int64), pads),
-    }
+    inner = (slice(ya, ya + image.shape[0]), slice(xa, xa + image.shape[1]))
+    shape = (image.shape[0] + ya + yb, image.shape[1] + xa + xb)
+    sums: dict[str, np.ndarray] = {}
+    for name, values in (("image", image), ("variance", variance)):
+        sums[name] = np.zeros(shape, np.float64)
+        np.copyto(sums[name][inner], values, where=good)  # what coarsen's where(good, v, 0) adds
+    sums["count"] = np.zeros(shape, np.int32)
+    sums["count"][inner] = good
     if "mask" in variables:
-        sums["mask"] = np.pad(mask, (*pads, *((0, 0),) * (mask.ndim - 2)))
+        sums["mask"] = np.zeros((*shape, *mask.shape[2:]), mask.dtype)
+        sums["mask"][inner] = mask
     levels: list[dict[str, np.ndarray]] = []
     factor = 1
     for wanted in factors:
         while factor < wanted:
             sums = {name: halve(values, "or" if name == "mask" else "sum") for name, values in sums.items()}
             factor *= 2
-        if factor == 1:
-            level = {"image": image, "variance": variance, "mask": mask, "count": good.astype(np.int32)}
-        else:
-            # The padded strip starts at a multiple of the largest factor: drop the blocks
-            # before the strip's first block of this level and after its last.
-            first_y = box.y.start // factor - (box.y.start - ya) // factor
-            first_x = box.x.start // factor - (box.x.start - xa) // factor
-            ny, nx = aligned(box.y.start, box.y.stop, factor)[2], aligned(box.x.start, box.x.stop, factor)[2]
-            cut = {name: values[first_y:first_y + ny, first_x:first_x + nx] for name, values in sums.items()}
-            level = {
-                "image": block_mean(cut["image"], cut["count"], squared=False, dtype=image.dtype),
-                "variance": block_mean(cut["variance"], cut["count"], squared=True, dtype=variance.dtype),
-                "count": cut["count"].astype(np.int32),
-            }
-            if "mask" in cut:
-                level["mask"] = np.ascontiguousarray(cut["mask"])
+        # The padded strip starts at a multiple of the largest factor: drop the blocks before the
+        # strip's first block of this level and after its last.
+        first_y = box.y.start // factor - (box.y.start - ya) // factor
+        first_x = box.x.start // factor - (box.x.start - xa) // factor
+        ny, nx = aligned(box.y.start, box.y.stop, factor)[2], aligned(box.x.start, box.x.stop, factor)[2]
+        cut = {name: values[first_y:first_y + ny, first_x:first_x + nx] for name, values in sums.items()}
+        level = {
+            "image": block_mean(cut["image"], cut["count"], squared=False, dtype=image.dtype),
+            "variance": block_mean(cut["variance"], cut["count"], squared=True, dtype=variance.dtype),
+            "count": np.ascontiguousarray(cut["count"]),
+        }
+        if "mask" in cut:
+            level["mask"] = np.ascontiguousarray(cut["mask"])
         levels.append({name: level[name] for name in variables})
     return levels
