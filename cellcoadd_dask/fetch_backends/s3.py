@@ -51,12 +51,12 @@ def _direct_settings(fs: Any) -> tuple[str, str, str, str | None, str] | None:
     Only explicit settings qualify: a key and secret, an endpoint URL (path-style addressing,
     as botocore uses for one) that is not AWS's own, a region from ``client_kwargs`` (or none
     configured anywhere: ``us-east-1``), no botocore session, session options (a profile, say),
-    extra request parameters or signing option, and no client created yet.
+    extra request parameters or signing option.
     """
     client_kwargs = dict(getattr(fs, "client_kwargs", None) or {})
     endpoint = getattr(fs, "endpoint_url", None) or client_kwargs.get("endpoint_url")
     key, secret, token = getattr(fs, "key", None), getattr(fs, "secret", None), getattr(fs, "token", None)
-    if (getattr(fs, "anon", False) or getattr(fs, "session", None) is not None or getattr(fs, "_s3", None) is not None
+    if (getattr(fs, "anon", False) or getattr(fs, "session", None) is not None
             or not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://"))
             or _is_aws(endpoint)
             or not isinstance(key, str) or not key or not isinstance(secret, str) or not secret
