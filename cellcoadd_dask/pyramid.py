@@ -150,7 +150,7 @@ class _Pyramid:
         import zarr
         from zarr.codecs import BloscCodec
 
-        from .pyramid_bands import bands, store_band, window_levels
+        from .pyramid_bands import bands, cascades, store_band, window_levels
         from .xarray_dataset import box_of
 
         group = zarr.open_group(store, mode="w", zarr_format=3)
@@ -171,7 +171,7 @@ class _Pyramid:
         box = box_of(self.ds)
         start = (box.y.start, box.x.start)
         columns = bands(self.ds, self.factors[-1], axis="x")
-        cascade = all(f & (f - 1) == 0 for f in self.factors)  # each level from the one before
+        cascade = cascades(self.factors)  # each level from the one before
         for y0, y1 in bands(self.ds, self.factors[-1]):
             for x0, x1 in columns:
                 window = self.ds[["image", "variance", "mask"]].isel(

@@ -16,7 +16,6 @@ from the one before, in strips of columns on every core.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["BAND_COLUMNS", "BAND_ROWS", "bands", "store_band", "window_levels"]
+__all__ = ["BAND_COLUMNS", "BAND_ROWS", "bands", "cascades", "store_band", "window_levels"]
 
 BAND_ROWS = 1536
 """Target height of a window, in full-resolution pixels."""
@@ -111,6 +110,11 @@ def store_band(
     _on_threads(len(jobs), write)
 
 
+def cascades(factors: Sequence[int]) -> bool:
+    """Whether every factor is a power of two, so that :func:`window_levels` computes each level from the one before."""
+    return all(f >= 1 and f & (f - 1) == 0 for f in factors)
+
+
 def window_levels(window: xr.Dataset, factors: Sequence[int],
                   variables: Sequence[str]) -> list[dict[str, np.ndarray]] | None:
     """Every level of one window, each computed from the one before it, in memory.
@@ -127,7 +131,7 @@ def window_levels(window: xr.Dataset, factors: Sequence[int],
     from .geom import Box, Interval
     from .xarray_dataset import box_of
 
-    if any(f < 1 or f & (f - 1) for f in factors):
+    if not cascades(factors):
         return None
     box = box_of(window)
     planes = (np.asarray(window["image"].values), np.asarray(window["variance"].values),
@@ -135,11 +139,8 @@ def window_levels(window: xr.Dataset, factors: Sequence[int],
     good = valid_pixels(planes[0], planes[2], no_data_bit(window["mask"]))
     # Strips of columns cut at multiples of the largest factor (no block straddles two) reduce
     # on every core; their levels are then joined along x.
-    cuts = [box.x.start, *range((box.x.start // factors[-1] + 1) * factors[-1], box.x.stop, STRIP_COLUMNS),
-            box.x.stop]
-    cuts = [c for n, c in enumerate(cuts) if n == 0 or c > cuts[n - 1]]
-    if STRIP_COLUMNS % factors[-1]:
-        cuts = [box.x.start, box.x.stop]
+    inner = range((box.x.start // factors[-1] + 1) * factors[-1], box.x.stop, STRIP_COLUMNS)
+    cuts = [box.x.start, *(inner if STRIP_COLUMNS % factors[-1] == 0 else ()), box.x.stop]
     strips = [Box(box.y, Interval(a, b)) for a, b in itertools.pairwise(cuts)]
     coarse = [f for f in factors if f > 1]
     parts: list[list[dict[str, np.ndarray]]] = [[] for _ in strips]
@@ -158,14 +159,15 @@ def window_levels(window: xr.Dataset, factors: Sequence[int],
 
 
 def _on_threads(count: int, job: Any) -> None:
-    """``job(0)``, ..., ``job(count - 1)`` on a thread per core (numpy and the codecs release the GIL)."""
+    """``job(0)``, ..., ``job(count - 1)`` on the local threads (numpy and the codecs release the GIL)."""
     if count == 1:
         job(0)
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(count, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                            else os.cpu_count() or 1)) as pool:
+    from .streaming import default_workers
+
+    with ThreadPoolExecutor(max_workers=min(count, default_workers())) as pool:
         for future in [pool.submit(job, n) for n in range(count)]:
             future.result()
 

@@ -19,7 +19,7 @@ import os
 import re
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..errors import ArchiveFormatError, FetchError, shown_url
 from .core import (
@@ -78,8 +78,6 @@ def _direct_settings(fs: Any) -> tuple[str, str, str, str | None, str] | None:
 
 def _is_aws(endpoint: str) -> bool:
     """Whether ``endpoint`` is AWS's own (regions and addressing there are botocore's business)."""
-    from urllib.parse import urlsplit
-
     host = (urlsplit(endpoint).hostname or "").lower()
     return host.endswith((".amazonaws.com", ".amazonaws.com.cn")) or host == "amazonaws.com"
 
