@@ -9,8 +9,10 @@ slice itself and reads only the touched tiles, however big the chunks are.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -28,6 +30,7 @@ __all__ = [
     "PlaneOrigin",
     "WindowSource",
     "apply_rest",
+    "array_source",
     "cell_chunks",
     "normalize_key",
     "plane_array",
@@ -186,6 +189,8 @@ def plane_array(
     if tuple(sum(c) for c in chunks) != tuple(source.shape):
         raise BoundsError(f"chunks {chunks} do not tile the shape {source.shape}")
     key = f"{name}-{tokenize(token if token is not None else source, chunks)}"
+    with contextlib.suppress(TypeError):  # a source that cannot be weakly referenced is not remembered
+        _SOURCES[key] = source
     return da.from_array(
         source,
         chunks=chunks,
@@ -196,6 +201,22 @@ def plane_array(
         inline_array=False,
         meta=np.empty((0,) * len(source.shape), dtype=source.dtype),
     )
+
+
+_SOURCES: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+"""Dask array name -> the source :func:`plane_array` wrapped (alive as long as a graph holds it)."""
+
+
+def array_source(array: da.Array) -> ArraySource | None:
+    """The source a dask array of :func:`plane_array` reads, or ``None`` for any other array.
+
+    Only the array itself (not a slice or a computation on it) is known: a caller may then
+    ask the source for more than pixels (per-tile moments, say) and read exactly its chunks.
+    """
+    source = _SOURCES.get(array.name)
+    if source is None or tuple(source.shape) != tuple(array.shape):
+        return None
+    return source
 
 
 def _sub_chunks(chunks: tuple[int, ...], start: int, stop: int) -> tuple[int, ...]:
@@ -236,6 +257,16 @@ class WindowSource:
             for k, s in enumerate(region)
         )
         return apply_rest(self.source[shifted], rest)
+
+    def tile_moments(
+        self, region: tuple[slice, ...], valid: np.ndarray | None = None, full: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The underlying source's per-tile moments of ``region`` (window coordinates), or ``None``."""
+        moments = getattr(self.source, "tile_moments", None)
+        if moments is None or len(region) != 2:
+            return None
+        return moments(tuple(slice(s.start + o, s.stop + o) for s, o in zip(region, self.start, strict=False)), valid,
+                       full)
 
 
 class PlaneOrigin:

@@ -235,9 +235,23 @@ def combine_packed(schema: MaskSchema, arrays: list[np.ndarray], region: tuple[s
     dtype = packed_dtype(schema)
     out = np.zeros(np.shape(arrays[0]), dtype=dtype)
     names = schema.names
+    # Planes whose disk bit and packed bit differ by the same shift move together: a schema
+    # read as written is one group per disk array (three passes), not several per plane.
+    groups: dict[tuple[int, int], int] = {}
     for k, (d_arr, d_bit, _, _) in enumerate(schema.disk_positions()):
-        plane = ((np.asarray(arrays[d_arr]) >> d_bit) & 1).astype(dtype)
-        out |= plane << dtype.type(schema.index(names[k]))
+        key = (d_arr, schema.index(names[k]) - d_bit)
+        groups[key] = groups.get(key, 0) | (1 << d_bit)
+    for (d_arr, shift), bits in groups.items():
+        disk = np.asarray(arrays[d_arr])
+        if disk.dtype.kind == "i":  # the sign bit is plane 31: look at the bits, not the number
+            disk = disk.view(disk.dtype.str.replace("i", "u"))
+        part = np.bitwise_and(disk, np.array(bits, dtype=disk.dtype))
+        if shift < 0:
+            part >>= disk.dtype.type(-shift)
+        part = part.astype(dtype, copy=False)
+        if shift > 0:
+            part <<= dtype.type(shift)
+        out |= part
     return out
 
 

@@ -13,6 +13,7 @@ it touches however large the chunks are.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,38 @@ def source_of(coadd: CellCoadd, spec: str, box: Box | None = None) -> ArraySourc
     return plane.origin.window(plane.bbox if box is None else box)
 
 
+OPENED_PATCHES = 256
+"""Patches a process keeps opened for the handles unpickled there (see :func:`_opened`)."""
+
+_opened_lock = threading.Lock()
+_opened_patches: OrderedDict[tuple[str, str], CellCoadd] = OrderedDict()
+
+
+def _opened(token: str, opener: Callable[[], CellCoadd]) -> CellCoadd:
+    """The patch ``opener`` opens, opened once per process however many handles stand for it.
+
+    Each plane's source of a tract carries its own copies of the patch handles to the workers;
+    without this, a worker reading image and variance would open every patch once per plane.
+    The key is the handle's token (URL and pin) and the opener's own token (its index bytes,
+    storage options and chunks), so a changed object or other options open anew.
+    """
+    from dask.base import tokenize
+
+    key = (token, tokenize(opener))
+    with _opened_lock:
+        found = _opened_patches.get(key)
+        if found is not None:
+            _opened_patches.move_to_end(key)
+            return found
+    coadd = opener()
+    with _opened_lock:
+        coadd = _opened_patches.setdefault(key, coadd)
+        _opened_patches.move_to_end(key)
+        while len(_opened_patches) > OPENED_PATCHES:
+            _opened_patches.popitem(last=False)
+    return coadd
+
+
 class PatchHandle:
     """One patch of a tract, opened on first use (then cached in this process).
 
@@ -127,11 +160,11 @@ class PatchHandle:
 
     @property
     def coadd(self) -> CellCoadd:
-        """The patch, opened now if it is not yet."""
+        """The patch, opened now if it is not yet (once per process for handles that open from an index)."""
         if self._coadd is None:
             with self._lock:
                 if self._coadd is None:
-                    self._coadd = self.opener()
+                    self._coadd = self.opener() if self.keep_opened else _opened(self.token, self.opener)
         return self._coadd
 
     def plane(self, spec: str) -> da.Array:
@@ -193,6 +226,29 @@ class TractSource:
                 if source is None or source.dtype != self.dtype:
                     return None
                 return np.asarray(source[(*want.slice_within(patch.covered), *trail)])
+        return None
+
+    def tile_moments(
+        self, region: tuple[slice, ...], valid: np.ndarray | None = None, full: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Per-tile moments of a 2-d ``region`` that one patch's stored plane covers, else ``None``.
+
+        See :meth:`~cellcoadd_dask.archives.fits.source.FitsArraySource.tile_moments`.
+        """
+        from .geom import Interval
+
+        if self.ndim != 2 or len(region) != 2 or any(r.stop <= r.start for r in region):
+            return None
+        (sy, sx), (y0, x0) = region, (self.bbox.y.start, self.bbox.x.start)
+        want = Box(Interval(y0 + sy.start, y0 + sy.stop), Interval(x0 + sx.start, x0 + sx.stop))
+        for patch in self.patches:
+            assert patch.covered is not None
+            if patch.covered.intersection(want) == want:
+                source = patch.source(self.spec)
+                moments = getattr(source, "tile_moments", None)
+                if moments is None or source is None or source.dtype != self.dtype:
+                    return None
+                return moments(want.slice_within(patch.covered), valid, full)
         return None
 
     def __dask_tokenize__(self) -> Any:

@@ -92,13 +92,13 @@ def _runtime_imports(rel: str) -> set[str]:
 # -------------------------------------------------------------------------------- layers
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", (
-        "errors.py", "geom.py", "cells.py", "compression.py", "deferred.py", "stored.py", "streaming.py",
+        "errors.py", "geom.py", "cells.py", "compression.py", "moments.py", "deferred.py", "stored.py", "streaming.py",
         "schema.py", "archives/names.py", "starlink_sandbox.py", "_starlink_sandbox_child.py", "limits.py",
     )),
     ("storage", ("fetch*.py", "fetch_backends/*", "atomic.py")),
     ("codecs", (*(f"archives/fits/{name}.py" for name in (
-        "_astropy_codecs", "cards", "codecs", "tiles", "tile_tables", "tables", "layout", "encode", "hdu_writer",
-        "legacy_layout",
+        "_astropy_codecs", "cards", "codecs", "dither", "tiles", "plain", "tile_tables", "tables", "layout", "encode",
+        "hdu_writer", "legacy_layout",
     )), "archives/decode_pool.py", "archives/zarr/shards.py")),
     ("model", ("model.py", "projection.py", "fits_wcs.py", "provenance.py", "aperture.py", "backgrounds.py",
                "butler_info.py", "fields/*")),

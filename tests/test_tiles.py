@@ -16,8 +16,9 @@ from astropy.io import fits
 from paths import REFERENCE_DIR
 
 from cellcoadd_dask.archives.fits.cards import Header, parse_header
+from cellcoadd_dask.archives.fits.plain import PlainArray
 from cellcoadd_dask.archives.fits.tile_tables import compressed_layout, plain_layout, table_nbytes
-from cellcoadd_dask.archives.fits.tiles import PlainArray, StoredArray, TiledArray
+from cellcoadd_dask.archives.fits.tiles import StoredArray, TiledArray
 from cellcoadd_dask.errors import ArchiveFormatError, BoundsError
 
 REF = REFERENCE_DIR

@@ -46,6 +46,7 @@ __all__ = [
     "TileDecodeError",
     "decode_tile",
     "decode_tile_into",
+    "quantized_integers",
 ]
 
 ALGORITHMS = ("GZIP_1", "GZIP_2", "RICE_1", "NOCOMPRESS")
@@ -261,6 +262,19 @@ def _decode_stream(codec: TileCodec, blob: bytes | memoryview, dtype: np.dtype, 
     if codec.algorithm == "GZIP_2" and dtype.itemsize > 1:
         return _unshuffle(raw, dtype, npix)
     return _from_big_endian(raw, dtype, npix)
+
+
+def quantized_integers(codec: TileCodec, data: bytes | memoryview, npix: int) -> np.ndarray:
+    """The ``npix`` quantized integers of a quantized tile's ``COMPRESSED_DATA`` (not yet restored to floats).
+
+    Raises
+    ------
+    TileDecodeError
+        If the bytes are corrupt or decode to the wrong number of integers.
+    """
+    if codec.quantize is None or npix <= 0 or len(data) == 0:
+        raise TileDecodeError("not a quantized tile with data")
+    return _decode_stream(codec, data, np.dtype(np.int32), npix)
 
 
 def _dequantize(

@@ -280,6 +280,27 @@ class FitsArraySource:
         region, rest = normalize_key(key, self.shape)
         return apply_rest(self.read(region), rest)
 
+    def tile_moments(
+        self, region: tuple[slice, ...], valid: np.ndarray | None = None, full: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Per-tile moments of a 2-d ``region`` of a single tiled HDU (see :meth:`TiledArray.tile_moments`).
+
+        ``None`` when the source is not one tiled 2-d HDU read as stored (a split mask, a
+        cast, a plain HDU): then only :meth:`read` gives its pixels.
+        """
+        if self.combine is not None or len(self.refs) != 1 or self.ndim != 2 or len(region) != 2:
+            return None
+        if any(s.stop <= s.start for s in region):
+            return None
+        layouts = self.layouts()
+        layout = layouts[0]
+        if not isinstance(layout, TiledArray) or layout.dtype != self.dtype:
+            return None
+        self._load_rows(layouts, region)
+        blobs = fetch_ranges(self.url, layout.byte_ranges(region), storage_options=self.storage_options, copy=False,
+                             pin=self.pin)
+        return layout.tile_moments(region, blobs, valid, full)
+
 
 def preload(sources: Sequence[FitsArraySource]) -> None:
     """Load the headers and every tile-descriptor row of ``sources`` in at most two batched reads.

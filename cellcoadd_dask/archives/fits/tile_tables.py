@@ -15,8 +15,9 @@ import numpy as np
 from ...errors import ArchiveFormatError
 from .cards import Header
 from .codecs import ALGORITHMS, BITPIX_DTYPES, QUANTIZE_METHODS, TileCodec, TileDecodeError
+from .plain import PlainArray
 from .tables import BinTableColumn, parse_columns, read_bintable
-from .tiles import PlainArray, TiledArray
+from .tiles import TiledArray
 
 __all__ = [
     "MAX_EXPANSION",

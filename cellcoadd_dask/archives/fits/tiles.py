@@ -31,9 +31,10 @@ import numpy as np
 from ...errors import ArchiveFormatError, BoundsError
 from ..decode_pool import run_indexed
 from .cards import Header
-from .codecs import TileCodec, TileDecodeError, decode_tile, decode_tile_into
+from .codecs import TileCodec, TileDecodeError, decode_tile, decode_tile_into, quantized_integers
+from .dither import quantized_sum
 
-__all__ = ["PlainArray", "StoredArray", "TiledArray"]
+__all__ = ["Region", "StoredArray", "TiledArray", "check_region"]
 
 Region = tuple[slice, ...]
 
@@ -70,7 +71,7 @@ class StoredArray(Protocol):
         ...
 
 
-def _check_region(region: Region, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+def check_region(region: Region, shape: tuple[int, ...]) -> list[tuple[int, int]]:
     """Validate a region (explicit, step-1, non-empty slices inside ``shape``)."""
     if not isinstance(region, tuple) or len(region) != len(shape):
         raise BoundsError(f"region {region!r} must be a tuple of {len(shape)} slices")
@@ -142,7 +143,7 @@ class TiledArray:
         """Runs ``[first, stop)`` of descriptor rows that a read of ``region`` needs and lacks."""
         if self.loaded is None:
             return []
-        bounds = _check_region(region, self.shape)
+        bounds = check_region(region, self.shape)
         if all(a == 0 and b == n for (a, b), n in zip(bounds, self.shape, strict=True)):
             # The whole array: every row not loaded yet, as runs (vectorized; PSF tables have ~20,000 rows).
             missing = np.flatnonzero(~self.loaded)
@@ -212,7 +213,7 @@ class TiledArray:
         BoundsError
             If ``region`` is not a tuple of non-empty step-1 slices inside ``shape``.
         """
-        bounds = _check_region(region, self.shape)
+        bounds = check_region(region, self.shape)
         return [r for number, _ in self._tiles(bounds) for r in self._ranges_of(number)]
 
     def assemble(self, region: Region, blobs: Sequence[bytes | memoryview]) -> np.ndarray:
@@ -229,12 +230,90 @@ class TiledArray:
         BoundsError
             If ``region`` is invalid.
         """
-        bounds = _check_region(region, self.shape)
+        bounds = check_region(region, self.shape)
         out = np.empty(tuple(b - a for a, b in bounds), dtype=self.dtype)
         tiles = self._tiles(bounds)
+        parts, first = self._split(tiles, blobs)
+
+        def decode(t: int) -> None:
+            number, index = tiles[t]
+            self._decode_into(out, bounds, number, index, parts[first[t] : first[t + 1]])
+
+        run_indexed(len(tiles), decode)
+        return out
+
+    def tile_moments(
+        self, region: Region, blobs: Sequence[bytes | memoryview], valid: np.ndarray | None = None,
+        full: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Moments (:func:`~cellcoadd_dask.moments.moments_of`) of each tile's part of a 2-d ``region``.
+
+        Each tile is decoded on the decode pool and reduced while it is in the processor's
+        cache; no array of the region is made.  ``blobs`` are those of :meth:`byte_ranges`;
+        ``valid`` (the region's shape) marks the pixels to count.  With ``full=False`` only
+        pixel and valid counts and sums are made (the rest NaN), and a whole quantized tile
+        with every pixel counted is summed from its integers
+        (:func:`~cellcoadd_dask.archives.fits.dither.quantized_sum`), without restoring its pixels.
+
+        Returns
+        -------
+        moments, y_edges, x_edges
+            ``(MOMENTS, tiles along y, tiles along x)`` float64, and where each tile's part
+            starts and stops along y and x, relative to the region (``n + 1`` edges).
+
+        Raises
+        ------
+        ArchiveFormatError, BoundsError
+            As :meth:`assemble`.
+        """
+        from ...moments import MOMENTS, moments_of
+
+        bounds = check_region(region, self.shape)
+        if len(bounds) != 2:
+            raise BoundsError(f"tile moments need a 2-d region, got {len(bounds)} axes")
+        tiles = self._tiles(bounds)
+        parts, first = self._split(tiles, blobs)
+        edges = [np.array([a, *range((a // t + 1) * t, b, t), b]) - a
+                 for (a, b), t in zip(bounds, self.tile_shape, strict=True)]
+        columns = len(edges[1]) - 1
+        out = np.empty((MOMENTS, len(edges[0]) - 1, columns))
+
+        def reduce(t: int) -> None:
+            number, index = tiles[t]
+            row, column = divmod(t, columns)
+            box = [(i * s, min((i + 1) * s, n)) for i, s, n in zip(index, self.tile_shape, self.shape, strict=True)]
+            if not full and all(a <= ta and tb <= b for (a, b), (ta, tb) in zip(bounds, box, strict=True)):
+                ys, xs = edges[0][row : row + 2], edges[1][column : column + 2]
+                if valid is None or valid[ys[0] : ys[1], xs[0] : xs[1]].all():
+                    npix = math.prod(b - a for a, b in box)
+                    summed = self._quantized_sum(number, parts[first[t] : first[t + 1]], npix)
+                    if summed is not None:
+                        out[:, row, column] = (npix, *summed, np.nan, np.nan, np.nan)
+                        return
+            pixels = self.decode_tile(number, parts[first[t] : first[t + 1]]).reshape(tuple(b - a for a, b in box))
+            src = tuple(slice(max(a, ta) - ta, min(b, tb) - ta) for (a, b), (ta, tb) in zip(bounds, box, strict=True))
+            inside = None
+            if valid is not None:
+                ys, xs = edges[0][row : row + 2], edges[1][column : column + 2]
+                inside = valid[ys[0] : ys[1], xs[0] : xs[1]]
+            out[:, row, column] = moments_of(pixels[src], inside, full=full)
+
+        run_indexed(len(tiles), reduce)
+        return out, edges[0], edges[1]
+
+    def _split(
+        self, tiles: list[tuple[int, tuple[int, ...]]], blobs: Sequence[bytes | memoryview]
+    ) -> tuple[list[bytes | memoryview], list[int]]:
+        """The blobs as a list and where each tile's start: tile ``t``'s are ``parts[first[t]:first[t + 1]]``.
+
+        Raises
+        ------
+        ArchiveFormatError
+            When the blobs do not match the tiles' byte ranges in number or length.
+        """
         parts = list(blobs)
-        # Tile t's blobs are parts[first[t]:first[t + 1]].  Plain lists of ints and tuples of ints:
-        # nothing per tile for the garbage collector to track while the tiles decode.
+        # Plain lists of ints and tuples of ints: nothing per tile for the garbage collector to
+        # track while the tiles decode.
         first = [0] * (len(tiles) + 1)
         k = 0
         for t, (number, _) in enumerate(tiles):
@@ -250,13 +329,7 @@ class TiledArray:
             first[t + 1] = k
         if k != len(parts):
             raise ArchiveFormatError("more byte blobs than byte ranges", url=self.url, hdu=self.hdu)
-
-        def decode(t: int) -> None:
-            number, index = tiles[t]
-            self._decode_into(out, bounds, number, index, parts[first[t] : first[t + 1]])
-
-        run_indexed(len(tiles), decode)
-        return out
+        return parts, first
 
     def _decode_into(
         self,
@@ -273,94 +346,64 @@ class TiledArray:
         """
         tile_box = [(i * t, min((i + 1) * t, n)) for i, t, n in zip(index, self.tile_shape, self.shape, strict=True)]
         tile_shape = tuple(b - a for a, b in tile_box)
+        dst = tuple(slice(max(a, ta) - a, min(b, tb) - a) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
+        if all(a <= ta and tb <= b for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True)):
+            self._decode(number, parts, out[dst])
+            return
+        pixels = self.decode_tile(number, parts)
+        src = tuple(slice(max(a, ta) - ta, min(b, tb) - ta) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
+        out[dst] = pixels.reshape(tile_shape)[src]
+
+    def _quantized_sum(self, number: int, parts: Sequence[bytes | memoryview], npix: int) -> tuple[int, float] | None:
+        """Defined pixels and sum of a whole quantized tile from its integers; ``None`` when not quantized."""
+        if self.codec.quantize is None or not self.data[number, 1]:
+            return None
+        try:
+            q = quantized_integers(self.codec, parts[0], npix)
+        except TileDecodeError as exc:
+            ranges = self._ranges_of(number)
+            raise ArchiveFormatError(f"tile {number}: {exc}", url=self.url, hdu=self.hdu,
+                                     byte_range=ranges[0] if ranges else None) from None
+        method = self.codec.quantize
+        return quantized_sum(
+            q, dithered=method != "NO_DITHER", keeps_zeros=method == "SUBTRACTIVE_DITHER_2",
+            dither_seed=self.codec.zdither0 + number,
+            zscale=0.0 if self.zscale is None else float(self.zscale[number]),
+            zzero=0.0 if self.zzero is None else float(self.zzero[number]),
+            zblank=self.codec.zblank if self.zblank is None else int(self.zblank[number]),
+        )
+
+    def decode_tile(self, number: int, parts: Sequence[bytes | memoryview]) -> np.ndarray:
+        """The pixels of tile ``number`` (1-d, row-major) from its blobs (those of :meth:`byte_ranges`).
+
+        Raises
+        ------
+        ArchiveFormatError
+            If the tile cannot be decoded.
+        """
+        grid = self.grid
+        npix, rest = 1, number
+        for axis in reversed(range(len(grid))):
+            rest, i = divmod(rest, grid[axis])
+            npix *= min((i + 1) * self.tile_shape[axis], self.shape[axis]) - i * self.tile_shape[axis]
+        return self._decode(number, parts, npix)
+
+    def _decode(self, number: int, parts: Sequence[bytes | memoryview], into: np.ndarray | int) -> np.ndarray:
+        """Decode tile ``number`` into the array ``into`` (its place in an output), or as ``into`` new pixels."""
         has_data = bool(self.data[number, 1])
         data = parts[0] if has_data else b""
         gzip_data = None if has_data or not parts else parts[0]
         zscale = 0.0 if self.zscale is None else float(self.zscale[number])
         zzero = 0.0 if self.zzero is None else float(self.zzero[number])
         zblank = self.codec.zblank if self.zblank is None else int(self.zblank[number])
-        dst = tuple(slice(max(a, ta) - a, min(b, tb) - a) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
-        inside = all(a <= ta and tb <= b for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
         try:
-            if inside:
-                decode_tile_into(self.codec, out[dst], data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero,
+            if isinstance(into, np.ndarray):
+                decode_tile_into(self.codec, into, data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero,
                                  zblank=zblank, tile_index=number)
-                return
-            pixels = decode_tile(self.codec, data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero,
-                                 zblank=zblank, tile_index=number, npix=math.prod(tile_shape))
+                return into
+            return decode_tile(self.codec, data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero,
+                               zblank=zblank, tile_index=number, npix=into)
         except TileDecodeError as exc:
             ranges = self._ranges_of(number)
             raise ArchiveFormatError(f"tile {number}: {exc}", url=self.url, hdu=self.hdu,
                                      byte_range=ranges[0] if ranges else None) from None
-        src = tuple(slice(max(a, ta) - ta, min(b, tb) - ta) for (a, b), (ta, tb) in zip(bounds, tile_box, strict=True))
-        out[dst] = pixels.reshape(tile_shape)[src]
-
-
-@dataclass(frozen=True, eq=False)
-class PlainArray:
-    """An uncompressed ``IMAGE`` HDU: big-endian pixels in C order at ``data_start``.
-
-    Attributes
-    ----------
-    shape
-        Image shape, numpy order (``NAXISn`` reversed).
-    dtype
-        Native-byte-order logical dtype (from ``BITPIX``).
-    data_start
-        Absolute file offset of the first pixel.
-    url, hdu
-        Where the HDU lives, for error messages.
-    """
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    data_start: int
-    url: str | None = None
-    hdu: str | None = None
-
-    def byte_ranges(self, region: Region) -> list[tuple[int, int]]:
-        """One range per contiguous run of ``region`` (runs over full trailing axes merged).
-
-        Raises
-        ------
-        BoundsError
-            If ``region`` is not a tuple of non-empty step-1 slices inside ``shape``.
-        """
-        bounds = _check_region(region, self.shape)
-        # Axis k is the outermost axis of each contiguous run: every axis after it is whole.
-        k = len(bounds) - 1
-        while k > 0 and bounds[k] == (0, self.shape[k]):
-            k -= 1
-        itemsize = self.dtype.itemsize
-        strides = [itemsize * math.prod(self.shape[i + 1 :]) for i in range(len(self.shape))]
-        run = (bounds[k][1] - bounds[k][0]) * strides[k]
-        ranges: list[tuple[int, int]] = []
-        for index in product(*(range(a, b) for a, b in bounds[:k])):
-            start = self.data_start + sum(i * s for i, s in zip(index, strides, strict=False))
-            start += bounds[k][0] * strides[k]
-            if ranges and ranges[-1][1] == start:
-                ranges[-1] = (ranges[-1][0], start + run)
-            else:
-                ranges.append((start, start + run))
-        return ranges
-
-    def assemble(self, region: Region, blobs: Sequence[bytes | memoryview]) -> np.ndarray:
-        """Pixels of ``region`` from the bytes of :meth:`byte_ranges`, native byte order.
-
-        Raises
-        ------
-        ArchiveFormatError
-            If the blobs do not have the lengths of the ranges.
-        """
-        ranges = self.byte_ranges(region)
-        bounds = _check_region(region, self.shape)
-        if len(blobs) != len(ranges):
-            raise ArchiveFormatError(f"got {len(blobs)} byte blobs for {len(ranges)} byte ranges",
-                                     url=self.url, hdu=self.hdu)
-        for blob, r in zip(blobs, ranges, strict=True):
-            if len(blob) != r[1] - r[0]:
-                raise ArchiveFormatError(f"got {len(blob)} bytes, expected {r[1] - r[0]}",
-                                         url=self.url, hdu=self.hdu, byte_range=r)
-        raw = blobs[0] if len(blobs) == 1 else b"".join(blobs)
-        pixels = np.frombuffer(raw, dtype=self.dtype.newbyteorder(">"))
-        return pixels.astype(self.dtype).reshape(tuple(b - a for a, b in bounds))
