@@ -59,6 +59,13 @@ def _segments(dither_seed: int, n: int) -> list[tuple[int, int]]:
     return out
 
 
+@functools.lru_cache(maxsize=N_RANDOM)
+def _offsets_sum(dither_seed: int, n: int) -> float:
+    """The sum of the random numbers ``n`` pixels of a tile with ``dither_seed`` subtract."""
+    _, prefix = random_table()
+    return float(sum(prefix[b] - prefix[a] for a, b in _segments(dither_seed, n)))
+
+
 def dither_offsets(dither_seed: int, n: int) -> np.ndarray:
     """The random number subtracted from each of ``n`` pixels of a tile with ``dither_seed`` (float64)."""
     table, _ = random_table()
@@ -110,8 +117,7 @@ def quantized_sum(
     kept = n - sum(w.size for w in skipped)
     if not dithered:
         return n - blank, zscale * total + kept * zzero
-    _, prefix = random_table()
-    offsets = sum(prefix[b] - prefix[a] for a, b in _segments(dither_seed, n))
+    offsets = _offsets_sum(dither_seed, n)
     if skipped:
         offsets -= float(dither_offsets(dither_seed, n)[np.concatenate(skipped)].sum())
     return n - blank, zscale * (total - offsets + 0.5 * kept) + kept * zzero
