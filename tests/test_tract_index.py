@@ -174,3 +174,32 @@ def test_the_command_line_writes_the_index(corpus: Path, tmp_path: Path, capsys:
     assert stats.requests <= 2 and len(ds.attrs["urls"]) == len(files)
     assert main(["index", str(files[0]), str(files[0]), "-o", str(index)]) == 1  # typed error, one line
     assert "same file" in capsys.readouterr().err
+
+
+def test_a_process_opens_each_indexed_patch_once_for_every_plane(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each plane's source travels to a worker with its own copies of the patch handles."""
+    import pickle
+
+    from cellcoadd_dask import open as opening
+    from cellcoadd_dask import tract_source
+    from cellcoadd_dask.lazy import array_source
+
+    files = _copy_tract(corpus, "tract", tmp_path / "t")
+    index = ccd.write_tract_index(files, tmp_path / "t" / "tract.idx")
+    ds = ccd.open_tract(index)
+    opened: list[str] = []
+    original = opening.open_coadd
+
+    def counting(url: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(url))
+        return original(url, *args, **kwargs)
+
+    monkeypatch.setattr(opening, "open_coadd", counting)
+    monkeypatch.setattr(tract_source, "_opened_patches", type(tract_source._opened_patches)())
+    copies = [pickle.loads(pickle.dumps(array_source(ds[name].data))) for name in ("image", "variance", "image")]
+    for source in copies:
+        source[...]  # reads every patch, as a worker would
+    assert sorted(opened) == sorted({str(p) for p in files if any(str(p) == h.url for h in copies[0].patches)})
+    np.testing.assert_array_equal(copies[2][...], ds["image"].values)
