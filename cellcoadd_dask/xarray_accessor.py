@@ -177,14 +177,15 @@ class CellCoaddAccessor:
         return plot_dataset(self._ds, variable, **kwargs)
 
     def cell_statistics(self, variable: str = "image", *, exclude: Sequence[str] = ("NO_DATA",),
-                        compute: bool = True) -> xr.Dataset:
+                        statistics: Sequence[str] | None = None, compute: bool = True) -> xr.Dataset:
         """Per-cell statistics of a variable over the pixels the mask allows.
 
-        See :func:`cellcoadd_dask.cell_statistics`.
+        See :func:`cellcoadd_dask.cell_statistics` (``statistics=None``: all of them).
         """
-        from .cellstats import cell_statistics
+        from .cellstats import CELL_STATISTICS, cell_statistics
 
-        return cell_statistics(self._ds, variable, exclude=exclude, compute=compute)
+        return cell_statistics(self._ds, variable, exclude=exclude,
+                               statistics=CELL_STATISTICS if statistics is None else statistics, compute=compute)
 
     def summary(self) -> Any:
         """What the Dataset holds, from its attrs and coordinates (no variable is read).

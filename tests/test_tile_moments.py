@@ -215,7 +215,7 @@ def test_means_alone_of_a_lossy_plane_are_summed_from_its_integers(
         return original(self, number, parts)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tiles.TiledArray, "decode_tile", counting)
-    means = ccd.cell_statistics(ds, "image", exclude=exclude, statistics=["mean", "count"])
+    means = ds.cellcoadd.cell_statistics("image", exclude=exclude, statistics=["mean", "count"])
     assert list(means.data_vars) == ["mean", "count"]
     xr.testing.assert_equal(means["count"], every["count"])
     scale = float(np.abs(every["max"]).max())
