@@ -231,5 +231,6 @@ def test_means_alone_of_a_lossy_plane_are_summed_from_its_integers(
 
 def test_unknown_statistics_are_refused(reference_dir: Path) -> None:
     ds = ccd.open_coadd(reference_dir / "synthetic_3x3.fits").to_xarray()
+    assert list(ccd.cell_statistics(ds, "image", statistics="mean").data_vars) == ["mean"]
     with pytest.raises(ccd.ValidationError, match="'median'"):
         ccd.cell_statistics(ds, "image", statistics=["mean", "median"])
