@@ -184,7 +184,8 @@ def cell_statistics(
     exclude
         Mask planes whose pixels are left out (``()`` keeps every finite pixel).
     statistics
-        The variables wanted, among :data:`CELL_STATISTICS` (default: all).  Without ``std``,
+        The variables wanted, among ``pixels``, ``count``, ``sum``, ``mean``, ``std``, ``min``
+        and ``max`` (default: all).  Without ``std``,
         ``min`` and ``max``, a plane stored as quantized FITS tiles (lossy) is summed from its
         stored integers, tile by tile, without restoring each pixel to a float: the sums are
         those of the restored values before their rounding to the plane's float type (they
@@ -207,7 +208,7 @@ def cell_statistics(
     ValidationError
         When the Dataset has no ``cell_i``/``cell_j`` coordinates or no ``mask``, the variable
         is not ``(y, x)``, a plane of ``exclude`` is not in the mask schema, or ``statistics``
-        names something else than :data:`CELL_STATISTICS`.
+        names something else.
     """
     import dask
     import dask.array as da
