@@ -29,9 +29,6 @@ __all__ = ["CELL_STATISTICS", "cell_statistics", "valid_mask"]
 CELL_STATISTICS = ("pixels", "count", "sum", "mean", "std", "min", "max")
 """The variables of :func:`cell_statistics`' result."""
 
-_MOMENTS = MOMENTS  # pixels, count, sum, m2, min, max
-
-
 def _plane_bits(mask_attrs: dict[str, Any], names: Iterable[str]) -> dict[str, int]:
     meanings = str(mask_attrs.get("flag_meanings", "")).split()
     masks = [int(m) for m in mask_attrs.get("flag_masks", [])]
@@ -84,7 +81,7 @@ def _runs(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _block_moments(values: np.ndarray, valid: np.ndarray | None, ci: np.ndarray, cj: np.ndarray,
                    i0: int, j0: int, ni: int, nj: int) -> np.ndarray:
-    """``(_MOMENTS, ni, nj)`` moments of one block's cells (cell ``(i0, j0)`` first).
+    """``(MOMENTS, ni, nj)`` moments of one block's cells (cell ``(i0, j0)`` first).
 
     Cells are runs of equal ``ci`` (rows) and ``cj`` (columns), so every moment is a
     ``reduceat`` over the runs along each axis: one vectorized pass per moment.
@@ -108,9 +105,7 @@ def _block_moments(values: np.ndarray, valid: np.ndarray | None, ci: np.ndarray,
     mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     deviation = np.where(good, v - np.repeat(np.repeat(mean, heights, axis=0), widths, axis=1), 0.0)
     deviation *= deviation
-    cells = np.zeros((_MOMENTS, ni, nj))
-    cells[4] = np.inf
-    cells[5] = -np.inf
+    cells = empty_moments((ni, nj))
     at = np.ix_(yi - i0, xj - j0)
     cells[0][at] = np.outer(heights, widths)
     cells[1][at] = count
@@ -271,7 +266,7 @@ def cell_statistics(
                                                                  bni, bnj)
             else:
                 part = da.map_blocks(_block_moments, varr.blocks[by, bx], valid, bci, bcj,
-                                     i0, j0, bni, bnj, dtype=np.float64, chunks=((_MOMENTS,), (bni,), (bnj,)),
+                                     i0, j0, bni, bnj, dtype=np.float64, chunks=((MOMENTS,), (bni,), (bnj,)),
                                      new_axis=0, meta=np.empty((0, 0, 0)))
             parts.append(part)
             offsets.append((i0 - i_first, j0 - j_first))
@@ -285,8 +280,8 @@ def _to_dataset(moments: Any, i0: int, j0: int, ni: int, nj: int, exclude: tuple
     import dask.array as da
     import xarray as xr
 
-    stacked = da.from_delayed(moments, shape=(_MOMENTS, ni, nj), dtype=np.float64)
-    pixels, count, total, m2, low, high = (stacked[k] for k in range(_MOMENTS))
+    stacked = da.from_delayed(moments, shape=(MOMENTS, ni, nj), dtype=np.float64)
+    pixels, count, total, m2, low, high = (stacked[k] for k in range(MOMENTS))
     some = count > 0
     mean = da.where(some, total / da.where(some, count, 1), np.nan)
     std = da.where(some, da.sqrt(m2 / da.where(some, count, 1)), np.nan)

@@ -361,17 +361,26 @@ class TiledArray:
         try:
             q = quantized_integers(self.codec, parts[0], npix)
         except TileDecodeError as exc:
-            ranges = self._ranges_of(number)
-            raise ArchiveFormatError(f"tile {number}: {exc}", url=self.url, hdu=self.hdu,
-                                     byte_range=ranges[0] if ranges else None) from None
+            raise self._decode_error(number, exc) from None
         method = self.codec.quantize
+        zscale, zzero, zblank = self._scaling(number)
         return quantized_sum(
             q, dithered=method != "NO_DITHER", keeps_zeros=method == "SUBTRACTIVE_DITHER_2",
-            dither_seed=self.codec.zdither0 + number,
-            zscale=0.0 if self.zscale is None else float(self.zscale[number]),
-            zzero=0.0 if self.zzero is None else float(self.zzero[number]),
-            zblank=self.codec.zblank if self.zblank is None else int(self.zblank[number]),
+            dither_seed=self.codec.zdither0 + number, zscale=zscale, zzero=zzero, zblank=zblank,
         )
+
+    def _scaling(self, number: int) -> tuple[float, float, int | None]:
+        """Tile ``number``'s ``ZSCALE``, ``ZZERO`` (0 for lossless tiles) and undefined-pixel integer."""
+        zscale = 0.0 if self.zscale is None else float(self.zscale[number])
+        zzero = 0.0 if self.zzero is None else float(self.zzero[number])
+        zblank = self.codec.zblank if self.zblank is None else int(self.zblank[number])
+        return zscale, zzero, zblank
+
+    def _decode_error(self, number: int, exc: TileDecodeError) -> ArchiveFormatError:
+        """The typed error for tile ``number``, naming its byte range."""
+        ranges = self._ranges_of(number)
+        return ArchiveFormatError(f"tile {number}: {exc}", url=self.url, hdu=self.hdu,
+                                  byte_range=ranges[0] if ranges else None)
 
     def decode_tile(self, number: int, parts: Sequence[bytes | memoryview]) -> np.ndarray:
         """The pixels of tile ``number`` (1-d, row-major) from its blobs (those of :meth:`byte_ranges`).
@@ -393,9 +402,7 @@ class TiledArray:
         has_data = bool(self.data[number, 1])
         data = parts[0] if has_data else b""
         gzip_data = None if has_data or not parts else parts[0]
-        zscale = 0.0 if self.zscale is None else float(self.zscale[number])
-        zzero = 0.0 if self.zzero is None else float(self.zzero[number])
-        zblank = self.codec.zblank if self.zblank is None else int(self.zblank[number])
+        zscale, zzero, zblank = self._scaling(number)
         try:
             if isinstance(into, np.ndarray):
                 decode_tile_into(self.codec, into, data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero,
@@ -404,6 +411,4 @@ class TiledArray:
             return decode_tile(self.codec, data=data, gzip_data=gzip_data, zscale=zscale, zzero=zzero,
                                zblank=zblank, tile_index=number, npix=into)
         except TileDecodeError as exc:
-            ranges = self._ranges_of(number)
-            raise ArchiveFormatError(f"tile {number}: {exc}", url=self.url, hdu=self.hdu,
-                                     byte_range=ranges[0] if ranges else None) from None
+            raise self._decode_error(number, exc) from None
