@@ -15,13 +15,14 @@ import os
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 from . import fetch_cache
 from .errors import ArchiveFormatError, CellCoaddError, FetchError, shown_url
 from .fetch_backends.core import ObjectChangedError, ObjectNotFoundError, ObjectPin, filesystem
 from .fetch_counters import FetchStats, fetch_stats, record, record_failure
+from .fetch_merge import ByteRange, merge_ranges
+from .fetch_policy import FetchPolicy
 
 __all__ = [
     "ByteRange",
@@ -41,10 +42,6 @@ __all__ = [
     "redact",
 ]
 
-ByteRange = tuple[int, int]
-"""A half-open byte range ``(start, stop)`` from the start of a file."""
-
-
 def normalize_url(url: str | os.PathLike[str]) -> str:
     """A string URL; local paths become absolute paths."""
     if isinstance(url, os.PathLike):
@@ -54,78 +51,6 @@ def normalize_url(url: str | os.PathLike[str]) -> str:
     if "://" not in url and not url.startswith("memory:"):
         return os.path.abspath(os.path.expanduser(url))
     return url
-
-
-def merge_ranges(ranges: Sequence[ByteRange], max_gap: int = 0) -> tuple[list[ByteRange], list[tuple[int, int, int]]]:
-    """Merge overlapping or nearly adjacent ranges.
-
-    Returns
-    -------
-    merged
-        The ranges to fetch, sorted.
-    placement
-        For each input range, ``(index into merged, offset within it, length)``.
-    """
-    order = sorted(range(len(ranges)), key=lambda k: ranges[k])
-    merged: list[list[int]] = []
-    placement: list[tuple[int, int, int]] = [(0, 0, 0)] * len(ranges)
-    for k in order:
-        start, stop = ranges[k]
-        if merged and start <= merged[-1][1] + max_gap:
-            merged[-1][1] = max(merged[-1][1], stop)
-        else:
-            merged.append([start, stop])
-        placement[k] = (len(merged) - 1, start - merged[-1][0], stop - start)
-    return [(a, b) for a, b in merged], placement
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    """How the fetch layer (``fetch_ranges``) retries, times out, batches and coalesces.
-
-    Read from dask's configuration (``cellcoadd.fetch.<name>``) at each call, so
-    ``dask.config.set({"cellcoadd.fetch.timeout": 5})`` changes it.
-
-    Attributes
-    ----------
-    retries
-        Attempts after the first for ranges that failed transiently (timeouts, dropped
-        connections, HTTP 5xx and 429, S3 SlowDown).
-    backoff
-        First wait between attempts in seconds; doubled each time (with jitter) up to
-        ``max_backoff``.
-    max_backoff
-        Longest wait between attempts.
-    timeout
-        Seconds one request may take (connecting, waiting and reading the body).
-    concurrency
-        Most requests in flight at once per call.
-    coalesce_gap
-        Ranges of one call separated by at most this many bytes are fetched as one request
-        (the bytes between them are read and dropped).  The default, 0, merges only ranges
-        that touch: the tiles of a row of cells sit back to back in the heap, so a row is one
-        request, and no byte of an unwanted tile is ever read.  A positive gap trades bytes
-        for requests (on a high-latency link, a gap of a few tiles can be worth it).
-    """
-
-    retries: int = 4
-    backoff: float = 0.1
-    max_backoff: float = 2.0
-    timeout: float = 30.0
-    concurrency: int = 16
-    coalesce_gap: int = 0
-
-    @classmethod
-    def current(cls) -> FetchPolicy:
-        """The policy set in dask's configuration (defaults above)."""
-        import dask
-
-        values = {}
-        for name in ("retries", "backoff", "max_backoff", "timeout", "concurrency", "coalesce_gap"):
-            value = dask.config.get(f"cellcoadd.fetch.{name}", None)
-            if value is not None:
-                values[name] = type(getattr(cls, name))(value)
-        return cls(**values)
 
 
 def redact(text: str, storage_options: Mapping[str, Any] | None) -> str:
@@ -157,6 +82,7 @@ def fetch_ranges(
     *,
     storage_options: Mapping[str, Any] | None = ...,
     max_gap: int | None = ...,
+    max_share: float | None = ...,
     copy: Literal[True] = ...,
     pin: ObjectPin | None = ...,
 ) -> list[bytes]: ...
@@ -169,6 +95,7 @@ def fetch_ranges(
     *,
     storage_options: Mapping[str, Any] | None = ...,
     max_gap: int | None = ...,
+    max_share: float | None = ...,
     copy: Literal[False],
     pin: ObjectPin | None = ...,
 ) -> list[memoryview]: ...
@@ -180,16 +107,19 @@ def fetch_ranges(
     *,
     storage_options: Mapping[str, Any] | None = None,
     max_gap: int | None = None,
+    max_share: float | None = None,
     copy: bool = True,
     pin: ObjectPin | None = None,
 ) -> list[bytes] | list[memoryview]:
     """Fetch byte ranges of one object, results in the caller's order.
 
     Nearby ranges are merged (gap below ``max_gap``, default the policy's
-    ``coalesce_gap``) and every merged range is one request; requests run concurrently
-    (bounded), each is length-checked, and ranges that fail transiently are retried with
-    exponential backoff (:class:`FetchPolicy`).  With ``copy=True`` each result is copied
-    out of its merged buffer; ``copy=False`` returns read-only memoryviews into it.
+    ``coalesce_gap``; smallest gaps within ``max_share`` of the bytes wanted, default the
+    policy's ``coalesce_share``; see :func:`merge_ranges`) and every merged range is one
+    request; requests run concurrently (bounded), each is length-checked, and ranges that
+    fail transiently are retried with exponential backoff (:class:`FetchPolicy`).  With
+    ``copy=True`` each result is copied out of its merged buffer; ``copy=False`` returns
+    read-only memoryviews into it.
 
     Parameters
     ----------
@@ -201,6 +131,8 @@ def fetch_ranges(
         Passed to fsspec (never shown in errors).
     max_gap
         Coalescing threshold in bytes.
+    max_share
+        Most gap bytes read beyond ``max_gap``, as a share of the bytes wanted.
     copy
         Copy results out of merged buffers.
     pin
@@ -216,7 +148,8 @@ def fetch_ranges(
         If the object cannot be read (missing, permission denied, server ignoring
         ``Range``), or transient failures persist after the last retry.
     """
-    return _fetch(url, ranges, storage_options=storage_options, max_gap=max_gap, copy=copy, pin=pin)[0]
+    return _fetch(url, ranges, storage_options=storage_options, max_gap=max_gap, max_share=max_share, copy=copy,
+                  pin=pin)[0]
 
 
 def fetch_head(
@@ -231,7 +164,7 @@ def fetch_head(
     Used for the first read of an object, to pin it without a ``HEAD`` request (and for later
     reads that complete a ``pin``).
     """
-    return _fetch(url, ranges, storage_options=storage_options, max_gap=None, copy=True, pin=pin)
+    return _fetch(url, ranges, storage_options=storage_options, max_gap=None, max_share=None, copy=True, pin=pin)
 
 
 def fetch_object(
@@ -381,6 +314,7 @@ def _fetch(
     *,
     storage_options: Mapping[str, Any] | None,
     max_gap: int | None,
+    max_share: float | None,
     copy: bool,
     pin: ObjectPin | None,
 ) -> tuple[Any, ObjectPin]:
@@ -397,7 +331,8 @@ def _fetch(
         return (cached if copy else [memoryview(b) for b in cached]), known
     policy = FetchPolicy.current()
     record(url, [], call=True)
-    merged, placement = merge_ranges(ranges, policy.coalesce_gap if max_gap is None else max_gap)
+    merged, placement = merge_ranges(ranges, policy.coalesce_gap if max_gap is None else max_gap,
+                                     policy.coalesce_share if max_share is None else max_share)
     blobs: list[bytes | memoryview | None] = [None] * len(merged)
     todo = list(range(len(merged)))
     seen = pin or ObjectPin()

@@ -44,3 +44,33 @@ def test_nested_counters_each_count_their_own_block(tmp_path: Path) -> None:
         fetch_ranges(str(path), [(0, 10)])
     assert inner.requests == 0
     assert (outer.requests, outer.nbytes) == (1, 10)
+
+
+def test_a_share_reads_the_smallest_gaps_within_its_budget() -> None:
+    # Four rows of four 10-byte tiles separated by two unwanted tiles (20 bytes).
+    rows = [(start + 10 * k, start + 10 * (k + 1)) for start in (0, 60, 120, 180) for k in range(4)]
+    assert merge_ranges(rows)[0] == [(0, 40), (60, 100), (120, 160), (180, 220)]
+    assert merge_ranges(rows, max_share=0.1)[0] == [(0, 40), (60, 100), (120, 160), (180, 220)]  # 16 < 20
+    assert merge_ranges(rows, max_share=0.125)[0] == [(0, 100), (120, 160), (180, 220)]  # one 20-byte gap
+    merged, placement = merge_ranges(rows, max_share=0.4)  # 60 gap bytes for 160 wanted
+    assert merged == [(0, 220)]
+    assert placement[5] == (0, 70, 10)
+    # The budget goes to the smallest gaps first.
+    mixed = [(0, 100), (101, 200), (1000, 1100), (1110, 1200)]
+    assert merge_ranges(mixed, max_share=0.02)[0] == [(0, 200), (1000, 1100), (1110, 1200)]
+    assert merge_ranges(mixed, max_share=0.06)[0] == [(0, 200), (1000, 1200)]
+    assert merge_ranges(mixed, max_share=10.0)[0] == [(0, 1200)]
+    assert merge_ranges([], max_share=1.0) == ([], [])
+
+
+def test_a_share_reads_the_gaps_and_gives_back_only_the_ranges(tmp_path: Path) -> None:
+    path = tmp_path / "bytes.bin"
+    path.write_bytes(bytes(range(256)))
+    wanted = [(0, 40), (50, 90), (100, 140)]
+    with fetch_stats() as exact:
+        plain = fetch_ranges(str(path), wanted)
+    with fetch_stats() as shared:
+        merged = fetch_ranges(str(path), wanted, max_share=0.25)
+    assert merged == plain == [bytes(range(a, b)) for a, b in wanted]
+    assert (exact.requests, exact.nbytes) == (3, 120)
+    assert (shared.requests, shared.nbytes) == (1, 140)

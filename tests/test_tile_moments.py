@@ -234,3 +234,22 @@ def test_unknown_statistics_are_refused(reference_dir: Path) -> None:
     assert list(ccd.cell_statistics(ds, "image", statistics="mean").data_vars) == ["mean"]
     with pytest.raises(ccd.ValidationError, match="'median'"):
         ccd.cell_statistics(ds, "image", statistics=["mean", "median"])
+
+
+@pytest.mark.parametrize("share", [0.0, 0.125, 1.0])
+def test_a_reduction_reads_rows_of_tiles_in_one_request_within_its_share(reference_dir: Path, share: float) -> None:
+    import dask
+
+    path = reference_dir / "synthetic_3x3.fits"
+    source = array_source(ccd.open_coadd(path, preload=True).to_xarray()["variance"].data)
+    assert source is not None
+    region = (slice(0, 450), slice(0, 300))  # two of each row's three cells: rows are apart by one tile
+    with dask.config.set({"cellcoadd.fetch.reduction_share": share}), ccd.fetch_stats() as stats:
+        moments, _, _ = source.tile_moments(region)
+    exact = sum(b - a for a, b in source.layouts()[0].byte_ranges(region))
+    assert exact <= stats.nbytes <= exact * (1 + share)
+    if share == 0.0:
+        assert (stats.requests, stats.nbytes) == (3, exact)  # one per row, not a byte more
+    if share == 1.0:
+        assert stats.requests == 1  # the two tiles between the rows are read and dropped
+    np.testing.assert_array_equal(moments[1], 150 * 150)  # every tile reduced, the gaps left out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ArchiveFormatError, shown_url
-from ...fetch import ObjectPin, fetch_ranges
+from ...fetch import FetchPolicy, ObjectPin, fetch_ranges
 from ...lazy import apply_rest, normalize_key
 from .cards import parse_header
 from .layout import HduEntry
@@ -297,8 +297,10 @@ class FitsArraySource:
         if not isinstance(layout, TiledArray) or layout.dtype != self.dtype:
             return None
         self._load_rows(layouts, region)
+        # The whole region is reduced: rows of tiles separated by a few unwanted ones are one
+        # request (FetchPolicy.reduction_share bounds the bytes read and dropped).
         blobs = fetch_ranges(self.url, layout.byte_ranges(region), storage_options=self.storage_options, copy=False,
-                             pin=self.pin)
+                             pin=self.pin, max_share=FetchPolicy.current().reduction_share)
         return layout.tile_moments(region, blobs, valid, full)
 
 
