@@ -113,9 +113,19 @@ def warm_imports() -> None:
 @contextlib.contextmanager
 def _cluster() -> Iterator[Any]:
     """Two worker processes of one thread each on loopback, counters installed on both."""
+    import dask
     from dask.distributed import Client, LocalCluster
 
+    # --worker-env: variables set in (or, empty, removed from) the environment distributed gives
+    # its worker processes before they start (``distributed.nanny.pre-spawn-environ``).
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    for name, value in _setup().get("worker_env", {}).items():
+        if value == "":
+            environ.pop(name, None)
+        else:
+            environ[name] = value
     with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
         ) as cluster,
@@ -345,6 +355,9 @@ def _measure(name: str, setup: dict[str, Any], repeats: int) -> dict[str, Any]:
         "S3_ENDPOINT_URL": setup["endpoint"],
     }
     cmd = [sys.executable, __file__, "--child", name, str(repeats)]
+    # What earlier steps wrote (the tract, the pyramid: gigabytes) is written out to disk first,
+    # so no measurement pays for another's write-back.
+    os.sync()
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -432,6 +445,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16, help="lsst-images' opening threads (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="warm repeats of the opening measurements")
     parser.add_argument("--only", nargs="+", choices=list(MEASUREMENTS), help="run only these (results as JSON)")
+    parser.add_argument("--worker-env", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="set (or, with no value, remove) a variable of the cluster's worker processes, "
+                             "e.g. MALLOC_MMAP_THRESHOLD_=33554432 (default: distributed's pre-spawn environment)")
     args = parser.parse_args()
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     paths = tract_files(args.side)
@@ -453,6 +469,7 @@ def main() -> None:
                 "paths": [str(p) for p in paths],
                 "side": args.side,
                 "threads": args.threads,
+                "worker_env": dict(item.partition("=")[::2] for item in args.worker_env),
                 "endpoint": server.endpoint_url,
                 "key": server.key,
                 "secret": server.secret,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .fetch_backends.core import ObjectPin
 
-__all__ = ["CachedObject", "Recorder", "lookup", "note", "recording", "served_from"]
+__all__ = ["CachedObject", "Recorder", "lookup", "note", "recording", "served", "served_from"]
 
 ByteRange = tuple[int, int]
 
@@ -75,6 +75,16 @@ def served_from(objects: Mapping[str, CachedObject]) -> Iterator[None]:
         yield
     finally:
         _SERVED.reset(token)
+
+
+def served(url: str) -> CachedObject | None:
+    """The known bytes of ``url`` that :func:`served_from` serves here now, if any.
+
+    A reader that defers reads (a tile table loaded on first use) keeps them, and serves
+    its later reads from them again.
+    """
+    objects = _SERVED.get()
+    return None if not objects else objects.get(url)
 
 
 @contextmanager

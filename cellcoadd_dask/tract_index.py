@@ -240,8 +240,10 @@ def open_indexed_patch(url: str, pin: ObjectPin, compressed: bytes, spans_json: 
     except zlib.error as exc:
         raise ArchiveFormatError(f"the tract index's bytes of {shown_url(url)} are corrupt ({exc})") from None
     spans = _spans({"spans": spans_json}, raw, f"patch {shown_url(url)}", url)
+    # The planes' sources keep these bytes: each loads its header and tile table from them on
+    # first use (a worker reading one plane of the patch parses that plane's table only).
     with served_from({url: CachedObject(pin, spans)}):
-        return open_coadd(url, storage_options=storage_options, chunks=chunks, preload=True)
+        return open_coadd(url, storage_options=storage_options, chunks=chunks, preload=False)
 
 
 def open_tract_index(index_url: str, *, storage_options: Mapping[str, Any] | None = None,
@@ -255,6 +257,8 @@ def open_tract_index(index_url: str, *, storage_options: Mapping[str, Any] | Non
     ObjectChangedError
         On the first read of a patch file that changed since it was indexed.
     """
+    from dask.base import tokenize
+
     from .starlink_sandbox import prestart
     from .tract import tract_dataset
     from .tract_source import PatchHandle
@@ -278,6 +282,8 @@ def open_tract_index(index_url: str, *, storage_options: Mapping[str, Any] | Non
     if not isinstance(entries, list) or not entries:
         raise ArchiveFormatError("the tract index lists no patch", url=index_url)
     handles: list[PatchHandle] = []
+    # A patch opened from these index bytes with these options is opened once per process.
+    opened_key = f"{tokenize(storage_options, chunks)}|{len(data)}|{zlib.crc32(data)}"
     for k, entry in enumerate(entries):
         where = f"patches[{k}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
@@ -303,6 +309,7 @@ def open_tract_index(index_url: str, *, storage_options: Mapping[str, Any] | Non
         opener = functools.partial(open_indexed_patch, url, pin, compressed, spans, storage_options, chunks)
         token = f"{url}|{pin.size}|{pin.etag}|{pin.mtime_ns}"
         handles.append(PatchHandle(url, (index[0], index[1]), patch_id, inner,
-                                   _box(entry.get("covered"), where, index_url), opener, token))
+                                   _box(entry.get("covered"), where, index_url), opener, token,
+                                   opened_key=f"{opened_key}|{k}"))
     first = handles[0].coadd
     return tract_dataset(handles, first, chunks)

@@ -80,17 +80,18 @@ _opened_lock = threading.Lock()
 _opened_patches: OrderedDict[tuple[str, str], CellCoadd] = OrderedDict()
 
 
-def _opened(token: str, opener: Callable[[], CellCoadd]) -> CellCoadd:
+def _opened(token: str, opener: Callable[[], CellCoadd], opened_key: str | None = None) -> CellCoadd:
     """The patch ``opener`` opens, opened once per process however many handles stand for it.
 
     Each plane's source of a tract carries its own copies of the patch handles to the workers;
     without this, a worker reading image and variance would open every patch once per plane.
-    The key is the handle's token (URL and pin) and the opener's own token (its index bytes,
-    storage options and chunks), so a changed object or other options open anew.
+    The key is the handle's token (URL and pin) and what else the opened patch depends on (its
+    index bytes, storage options and chunks): ``opened_key`` when the handle's maker knows it,
+    else the opener's token (tokenizing an opener holding index bytes costs milliseconds).
     """
     from dask.base import tokenize
 
-    key = (token, tokenize(opener))
+    key = (token, opened_key if opened_key is not None else tokenize(opener))
     with _opened_lock:
         found = _opened_patches.get(key)
         if found is not None:
@@ -129,11 +130,15 @@ class PatchHandle:
     keep_opened
         Pickle the opened coadd with the handle (patches opened with the tract), instead of
         opening it again where the handle is unpickled (patches of a tract index).
+    opened_key
+        What the opened patch depends on besides ``token`` (e.g. a checksum of its index bytes
+        and a token of the options): with ``token``, the key under which a process keeps it
+        opened; ``None`` tokenizes ``opener`` instead.
     """
 
     def __init__(self, url: str, index: tuple[int, int], patch_id: int, inner: Box, covered: Box | None,
                  opener: Callable[[], CellCoadd], token: str, coadd: CellCoadd | None = None,
-                 keep_opened: bool = False) -> None:
+                 keep_opened: bool = False, opened_key: str | None = None) -> None:
         self.url = url
         self.index = index
         self.patch_id = patch_id
@@ -143,6 +148,7 @@ class PatchHandle:
         self.token = token
         self._coadd = coadd
         self.keep_opened = keep_opened
+        self.opened_key = opened_key
         self._planes: dict[str, da.Array] = {}
         self._sources: dict[str, ArraySource | None] = {}
         self._lock = threading.Lock()
@@ -164,7 +170,8 @@ class PatchHandle:
         if self._coadd is None:
             with self._lock:
                 if self._coadd is None:
-                    self._coadd = self.opener() if self.keep_opened else _opened(self.token, self.opener)
+                    self._coadd = (self.opener() if self.keep_opened
+                                   else _opened(self.token, self.opener, self.opened_key))
         return self._coadd
 
     def plane(self, spec: str) -> da.Array:

@@ -199,7 +199,20 @@ def test_a_process_opens_each_indexed_patch_once_for_every_plane(
     monkeypatch.setattr(opening, "open_coadd", counting)
     monkeypatch.setattr(tract_source, "_opened_patches", type(tract_source._opened_patches)())
     copies = [pickle.loads(pickle.dumps(array_source(ds[name].data))) for name in ("image", "variance", "image")]
-    for source in copies:
-        source[...]  # reads every patch, as a worker would
+    with ccd.fetch_stats() as stats:
+        for source in copies:
+            source[...]  # reads every patch, as a worker would
+    # A patch opened from the index bytes loads each plane's header and tile table from them:
+    # the store is asked for tile bytes only.
+    heaps = {str(p): [_span(hdu_bytes(p, hdu).tiles) for hdu in ("IMAGE", "VARIANCE")] for p in files}
+    assert stats.ranges
+    for url, start, stop in stats.ranges:
+        assert any(a <= start and stop <= b for a, b in heaps[url]), (url, start, stop)
     assert sorted(opened) == sorted({str(p) for p in files if any(str(p) == h.url for h in copies[0].patches)})
     np.testing.assert_array_equal(copies[2][...], ds["image"].values)
+
+
+def _span(tiles: list[tuple[int, int] | None]) -> tuple[int, int]:
+    """The bytes from a plane's first tile to its last (its compressed data, no header or table)."""
+    stored = [t for t in tiles if t is not None]
+    return min(a for a, _ in stored), max(b for _, b in stored)

@@ -9,6 +9,7 @@ decodes them.  What is loaded is cached on the instance, so a worker reads it on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 
 from ...errors import ArchiveFormatError, shown_url
 from ...fetch import FetchPolicy, ObjectPin, fetch_ranges
+from ...fetch_cache import CachedObject, served, served_from
 from ...lazy import apply_rest, normalize_key
 from .cards import parse_header
 from .layout import HduEntry
@@ -124,19 +126,28 @@ def parse_layouts(url: str, refs: Sequence[HduRef], blobs: Sequence[bytes | memo
 class _LayoutCache:
     """Tile tables loaded once and shared by the sources derived from one another.
 
-    Pickled with what it holds (tile tables are byte ranges: small), without its lock.
+    Also the file's known bytes (a tract index's copy of its headers and tile tables) when
+    the source was made while they were served: headers and tables loaded later come from
+    them, without a request.  Pickled with what it holds (tile tables are byte ranges: small),
+    without its lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, known: CachedObject | None = None) -> None:
         self.layouts: list[StoredArray] | None = None
+        self.known = known
         self.lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"layouts": self.layouts}
+        return {"layouts": self.layouts, "known": self.known}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.layouts = state["layouts"]
+        self.known = state.get("known")
         self.lock = threading.Lock()
+
+    def serving(self, url: str) -> contextlib.AbstractContextManager[None]:
+        """Serve the known bytes of ``url`` (if any) to the reads of the block."""
+        return contextlib.nullcontext() if self.known is None else served_from({url: self.known})
 
 
 class FitsArraySource:
@@ -179,7 +190,7 @@ class FitsArraySource:
         self.ndim = len(self.shape)
         self.combine = combine
         self.storage_options = dict(storage_options or {})
-        self._cache = _LayoutCache()
+        self._cache = _LayoutCache(served(url))
 
     @property
     def loaded_layouts(self) -> list[StoredArray] | None:
@@ -237,7 +248,8 @@ class FitsArraySource:
         if cache.layouts is None:
             with cache.lock:
                 if cache.layouts is None:
-                    cache.layouts = load_layouts(self.url, self.refs, self.storage_options, self.pin)
+                    with cache.serving(self.url):
+                        cache.layouts = load_layouts(self.url, self.refs, self.storage_options, self.pin)
         return cache.layouts
 
     def _load_rows(self, layouts: list[StoredArray], region: tuple[slice, ...]) -> None:
@@ -248,10 +260,11 @@ class FitsArraySource:
                 wanted += [(layout, a, b) for a, b in layout.missing_rows(region[: len(layout.shape)])]
         if not wanted:
             return
-        blobs = fetch_ranges(
-            self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options,
-            pin=self.pin,
-        )
+        with self._cache.serving(self.url):
+            blobs = fetch_ranges(
+                self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options,
+                pin=self.pin,
+            )
         with self._cache.lock:
             for (layout, a, _), blob in zip(wanted, blobs, strict=True):
                 load_rows(layout, a, blob)
@@ -325,7 +338,8 @@ def preload(sources: Sequence[FitsArraySource]) -> None:
             for s in unique
             for ref in s.refs
         ]
-        layouts = load_layouts(url, refs, unique[0].storage_options, unique[0].pin)
+        with unique[0]._cache.serving(url):
+            layouts = load_layouts(url, refs, unique[0].storage_options, unique[0].pin)
         k = 0
         for source in unique:
             with source._cache.lock:
@@ -343,8 +357,9 @@ def preload(sources: Sequence[FitsArraySource]) -> None:
     for url, rows in wanted.items():
         if not rows:
             continue
-        blobs = fetch_ranges(url, [layout.row_range(a, b) for _, layout, a, b in rows],
-                             storage_options=rows[0][0].storage_options, pin=rows[0][0].pin)
+        with rows[0][0]._cache.serving(url):
+            blobs = fetch_ranges(url, [layout.row_range(a, b) for _, layout, a, b in rows],
+                                 storage_options=rows[0][0].storage_options, pin=rows[0][0].pin)
         for (source, layout, a, _), blob in zip(rows, blobs, strict=True):
             with source._cache.lock:
                 load_rows(layout, a, blob)
