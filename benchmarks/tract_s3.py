@@ -1,6 +1,7 @@
 """A tract of 100 distinct full-size patches on a local S3 server: cellcoadd_dask against lsst-images.
 
-    python benchmarks/tract_s3.py [--side 10] [--threads 16] [--repeats 3]
+    python benchmarks/tract_s3.py [--side 10] [--threads 16] [--repeats 3] [--only NAME...]
+                                  [--worker-env NAME=VALUE...]
 
 The tract is ``benchmarks/tract_files.py``'s: ``side`` x ``side`` distinct lossy patches written by
 lsst-images (22x22 cells of 150 px, every plane; image and variance RICE_1-quantized), each at

@@ -91,6 +91,37 @@ def _values(shown: xr.Dataset, variable: str) -> tuple[np.ndarray, str | None]:
     raise ValidationError(f"plot: no (y, x) variable or mask plane {variable!r}; mask planes are {names}")
 
 
+def _blocks(values: np.ndarray, step: int, fill: Any) -> np.ndarray:
+    """``values`` padded with ``fill`` to whole ``step`` x ``step`` blocks, as ``(ny, step, nx, step)``."""
+    ny, nx = values.shape
+    cy, cx = -(-ny // step), -(-nx // step)
+    if (cy * step, cx * step) != (ny, nx):
+        padded = np.full((cy * step, cx * step), fill, dtype=values.dtype)
+        padded[:ny, :nx] = values
+        values = padded
+    return values.reshape(cy, step, cx, step)
+
+
+def block_mean(values: np.ndarray, step: int) -> np.ndarray:
+    """Means of the finite values of ``step`` x ``step`` blocks (NaN where none); ``values`` itself for step 1.
+
+    Partial blocks at the top and right edges average the pixels they have.
+    """
+    if step <= 1:
+        return values
+    blocks = _blocks(values, step, np.nan)
+    finite = np.isfinite(blocks)
+    total = np.where(finite, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
+    count = finite.sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / count).astype(values.dtype)
+
+
+def block_any(hit: np.ndarray, step: int) -> np.ndarray:
+    """Whether any pixel of each ``step`` x ``step`` block is set (a mask feature never vanishes)."""
+    return hit if step <= 1 else _blocks(hit, step, False).any(axis=(1, 3))
+
+
 def asinh_norm(values: np.ndarray) -> Any:
     """Zscale lower limit, brightest pixel as upper limit, asinh stretch in between.
 
@@ -153,7 +184,10 @@ def plot_dataset(
     grid
         Draw patch inner boxes and (when at least 6 display pixels apart) cells.
     pixels
-        Largest number of data pixels along a side: the resolution read.
+        Largest number of data pixels along a side: the resolution read.  Data with at least
+        twice the axes' display pixels is drawn as block means of about the display's
+        resolution (mask overlays: a block is marked when any of its pixels is), with the
+        stretch set from every pixel read.
     pyramid
         A pyramid of the Dataset (:func:`~cellcoadd_dask.write_pyramid`): read the coarsest level
         that serves ``pixels`` instead of reducing the full resolution.
@@ -196,11 +230,18 @@ def plot_dataset(
     import matplotlib
 
     cmap = matplotlib.colormaps["gray"].with_extremes(bad="0.35")
-    artist = ax.imshow(values, origin="lower", cmap=cmap, norm=_norm(values, stretch), interpolation="nearest")
+    # The stretch is set from every pixel read; what is drawn is reduced to about the axes' own
+    # resolution first (a screen pixel cannot show more): matplotlib resamples and colours
+    # a quarter of the pixels or fewer when the data has twice the display's or more.
+    norm: Any = _norm(values, stretch)
+    step = max(1, int(min(nx / (image_rect[2] * figsize[0] * dpi), ny / (image_rect[3] * figsize[1] * dpi))))
+    extent = (-0.5, -(-nx // step) * step - 0.5, -0.5, -(-ny // step) * step - 0.5)
+    artist = ax.imshow(block_mean(values, step), origin="lower", cmap=cmap, norm=norm, interpolation="nearest",
+                       extent=extent)
     for k, (name, hit) in enumerate(masks):
         colour = OVERLAY_COLOURS[k % len(OVERLAY_COLOURS)]
-        ax.imshow(np.where(hit, 1.0, np.nan), origin="lower", interpolation="nearest", alpha=0.6,
-                  cmap=ListedColormap([to_rgba(colour)]), vmin=0, vmax=1)
+        ax.imshow(np.where(block_any(hit, step), 1.0, np.nan), origin="lower", interpolation="nearest", alpha=0.6,
+                  cmap=ListedColormap([to_rgba(colour)]), vmin=0, vmax=1, extent=extent)
         ax.plot([], [], "s", color=colour, label=name)
     if masks:
         ax.legend(loc="upper right", fontsize=8, framealpha=0.7)
@@ -226,7 +267,6 @@ def plot_dataset(
     bar = fig.colorbar(artist, cax=fig.add_axes(bar_rect))
     if stretch != "linear":
         # Ticks evenly spaced in the stretched scale, so the faint end is labelled too.
-        norm: Any = artist.norm
         ticks = np.unique(np.asarray(norm.inverse(np.linspace(0.0, 1.0, 8)), dtype=np.float64).ravel())
         bar.set_ticks(ticks.tolist(), labels=[f"{t:.3g}" for t in ticks])
     return fig

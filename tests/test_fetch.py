@@ -74,3 +74,14 @@ def test_a_share_reads_the_gaps_and_gives_back_only_the_ranges(tmp_path: Path) -
     assert merged == plain == [bytes(range(a, b)) for a, b in wanted]
     assert (exact.requests, exact.nbytes) == (3, 120)
     assert (shared.requests, shared.nbytes) == (1, 140)
+
+
+def test_the_policy_s_share_applies_to_every_call(tmp_path: Path) -> None:
+    import dask
+
+    path = tmp_path / "bytes.bin"
+    path.write_bytes(bytes(range(256)))
+    wanted = [(0, 40), (50, 90), (100, 140)]
+    with dask.config.set({"cellcoadd.fetch.coalesce_share": 0.25}), fetch_stats() as stats:
+        assert fetch_ranges(str(path), wanted) == [bytes(range(a, b)) for a, b in wanted]
+    assert (stats.requests, stats.nbytes) == (1, 140)

@@ -16,7 +16,7 @@ import xarray as xr
 from PIL import Image as PILImage
 
 import cellcoadd_dask as ccd
-from cellcoadd_dask.dataset_plot import patch_boxes
+from cellcoadd_dask.dataset_plot import block_mean, patch_boxes
 from cellcoadd_dask.geom import Box, Interval
 
 
@@ -60,6 +60,32 @@ def test_the_overlay_is_where_the_mask_is(demo: xr.Dataset) -> None:
             assert reddish == bool(detected[i, j]), (i, j, (r, g, b))
             checked += 1
     assert checked > 500 and detected.any()
+
+
+def test_data_finer_than_the_display_is_drawn_as_block_means(demo: xr.Dataset) -> None:
+    fig = demo.cellcoadd.plot(overlay="DETECTED", pixels=900, grid=False, figsize=(5.0, 5.0), dpi=100)
+    shown = demo.cellcoadd.coarsen(2).compute()  # 900 x 900 data pixels on about 270 display pixels
+    values = shown["image"].values
+    detected = shown.cellcoadd.mask_plane("DETECTED").values > 0
+    image, overlay = fig.axes[0].get_images()
+    drawn = np.ma.getdata(image.get_array())
+    step = -(-values.shape[0] // drawn.shape[0])
+    assert step >= 2 and drawn.shape == tuple(-(-n // step) for n in values.shape)
+    np.testing.assert_allclose(drawn, block_mean(values, step), rtol=1e-6, equal_nan=True)
+    block = values[:step, :step]
+    np.testing.assert_allclose(drawn[0, 0], np.nanmean(block), rtol=1e-5)
+    # Every set mask pixel colours its block: a feature narrower than a display pixel still shows.
+    marked = np.isfinite(np.ma.getdata(overlay.get_array()))
+    assert marked.shape == drawn.shape and detected.any()
+    for i, j in zip(*np.nonzero(detected), strict=True):
+        assert marked[i // step, j // step]
+    assert marked.sum() <= detected.sum()
+    # The drawn blocks cover exactly the data's pixel coordinates (padding beyond is cut off).
+    left, right, bottom, top = image.get_extent()
+    assert (left, bottom) == (-0.5, -0.5) and (right, top) == (drawn.shape[1] * step - 0.5, drawn.shape[0] * step - 0.5)
+    assert fig.axes[0].get_xlim() == (-0.5, values.shape[1] - 0.5)
+    # The stretch is the one of every pixel read, not of the blocks.
+    assert image.norm.vmax == pytest.approx(float(np.nanmax(values)))
 
 
 def test_png_size_and_sky_axes(demo: xr.Dataset, tmp_path: Path) -> None:
