@@ -249,7 +249,13 @@ class FitsArraySource:
             with cache.lock:
                 if cache.layouts is None:
                     with cache.serving(self.url):
-                        cache.layouts = load_layouts(self.url, self.refs, self.storage_options, self.pin)
+                        layouts = load_layouts(self.url, self.refs, self.storage_options, self.pin)
+                        if cache.known is not None:
+                            # Known bytes hold whole tile tables: each is parsed at once (no
+                            # request), not row by row as reads reach them.
+                            self._fetch_rows([(layout, a, b) for layout in layouts if isinstance(layout, TiledArray)
+                                              for a, b in layout.missing_rows(_whole(layout.shape))])
+                    cache.layouts = layouts
         return cache.layouts
 
     def _load_rows(self, layouts: list[StoredArray], region: tuple[slice, ...]) -> None:
@@ -261,13 +267,23 @@ class FitsArraySource:
         if not wanted:
             return
         with self._cache.serving(self.url):
-            blobs = fetch_ranges(
-                self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options,
-                pin=self.pin,
-            )
+            blobs = self._fetch_rows(wanted, load=False)
         with self._cache.lock:
             for (layout, a, _), blob in zip(wanted, blobs, strict=True):
                 load_rows(layout, a, blob)
+
+    def _fetch_rows(self, wanted: list[tuple[TiledArray, int, int]], load: bool = True) -> list[bytes]:
+        """The descriptor rows ``[a, b)`` of each layout in one batched fetch (loaded into them with ``load``)."""
+        if not wanted:
+            return []
+        blobs = fetch_ranges(
+            self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options,
+            pin=self.pin,
+        )
+        if load:
+            for (layout, a, _), blob in zip(wanted, blobs, strict=True):
+                load_rows(layout, a, blob)
+        return blobs
 
     def read(self, region: tuple[slice, ...]) -> np.ndarray:
         """Read exactly ``region`` (unit-step slices, one per axis)."""
@@ -315,6 +331,10 @@ class FitsArraySource:
         blobs = fetch_ranges(self.url, layout.byte_ranges(region), storage_options=self.storage_options, copy=False,
                              pin=self.pin, max_share=FetchPolicy.current().reduction_share)
         return layout.tile_moments(region, blobs, valid, full)
+
+
+def _whole(shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(0, n) for n in shape)
 
 
 def preload(sources: Sequence[FitsArraySource]) -> None:
