@@ -42,6 +42,7 @@ class Opened:
     opener: Callable[[], CellCoadd]
     token: str
     coadd: CellCoadd | None = None
+    opened_key: str | None = None  # besides ``token``, what the built coadd depends on (options, chunks)
 
 
 def build_from_container(container: Any, storage_options: Mapping[str, Any] | None, chunks: Chunks) -> CellCoadd:
@@ -69,7 +70,7 @@ def _the(coadd: CellCoadd) -> CellCoadd:
     return coadd
 
 
-def _open_one(url: str, storage_options: Mapping[str, Any] | None, chunks: Chunks) -> Opened:
+def _open_one(url: str, storage_options: Mapping[str, Any] | None, chunks: Chunks, opened_key: str) -> Opened:
     from .archives.registry import format_of
     from .open import open_coadd
 
@@ -81,17 +82,23 @@ def _open_one(url: str, storage_options: Mapping[str, Any] | None, chunks: Chunk
         model = parse_cell_coadd(container.tree, url=url)
         pin = container.pin
         token = f"{url}|{getattr(pin, 'size', None)}|{getattr(pin, 'etag', None)}|{getattr(pin, 'mtime_ns', None)}"
-        return Opened(url, model, functools.partial(build_from_container, container, storage_options, chunks), token)
+        return Opened(url, model, functools.partial(build_from_container, container, storage_options, chunks), token,
+                      opened_key=opened_key)
     return opened_coadd(url, open_coadd(url, chunks=chunks, storage_options=storage_options))
 
 
 def open_all(urls: Sequence[str], storage_options: Mapping[str, Any] | None, chunks: Chunks) -> list[Opened]:
     """Open the patch files from :data:`OPEN_THREADS` threads (metadata only), in the order given."""
+    from dask.base import tokenize
+
     from .starlink_sandbox import prestart
 
     prestart()
+    # A FITS patch's coadd is built from its container (fixed by the file's pin, in its token)
+    # with these options: a process builds it once for every handle copy (see PatchHandle).
+    opened_key = tokenize(storage_options, chunks)
     with ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(urls))) as pool:
-        futures = [pool.submit(_open_one, url, storage_options, chunks) for url in urls]
+        futures = [pool.submit(_open_one, url, storage_options, chunks, opened_key) for url in urls]
         # The first failure in the order given is raised (the others are dropped).
         return [f.result() for f in futures]
 
@@ -155,5 +162,5 @@ def check_patches(urls: Sequence[str], opened: Sequence[Opened]) -> list[PatchHa
         by_index[index] = url
         covered = patch.inner_bbox.intersection(o.model.image.bbox)
         handles.append(PatchHandle(url, index, patch.id, patch.inner_bbox, covered, o.opener, o.token,
-                                   coadd=o.coadd, keep_opened=o.coadd is not None))
+                                   coadd=o.coadd, keep_opened=o.coadd is not None, opened_key=o.opened_key))
     return handles

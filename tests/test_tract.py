@@ -301,3 +301,31 @@ def test_a_tract_opened_from_files_computes_on_a_cluster(corpus: Path, dask_clie
     expected = ds["image"].sum().compute(scheduler="sync")
     assert float(got) == pytest.approx(float(expected), rel=1e-6)
     assert np.isfinite(float(got))
+
+
+def test_a_process_builds_each_patch_of_a_tract_from_files_once_for_every_plane(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each plane's source carries its own copies of the patch handles, as on a worker."""
+    import pickle
+
+    from cellcoadd_dask import tract_patches, tract_source
+    from cellcoadd_dask.lazy import array_source
+
+    ds = ccd.open_tract([str(corpus / "tract" / f"patch_{i}_{j}.fits") for i, j in sorted(COVERAGE)])
+    blobs = [pickle.dumps(array_source(ds[name].data)) for name in ("image", "variance", "image")]
+    built: list[str] = []
+    original = tract_patches.build_from_container
+
+    def counting(container: Any, *args: Any) -> Any:
+        built.append(container.url)
+        return original(container, *args)
+
+    monkeypatch.setattr(tract_patches, "build_from_container", counting)  # what the copies' openers call
+    monkeypatch.setattr(tract_source, "_opened_patches", type(tract_source._opened_patches)())
+    copies = [pickle.loads(blob) for blob in blobs]
+    assert all(h.opened_key for h in copies[0].patches)  # a key made once at opening, not the opener's token
+    for source in copies:
+        source[...]
+    assert built and sorted(built) == sorted({h.url for h in copies[0].patches if h.covered is not None})
+    np.testing.assert_array_equal(copies[2][...], ds["image"].values)

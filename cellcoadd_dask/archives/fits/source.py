@@ -250,11 +250,13 @@ class FitsArraySource:
                 if cache.layouts is None:
                     with cache.serving(self.url):
                         layouts = load_layouts(self.url, self.refs, self.storage_options, self.pin)
-                        if cache.known is not None:
-                            # Known bytes hold whole tile tables: each is parsed at once (no
-                            # request), not row by row as reads reach them.
-                            self._fetch_rows([(layout, a, b) for layout in layouts if isinstance(layout, TiledArray)
-                                              for a, b in layout.missing_rows(_whole(layout.shape))])
+                    if cache.known is not None:
+                        # Known bytes hold whole tile tables: each is parsed at once (no
+                        # request), not row by row as reads reach them.
+                        wanted = [(layout, a, b) for layout in layouts if isinstance(layout, TiledArray)
+                                  for a, b in layout.missing_rows(_whole(layout.shape))]
+                        for (layout, a, _), blob in zip(wanted, self._row_blobs(wanted), strict=True):
+                            load_rows(layout, a, blob)
                     cache.layouts = layouts
         return cache.layouts
 
@@ -266,24 +268,20 @@ class FitsArraySource:
                 wanted += [(layout, a, b) for a, b in layout.missing_rows(region[: len(layout.shape)])]
         if not wanted:
             return
-        with self._cache.serving(self.url):
-            blobs = self._fetch_rows(wanted, load=False)
+        blobs = self._row_blobs(wanted)
         with self._cache.lock:
             for (layout, a, _), blob in zip(wanted, blobs, strict=True):
                 load_rows(layout, a, blob)
 
-    def _fetch_rows(self, wanted: list[tuple[TiledArray, int, int]], load: bool = True) -> list[bytes]:
-        """The descriptor rows ``[a, b)`` of each layout in one batched fetch (loaded into them with ``load``)."""
+    def _row_blobs(self, wanted: list[tuple[TiledArray, int, int]]) -> list[bytes]:
+        """The bytes of descriptor rows ``[a, b)`` of each layout: one batched fetch (or the known bytes)."""
         if not wanted:
             return []
-        blobs = fetch_ranges(
-            self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options,
-            pin=self.pin,
-        )
-        if load:
-            for (layout, a, _), blob in zip(wanted, blobs, strict=True):
-                load_rows(layout, a, blob)
-        return blobs
+        with self._cache.serving(self.url):
+            return fetch_ranges(
+                self.url, [layout.row_range(a, b) for layout, a, b in wanted], storage_options=self.storage_options,
+                pin=self.pin,
+            )
 
     def read(self, region: tuple[slice, ...]) -> np.ndarray:
         """Read exactly ``region`` (unit-step slices, one per axis)."""
@@ -370,9 +368,8 @@ def preload(sources: Sequence[FitsArraySource]) -> None:
     for source in {id(s._cache): s for s in sources}.values():
         for layout in source.layouts():
             if isinstance(layout, TiledArray) and layout.loaded is not None:
-                full = tuple(slice(0, n) for n in layout.shape)
                 wanted.setdefault(source.url, []).extend(
-                    (source, layout, a, b) for a, b in layout.missing_rows(full)
+                    (source, layout, a, b) for a, b in layout.missing_rows(_whole(layout.shape))
                 )
     for url, rows in wanted.items():
         if not rows:
