@@ -42,7 +42,14 @@ def _check(text: str) -> str:
 
 
 def main() -> None:
-    """Answer check requests until stdin closes."""
+    """Load AST, then answer check requests until stdin closes.
+
+    AST (and numpy under it) is loaded before the first request is read: a parent starts the
+    child ahead of need (:func:`~cellcoadd_dask.starlink_sandbox.prestart`), so the loading
+    overlaps its own work and the first check finds the library ready.
+    """
+    from starlink import Ast  # noqa: F401
+
     stdin, stdout = sys.stdin.buffer, sys.stdout
     while True:
         head = stdin.read(8)

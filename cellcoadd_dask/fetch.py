@@ -12,17 +12,17 @@ and :func:`fetch_stats` sees every request.  How each protocol is read lives in
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, overload
 
-from . import fetch_cache
-from .errors import ArchiveFormatError, CellCoaddError, FetchError, shown_url
+from .errors import FetchError, shown_url
 from .fetch_backends.core import ObjectChangedError, ObjectNotFoundError, ObjectPin, filesystem
 from .fetch_counters import FetchStats, fetch_stats, record, record_failure
 from .fetch_merge import ByteRange, merge_ranges
 from .fetch_policy import FetchPolicy
+from .fetch_redact import redact, typed_error
+from .fetch_steps import Backoff, backoff, fetch_steps, resume
 
 __all__ = [
     "ByteRange",
@@ -51,28 +51,6 @@ def normalize_url(url: str | os.PathLike[str]) -> str:
     if "://" not in url and not url.startswith("memory:"):
         return os.path.abspath(os.path.expanduser(url))
     return url
-
-
-def redact(text: str, storage_options: Mapping[str, Any] | None) -> str:
-    """``text`` with every secret-looking value of ``storage_options`` replaced by ``***``."""
-    for value in _secrets(storage_options):
-        text = text.replace(value, "***")
-    return text
-
-
-_SECRET_KEYS = ("key", "secret", "token", "password", "passwd", "credential", "auth", "session", "signature")
-
-
-def _secrets(options: Any, parent_secret: bool = False) -> Iterator[str]:
-    if isinstance(options, Mapping):
-        for k, v in options.items():
-            secret = parent_secret or any(word in str(k).lower() for word in _SECRET_KEYS)
-            yield from _secrets(v, secret)
-    elif isinstance(options, list | tuple):
-        for v in options:
-            yield from _secrets(v, parent_secret)
-    elif isinstance(options, str) and parent_secret and len(options) >= 4:
-        yield options
 
 
 @overload
@@ -262,20 +240,8 @@ def _attempts(policy: FetchPolicy) -> Iterator[int]:
     """Attempt numbers, sleeping the backoff before every attempt after the first."""
     for attempt in range(policy.retries + 1):
         if attempt:
-            delay = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
-            time.sleep(delay * (0.5 + random.random()))
+            time.sleep(backoff(policy, attempt))
         yield attempt
-
-
-def _typed(exc: BaseException, url: str, storage_options: Mapping[str, Any] | None) -> CellCoaddError | None:
-    """The typed, redacted error a non-transient backend failure becomes (``None``: not ours to type)."""
-    if isinstance(exc, CellCoaddError):
-        return _redacted(exc, storage_options)
-    if isinstance(exc, FileNotFoundError):
-        return ObjectNotFoundError(redact(f"{shown_url(url)}: {_what(exc)}", storage_options))
-    if isinstance(exc, PermissionError):
-        return FetchError(redact(f"{shown_url(url)}: {_what(exc)}", storage_options))
-    return None
 
 
 def _fetch_tail(
@@ -296,7 +262,7 @@ def _fetch_tail(
             record_failure(url, 1)
             continue
         except Exception as exc:
-            typed = _typed(exc, url, storage_options)
+            typed = typed_error(exc, url, storage_options)
             if typed is None:
                 raise
             if isinstance(typed, ObjectNotFoundError):
@@ -318,91 +284,24 @@ def _fetch(
     copy: bool,
     pin: ObjectPin | None,
 ) -> tuple[Any, ObjectPin]:
-    from .fetch_backends import PartialResult, Transient, fetch_with_backend
+    """:func:`fetch_steps` run here: each attempt through the backend, each backoff slept."""
+    from .fetch_backends import fetch_with_backend
 
-    if not ranges:
-        return [], pin or ObjectPin()
-    for start, stop in ranges:
-        if start < 0 or stop < start:
-            raise FetchError(f"{shown_url(url)}: invalid byte range [{start}, {stop}).")
-    hit = fetch_cache.lookup(url, ranges, pin)
-    if hit is not None:  # bytes a tract index holds: no request
-        cached, known = hit
-        return (cached if copy else [memoryview(b) for b in cached]), known
     policy = FetchPolicy.current()
-    record(url, [], call=True)
-    merged, placement = merge_ranges(ranges, policy.coalesce_gap if max_gap is None else max_gap,
-                                     policy.coalesce_share if max_share is None else max_share)
-    blobs: list[bytes | memoryview | None] = [None] * len(merged)
-    todo = list(range(len(merged)))
-    seen = pin or ObjectPin()
-    last: BaseException | None = None
-    for _ in _attempts(policy):
-        wanted = [merged[k] for k in todo]
-        try:
-            result: PartialResult = fetch_with_backend(url, wanted, storage_options=storage_options, pin=seen,
-                                                       timeout=policy.timeout, concurrency=policy.concurrency,
-                                                       buffers=not copy)
-        except Transient as exc:
-            last = exc
-            record_failure(url, len(wanted))
+    steps = fetch_steps(url, ranges, storage_options=storage_options, max_gap=max_gap, max_share=max_share,
+                        copy=copy, pin=pin, policy=policy)
+    answer: Any = None
+    error: Exception | None = None
+    while True:
+        done, step = resume(steps, answer, error)
+        if done:
+            return step
+        answer, error = None, None
+        if isinstance(step, Backoff):
+            time.sleep(step.seconds)
             continue
-        except (CellCoaddError, FileNotFoundError, PermissionError) as exc:
-            raise _typed(exc, url, storage_options) or exc from None
-        seen = seen.merge(result.pin)
-        failed = []
-        for k, blob, error in zip(todo, result.blobs, result.errors, strict=True):
-            if blob is not None:
-                blobs[k] = blob
-                record(url, [merged[k]])
-                continue
-            if isinstance(error, Transient):
-                failed.append(k)
-                last = error
-                continue
-            typed = _typed(error, url, storage_options) if error is not None else None
-            if typed is not None:
-                raise typed from None
-            message = f"{shown_url(url)}: reading bytes {merged[k]} failed: {error!r}"
-            raise FetchError(redact(message, storage_options)) from None
-        record_failure(url, len(failed))
-        todo = failed
-        if not todo:
-            break
-    if todo:
-        start, stop = merged[todo[0]]
-        raise FetchError(redact(
-            f"{shown_url(url)}: reading {len(todo)} byte range(s) (first [{start}, {stop})) failed after "
-            f"{policy.retries + 1} attempts: {last}", storage_options))
-    full = [b for b in blobs if b is not None]
-    out: list[Any]
-    if len(merged) == len(ranges) and all(n == len(full[m]) and off == 0 for m, off, n in placement):
-        out = [full[m] for m, _, _ in placement]
-    else:
-        views = [memoryview(b) for b in full]
-        if not copy:
-            out = [views[m][off : off + n] for m, off, n in placement]
-        else:
-            out = [bytes(views[m][off : off + n]) for m, off, n in placement]
-    fetch_cache.note(url, ranges, out, seen)
-    return out, seen
-
-
-def _what(exc: BaseException) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "no such file."
-    if isinstance(exc, PermissionError):
-        return f"access denied (check the credentials in storage_options): {exc}"
-    return str(exc)
-
-
-def _redacted(exc: CellCoaddError, storage_options: Mapping[str, Any] | None) -> CellCoaddError:
-    if not list(_secrets(storage_options)):
-        return exc
-    text = str(exc)
-    clean = redact(text, storage_options)
-    if clean == text:
-        return exc
-    if isinstance(exc, ArchiveFormatError):
-        return ArchiveFormatError(redact(exc.args[0] if exc.args else text, storage_options))
-    return type(exc)(clean)
+        try:
+            answer = fetch_with_backend(url, step.ranges, storage_options=storage_options, pin=step.pin,
+                                        timeout=policy.timeout, concurrency=policy.concurrency, buffers=step.buffers)
+        except Exception as exc:
+            error = exc

@@ -20,6 +20,7 @@ from .tract_source import PatchHandle
 
 if TYPE_CHECKING:
     from .coadd import CellCoadd
+    from .fetch_readers import Reader
     from .model import CellCoaddModel
 
 __all__ = ["OPEN_THREADS", "Opened", "build_from_container", "check_patches", "open_all", "opened_coadd"]
@@ -70,37 +71,66 @@ def _the(coadd: CellCoadd) -> CellCoadd:
     return coadd
 
 
+def _fits_reader(url: str, storage_options: Mapping[str, Any] | None, chunks: Chunks,
+                 opened_key: str) -> Reader[Opened]:
+    """Open a FITS patch to its container and model (a reader: its reads are answered by the caller)."""
+    from .archives.fits.layout import container_reader
+    from .model import parse_cell_coadd
+
+    container = yield from container_reader(url)
+    model = parse_cell_coadd(container.tree, url=url)
+    pin = container.pin
+    token = f"{url}|{getattr(pin, 'size', None)}|{getattr(pin, 'etag', None)}|{getattr(pin, 'mtime_ns', None)}"
+    return Opened(url, model, functools.partial(build_from_container, container, storage_options, chunks), token,
+                  opened_key=opened_key)
+
+
 def _open_one(url: str, storage_options: Mapping[str, Any] | None, chunks: Chunks, opened_key: str) -> Opened:
     from .archives.registry import format_of
+    from .fetch_readers import run_reader
     from .open import open_coadd
 
     if format_of(url, storage_options).name == "fits":
-        from .archives.fits.layout import read_container
-        from .model import parse_cell_coadd
-
-        container = read_container(url, storage_options)
-        model = parse_cell_coadd(container.tree, url=url)
-        pin = container.pin
-        token = f"{url}|{getattr(pin, 'size', None)}|{getattr(pin, 'etag', None)}|{getattr(pin, 'mtime_ns', None)}"
-        return Opened(url, model, functools.partial(build_from_container, container, storage_options, chunks), token,
-                      opened_key=opened_key)
+        return run_reader(_fits_reader(url, storage_options, chunks, opened_key), storage_options)
     return opened_coadd(url, open_coadd(url, chunks=chunks, storage_options=storage_options))
 
 
 def open_all(urls: Sequence[str], storage_options: Mapping[str, Any] | None, chunks: Chunks) -> list[Opened]:
-    """Open the patch files from :data:`OPEN_THREADS` threads (metadata only), in the order given."""
+    """Open the patch files (metadata only), in the order given.
+
+    Files named as FITS are opened by :func:`~cellcoadd_dask.fetch_readers.run_readers` (on
+    the event loop when remote: no thread per file); others from :data:`OPEN_THREADS` threads.
+    The first failure in the order given is raised (the others are dropped).
+    """
     from dask.base import tokenize
 
+    from .archives.registry import suffix_format
+    from .fetch_readers import run_readers
     from .starlink_sandbox import prestart
 
     prestart()
     # A FITS patch's coadd is built from its container (fixed by the file's pin, in its token)
     # with these options: a process builds it once for every handle copy (see PatchHandle).
     opened_key = tokenize(storage_options, chunks)
-    with ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(urls))) as pool:
-        futures = [pool.submit(_open_one, url, storage_options, chunks, opened_key) for url in urls]
-        # The first failure in the order given is raised (the others are dropped).
-        return [f.result() for f in futures]
+    fits = [k for k, url in enumerate(urls) if getattr(suffix_format(url), "name", None) == "fits"]
+    others = sorted(set(range(len(urls))) - set(fits))
+    results: dict[int, Opened | Exception] = {}
+    if fits:
+        readers = [(urls[k], _fits_reader(urls[k], storage_options, chunks, opened_key)) for k in fits]
+        results.update(zip(fits, run_readers(readers, storage_options, threads=OPEN_THREADS), strict=True))
+    if others:
+        with ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(others))) as pool:
+            futures = {k: pool.submit(_open_one, urls[k], storage_options, chunks, opened_key) for k in others}
+            for k, future in futures.items():
+                try:
+                    results[k] = future.result()
+                except Exception as exc:
+                    results[k] = exc
+    opened = [results[k] for k in range(len(urls))]
+    for result in opened:
+        if isinstance(result, Exception):
+            raise result
+    return opened  # type: ignore[return-value]
 
 
 def _skymap_tract(model: CellCoaddModel) -> tuple[Any, Any]:

@@ -51,8 +51,11 @@ __all__ = [
     "Tail",
     "TailResult",
     "Transient",
+    "Route",
+    "fetch_on_loop",
     "fetch_with_backend",
     "filesystem",
+    "loop_route",
     "read_tail_with_backend",
 ]
 
@@ -65,14 +68,34 @@ def _denied(url: str, refusal: BaseException | None = None) -> FetchError:
                       "region and endpoint in storage_options).")
 
 
-def _fetch_async(fs: Any, url: str, path: str, ranges: Sequence[ByteRange], pin: ObjectPin | None,
-                 timeout: float, concurrency: int, kind: str) -> PartialResult:
-    from fsspec.asyn import sync
+Route = tuple[Any, str, str]
+"""``(filesystem, path, kind)`` of an object read on fsspec's event loop (``kind``: ``"http"`` or ``"s3"``)."""
 
+
+def loop_route(url: str, storage_options: Any) -> Route | None:
+    """How ``url`` is read on fsspec's event loop (HTTP(S) and S3), or ``None`` for other storage."""
+    if local_path(url) is not None:
+        return None
+    fs, path = filesystem(url, storage_options)
+    protocol = protocol_of(fs)
+    if protocol in ("http", "https"):
+        return fs, url, "http"
+    if protocol in ("s3", "s3a"):
+        return fs, path, "s3"
+    return None
+
+
+async def fetch_on_loop(route: Route, url: str, ranges: Sequence[ByteRange], pin: ObjectPin | None,
+                        timeout: float, concurrency: int) -> PartialResult:
+    """One attempt at fetching ``ranges`` of ``url`` (a coroutine on the filesystem's loop).
+
+    Errors as :func:`fetch_with_backend`.
+    """
     from .http import Forbidden, http_range
-    from .s3 import presigned, s3_range
+    from .s3 import presigned_on_loop, s3_range
 
-    signed = presigned(fs, path) if kind == "s3" else None
+    fs, path, kind = route
+    signed = await presigned_on_loop(fs, path) if kind == "s3" else None
 
     async def run() -> list[Any]:
         semaphore = asyncio.Semaphore(concurrency)
@@ -83,15 +106,20 @@ def _fetch_async(fs: Any, url: str, path: str, ranges: Sequence[ByteRange], pin:
             coros = [http_range(http, url, a, b, pin, timeout, semaphore, target) for a, b in ranges]
         else:
             coros = [s3_range(fs, url, path, a, b, pin, timeout, semaphore) for a, b in ranges]
+        if len(coros) == 1:  # no task to create
+            try:
+                return [await coros[0]]
+            except Exception as exc:
+                return [exc]
         return await asyncio.gather(*coros, return_exceptions=True)
 
-    results = sync(fs.loop, run)
+    results = await run()
     if signed is not None and any(isinstance(r, Forbidden) for r in results):
         # Expired or refused signature: sign anew once; a second refusal is the answer.
-        renewed = presigned(fs, path, renew=True)
+        renewed = await presigned_on_loop(fs, path, renew=True)
         if renewed is not None:
             signed = renewed
-            results = sync(fs.loop, run)
+            results = await run()
         refused = next((r for r in results if isinstance(r, Forbidden)), None)
         if refused is not None:
             raise _denied(url, refused)
@@ -107,6 +135,8 @@ def _fetch_async(fs: Any, url: str, path: str, ranges: Sequence[ByteRange], pin:
             blobs.append(body)
             errors.append(None)
             seen = seen.merge(got)
+    if pin is not None:
+        check_pin(url, pin, seen)
     return PartialResult(blobs, errors, seen)
 
 
@@ -143,16 +173,15 @@ def fetch_with_backend(
         from .local import fetch_local
 
         return fetch_local(local, url, ranges, pin, buffers)
-    fs, path = filesystem(url, storage_options)
-    protocol = protocol_of(fs)
-    if protocol in ("http", "https"):
-        result = _fetch_async(fs, url, url, ranges, pin, timeout, concurrency, "http")
-    elif protocol in ("s3", "s3a"):
-        result = _fetch_async(fs, url, path, ranges, pin, timeout, concurrency, "s3")
-    else:
-        from .generic import fetch_generic
+    route = loop_route(url, storage_options)
+    if route is not None:
+        from fsspec.asyn import sync
 
-        result = fetch_generic(fs, url, path, ranges)
+        return sync(route[0].loop, fetch_on_loop, route, url, ranges, pin, timeout, concurrency)
+    from .generic import fetch_generic
+
+    fs, path = filesystem(url, storage_options)
+    result = fetch_generic(fs, url, path, ranges)
     if pin is not None:
         check_pin(url, pin, result.pin)
     return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import re
 import time
@@ -34,7 +35,7 @@ from .core import (
     short_error,
 )
 
-__all__ = ["presigned", "s3_range", "s3_tail"]
+__all__ = ["presigned", "presigned_on_loop", "s3_range", "s3_tail"]
 
 _PRESIGN_SECONDS = 3600
 _presigned: dict[tuple[str, str], tuple[str, float]] = {}
@@ -105,38 +106,73 @@ def _presign(fs: Any, path: str, *, renew: bool = False) -> str | None:
     """A presigned GET URL of ``path`` (cached per filesystem for most of its lifetime), or ``None``.
 
     ``renew`` signs anew through s3fs's client (a refused signature is never signed the same way twice).
+    Not on the filesystem's event loop (s3fs's client is called through its blocking interface).
     """
-    key = (str(getattr(fs, "_fs_token", id(fs))), path)
-    now = time.monotonic()
-    cached = _presigned.get(key)
-    if cached is not None and not renew and cached[1] > now:
-        return cached[0]
+    key, cached = _cached(fs, path, renew)
+    if cached is not None:
+        return cached
     try:
         url = None if renew else _sign_directly(fs, path)
         if url is None:
             url = fs.url(path, expires=_PRESIGN_SECONDS)
     except Exception:  # e.g. a configuration botocore cannot presign: use signed API calls instead
         return None
+    return _keep(key, url)
+
+
+async def _presign_on_loop(fs: Any, path: str, *, renew: bool = False) -> str | None:
+    """:func:`_presign` on the filesystem's event loop (s3fs's client called from a thread of the loop's executor)."""
+    key, cached = _cached(fs, path, renew)
+    if cached is not None:
+        return cached
+    try:
+        url = None if renew else _sign_directly(fs, path)
+        if url is None:
+            url = await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(fs.url, path, expires=_PRESIGN_SECONDS))
+    except Exception:  # as in _presign
+        return None
+    return _keep(key, url)
+
+
+def _cached(fs: Any, path: str, renew: bool) -> tuple[tuple[str, str], str | None]:
+    key = (str(getattr(fs, "_fs_token", id(fs))), path)
+    cached = _presigned.get(key)
+    if cached is not None and not renew and cached[1] > time.monotonic():
+        return key, cached[0]
+    return key, None
+
+
+def _keep(key: tuple[str, str], url: Any) -> str | None:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         return None
-    _presigned[key] = (url, now + _PRESIGN_SECONDS - 300)
+    _presigned[key] = (url, time.monotonic() + _PRESIGN_SECONDS - 300)
     return url
 
 
-def presigned(fs: Any, path: str, *, renew: bool = False) -> tuple[Any, str] | None:
-    """``(http filesystem, presigned URL)`` for plain-HTTP reads of an S3 object, or ``None``."""
+def _http_for(fs: Any, path: str) -> Any:
+    """The HTTP filesystem on ``fs``'s event loop, when plain GETs can read ``path``, else ``None``."""
     import fsspec
 
     _, _, version = fs.split_path(path)
     if version or getattr(fs, "requester_pays", False) or getattr(fs, "req_kw", None):
         return None
     http = fsspec.filesystem("http")
-    if http.loop is not fs.loop:
-        return None
-    target = _presign(fs, path, renew=renew)
-    if target is None:
-        return None
-    return http, target
+    return http if http.loop is fs.loop else None
+
+
+def presigned(fs: Any, path: str, *, renew: bool = False) -> tuple[Any, str] | None:
+    """``(http filesystem, presigned URL)`` for plain-HTTP reads of an S3 object, or ``None``."""
+    http = _http_for(fs, path)
+    target = None if http is None else _presign(fs, path, renew=renew)
+    return None if target is None else (http, target)
+
+
+async def presigned_on_loop(fs: Any, path: str, *, renew: bool = False) -> tuple[Any, str] | None:
+    """:func:`presigned` on the filesystem's event loop."""
+    http = _http_for(fs, path)
+    target = None if http is None else await _presign_on_loop(fs, path, renew=renew)
+    return None if target is None else (http, target)
 
 
 async def _get_object(fs: Any, url: str, path: str, range_header: str | None, pin: ObjectPin | None,

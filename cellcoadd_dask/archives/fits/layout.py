@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import ArchiveFormatError, FetchError
-from ...fetch import ObjectPin, fetch_head, fetch_ranges
+from ...fetch import ObjectPin
+from ...fetch_readers import Read, Reader, run_reader
 from ...limits import LimitExceededError, check
 from ..names import SCHEMA_NAME
 from .cards import BLOCK, Header, header_size, parse_header
 from .tables import read_bintable
 
-__all__ = ["FORMAT_VERSION", "FitsContainer", "HduEntry", "read_container"]
+__all__ = ["FORMAT_VERSION", "FitsContainer", "HduEntry", "container_reader", "read_container"]
 
 FORMAT_VERSION = 1
 MAX_PRIMARY_BYTES = BLOCK * 64
@@ -88,16 +89,13 @@ def _card_int(header: Header, key: str, url: str, *, minimum: int = 0) -> int:
     return value
 
 
-def _read_primary(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Header, ObjectPin]:
+def _primary_reader(url: str) -> Reader[tuple[Header, ObjectPin]]:
     buffer = b""
     pin: ObjectPin | None = None
     while True:
         start = len(buffer)
         try:
-            if pin is None:
-                (block,), pin = fetch_head(url, [(start, start + BLOCK)], storage_options=storage_options)
-            else:
-                (block,) = fetch_ranges(url, [(start, start + BLOCK)], storage_options=storage_options, pin=pin)
+            (block,), pin = yield Read(url, [(start, start + BLOCK)], pin)
         except ArchiveFormatError:
             raise ArchiveFormatError(
                 "file too short for a FITS primary header (truncated or not FITS)", url=url, hdu="PRIMARY"
@@ -239,6 +237,9 @@ def _check_sizes(url: str, pin: ObjectPin, *, jaddr: int, jsize: int, iaddr: int
 def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -> FitsContainer:
     """Read the primary header, the JSON tree and the INDEX of an lsst-images FITS archive.
 
+    Runs :func:`container_reader` on this thread (:func:`~cellcoadd_dask.fetch_readers.run_readers`
+    opens many files at once with it).
+
     The sizes the primary header states (``JSONSIZE``, ``INDXSIZE``) are checked against the
     file's size (known from the first read) and the caps ``cellcoadd.limits.tree_bytes`` and
     ``cellcoadd.limits.index_bytes`` (:mod:`cellcoadd_dask.limits`) before anything is fetched.
@@ -251,7 +252,12 @@ def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -
         When the file is not an lsst-images ``cell_coadd`` FITS archive, is truncated,
         or any address is inconsistent.
     """
-    primary, pin = _read_primary(url, storage_options)
+    return run_reader(container_reader(url), storage_options)
+
+
+def container_reader(url: str) -> Reader[FitsContainer]:
+    """How :func:`read_container` reads a container, as a reader (:mod:`cellcoadd_dask.fetch_readers`)."""
+    primary, pin = yield from _primary_reader(url)
     version = _check_primary(primary, url)
     jaddr = _card_int(primary, "JSONADDR", url, minimum=primary.size)
     jsize = _card_int(primary, "JSONSIZE", url, minimum=BLOCK)
@@ -271,7 +277,7 @@ def read_container(url: str, storage_options: Mapping[str, Any] | None = None) -
         )
     file_size = iaddr + isize
     try:
-        (tail,) = fetch_ranges(url, [(jaddr, file_size)], storage_options=storage_options, pin=pin)
+        (tail,), _ = yield Read(url, [(jaddr, file_size)], pin)
     except ArchiveFormatError as exc:
         raise ArchiveFormatError(
             "the JSON and INDEX HDUs are not where the primary header says (truncated file or wrong addresses)",
