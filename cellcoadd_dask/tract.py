@@ -90,15 +90,29 @@ def _axis_chunks(intervals: Sequence[Interval], chunk: Callable[[Interval], tupl
     return tuple(c for iv in intervals for c in chunk(iv))
 
 
+def _first_overlap(boxes: Sequence[Box]) -> tuple[int, int] | None:
+    """The first pair ``(i, j)``, ``i < j``, of overlapping boxes, or ``None`` (a sweep along y, not every pair)."""
+    order = sorted(range(len(boxes)), key=lambda k: boxes[k].y.start)
+    pairs = []
+    for n, i in enumerate(order):
+        for j in order[n + 1:]:
+            if boxes[j].y.start >= boxes[i].y.stop:
+                break
+            if boxes[i].intersection(boxes[j]) is not None:
+                pairs.append((min(i, j), max(i, j)))
+    return min(pairs) if pairs else None
+
+
 class _Layout:
     """The tract box and its chunks on cell edges (patch edges are always chunk edges)."""
 
     def __init__(self, patches: Sequence[PatchHandle], chunks: Chunks, first: CellCoadd) -> None:
-        for a, b in itertools.combinations(patches, 2):
-            if a.inner.intersection(b.inner) is not None:
-                raise ValidationError(
-                    f"{shown_url(b.url)}: field 'patch.inner_bbox' {b.inner} overlaps {a.inner} of {shown_url(a.url)}."
-                )
+        overlap = _first_overlap([p.inner for p in patches])
+        if overlap is not None:
+            a, b = patches[overlap[0]], patches[overlap[1]]
+            raise ValidationError(
+                f"{shown_url(b.url)}: field 'patch.inner_bbox' {b.inner} overlaps {a.inner} of {shown_url(a.url)}."
+            )
         self.ys = _axis_intervals(((p.inner.y, p.url) for p in patches), "y")
         self.xs = _axis_intervals(((p.inner.x, p.url) for p in patches), "x")
         self.bbox = Box(Interval(self.ys[0].start, self.ys[-1].stop), Interval(self.xs[0].start, self.xs[-1].stop))

@@ -329,3 +329,20 @@ def test_a_process_builds_each_patch_of_a_tract_from_files_once_for_every_plane(
         source[...]
     assert built and sorted(built) == sorted({h.url for h in copies[0].patches if h.covered is not None})
     np.testing.assert_array_equal(copies[2][...], ds["image"].values)
+
+
+def test_the_overlap_sweep_finds_the_pair_every_pair_check_finds() -> None:
+    import itertools
+    import random
+
+    from cellcoadd_dask.tract import _first_overlap
+
+    rng = random.Random(7)
+    for _ in range(300):
+        boxes = []
+        for _ in range(rng.randint(0, 12)):
+            y0, x0 = rng.randint(0, 60), rng.randint(0, 60)
+            boxes.append(ccd.Box.factory[y0:y0 + rng.randint(1, 25), x0:x0 + rng.randint(1, 25)])
+        expected = next(((i, j) for i, j in itertools.combinations(range(len(boxes)), 2)
+                         if boxes[i].intersection(boxes[j]) is not None), None)
+        assert _first_overlap(boxes) == expected
