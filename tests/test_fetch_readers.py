@@ -32,8 +32,11 @@ def quick_policy() -> Iterator[None]:
         yield
 
 
-def _patches(reference_dir: Path) -> list[Path]:
-    return sorted((reference_dir / "demo_tract").glob("patch_*.fits"))
+def _patches(corpus: Path) -> list[Path]:
+    """The generated demo tract's patch files (the extra reference files need not hold a tract)."""
+    paths = sorted((corpus / "demo_tract").glob("patch_*.fits"))
+    assert len(paths) >= 4, f"the generated corpus has no demo tract in {corpus}"
+    return paths
 
 
 def _same(a: FitsContainer, b: FitsContainer) -> None:
@@ -52,9 +55,9 @@ def _where(url: str, seen: list[str]) -> Reader[None]:
 
 
 @pytest.mark.parametrize("store", ["s3", "http", "local"])
-def test_many_readers_open_what_one_reader_opens_with_the_same_requests(store: str, reference_dir: Path,
+def test_many_readers_open_what_one_reader_opens_with_the_same_requests(store: str, corpus: Path,
                                                                        s3_server: Any, http_server: Any) -> None:
-    paths = _patches(reference_dir)
+    paths = _patches(corpus)
     if store == "s3":
         urls, options = [s3_server.upload(p) for p in paths], s3_server.storage_options
     elif store == "http":
@@ -118,10 +121,9 @@ def test_transient_faults_are_retried_on_the_event_loop(proxy: str, reference_di
     assert isinstance(error, ccd.FetchError) and "503" in str(error)
 
 
-def test_readers_on_the_loop_see_the_callers_served_cache_and_recording(reference_dir: Path,
-                                                                        s3_server: Any) -> None:
+def test_readers_on_the_loop_see_the_callers_served_cache_and_recording(corpus: Path, s3_server: Any) -> None:
     options = s3_server.storage_options
-    urls = [s3_server.upload(p) for p in _patches(reference_dir)[:3]]
+    urls = [s3_server.upload(p) for p in _patches(corpus)[:3]]
     with fetch_cache.recording() as recorder, fetch_stats() as first:
         opened = run_readers([(url, container_reader(url)) for url in urls], options)
     assert first.requests == 2 * len(urls)
@@ -134,11 +136,10 @@ def test_readers_on_the_loop_see_the_callers_served_cache_and_recording(referenc
         _same(a, b)  # type: ignore[arg-type]
 
 
-def test_a_tract_of_remote_patches_raises_the_first_failure_in_order(reference_dir: Path,
-                                                                    s3_server: Any) -> None:
-    paths = _patches(reference_dir)
+def test_a_tract_of_remote_patches_raises_the_first_failure_in_order(corpus: Path, s3_server: Any) -> None:
+    paths = _patches(corpus)
     urls = [s3_server.upload(p) for p in paths]
-    broken = [urls[0], urls[1].replace(".fits", "-gone.fits"), s3_server.upload(reference_dir / "expected_values.json",
+    broken = [urls[0], urls[1].replace(".fits", "-gone.fits"), s3_server.upload(corpus / "expected_values.json",
                                                                                 key="late-not-fits.fits")]
     with pytest.raises(ccd.ObjectNotFoundError, match=r"-gone\.fits"):
         ccd.open_tract(broken, storage_options=s3_server.storage_options)
