@@ -27,7 +27,7 @@ import dask.array as da
 import numpy as np
 
 from ...atomic import atomic_output
-from ...coadd import DEFAULT_COMPRESSION as DEFAULT
+from ...coadd_archives import DEFAULT_COMPRESSION as DEFAULT
 from ...compression import FitsCompressionOptions, FitsDitherAlgorithm, FitsQuantizationOptions
 from ...errors import ValidationError
 from ...fetch import fetch_ranges, normalize_url
