@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import re
-import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from os import PathLike
 from typing import IO, TYPE_CHECKING, Any
 
@@ -28,10 +25,9 @@ import numpy as np
 
 from ...atomic import atomic_output
 from ...coadd_archives import DEFAULT_COMPRESSION as DEFAULT
-from ...compression import FitsCompressionOptions, FitsDitherAlgorithm, FitsQuantizationOptions
+from ...compression import FitsQuantizationOptions
 from ...errors import ValidationError
 from ...fetch import fetch_ranges, normalize_url
-from ...mask import DISK_PLANES_PER_ARRAY
 from ...streaming import ordered_map
 from ..names import SCHEMA_NAME, SCHEMA_URL_PREFIX, SCHEMA_VERSION
 from ..output import OutputArchive, write_with
@@ -40,16 +36,22 @@ from .encode import TileEncoder
 from .hdu_writer import Card, FitsStreamWriter, HduPosition, render_header, utc_now
 from .planes import (
     encode_jobs,
-    mask_to_disk,
-    origin_window,
-    pick_disk_array,
-    piece_edges,
     pieces_from_array,
-    pieces_from_source,
     plain_piece,
 )
-from .source import FitsArraySource
 from .table_hdus import column_models, table_hdu
+from .write_plan import (
+    WritePlane,
+    celestial_wcs,
+    check_compression,
+    compression_options,
+    image_plane,
+    mask_planes,
+    offset_wcs,
+    psf_plane,
+    resolve_seeds,
+    unit_cards,
+)
 
 if TYPE_CHECKING:
     from ...coadd import CellCoadd
@@ -66,202 +68,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _SCHEMA_URL = f"{SCHEMA_URL_PREFIX}{SCHEMA_NAME}-{SCHEMA_VERSION}"
 _KINDS = ("image", "mask", "variance", "mask_fractions", "psf")
 _FMTVER = 1
-
-
-@dataclass
-class _Plane:
-    """One pixel HDU to write."""
-
-    key: str  # tree path, e.g. "image", "mask_fractions/rejected", "mask/1", "psf"
-    extname: str
-    extver: int
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    tile_shape: tuple[int, ...]
-    options: FitsCompressionOptions | None
-    pieces: Callable[[Sequence[int]], list[da.Array]]
-    prepare: Callable[[np.ndarray], np.ndarray] | None = None
-    cards: list[Card | Any] = field(default_factory=list)
-    copy_from: Any = None  # (url, storage_options, HduEntry) of a stored HDU copied as is
-    zdither0: int = 0
-
-    @property
-    def source(self) -> str:
-        return f"fits:{self.extname}" + (f",{self.extver}" if self.extver > 1 else "")
-
-    def edges(self) -> list[int]:
-        """Piece edges along axis 0 (whole tile rows)."""
-        return piece_edges(self.shape[0], self.tile_shape[0], math.prod(self.shape[1:]) * self.dtype.itemsize)
-
-
-def _options(value: Any, what: str) -> FitsCompressionOptions | None:
-    if value is DEFAULT:
-        return FitsCompressionOptions.DEFAULT
-    try:
-        return FitsCompressionOptions.coerce(value)
-    except ValidationError as exc:
-        raise ValidationError(f"{what}: {exc}") from None
-
-
-def _unit_cards(unit: Any) -> list[Card]:
-    return [] if unit is None else [("BUNIT", unit.to_string("fits"), "")]
-
-
-def _offset_wcs(bbox: Any) -> list[Card]:
-    return [
-        ("CTYPE1A", "LINEAR", ""),
-        ("CTYPE2A", "LINEAR", ""),
-        ("CRPIX1A", 1.0, ""),
-        ("CRPIX2A", 1.0, ""),
-        ("CRVAL1A", float(bbox.x.start), ""),
-        ("CRVAL2A", float(bbox.y.start), ""),
-        ("CUNIT1A", "PIXEL", ""),
-        ("CUNIT2A", "PIXEL", ""),
-    ]
-
-
-def _celestial_wcs(coadd: CellCoadd) -> list[Any]:
-    from ...projection import FitsWcsError
-
-    try:
-        header = coadd.projection.fits_wcs(coadd.bbox)
-    except FitsWcsError:
-        return []
-    return list(header.cards)
-
-
-def _mask_cards(schema: Any, k: int) -> list[Card]:
-    cards: list[Card] = []
-    planes = [p for p in schema if p is not None][k * DISK_PLANES_PER_ARRAY : (k + 1) * DISK_PLANES_PER_ARRAY]
-    for bit, plane in enumerate(planes):
-        cards.append((f"MSKN{bit:04d}", plane.name, f"Name for mask plane {bit}."))
-        cards.append((f"MSKM{bit:04d}", 1 << bit, f"Bitmask for plane n={bit}; always 1<<n."))
-        cards.append((f"MSKD{bit:04d}", plane.description, ""))
-    return cards
-
-
-def _quantized_copy(image: Image, options: FitsCompressionOptions | None, bbox: Any) -> Any:
-    """The stored HDU to copy as is when a quantized plane is re-written lossy, unchanged."""
-    from .tiles import TiledArray
-
-    origin = image.origin
-    if options is None or options.quantization is None or origin is None:
-        return None
-    source = origin.source
-    if not isinstance(source, FitsArraySource) or len(source.refs) != 1 or source.combine is not None:
-        return None
-    if origin.bbox != bbox or image.array is not origin.array:
-        return None
-    layout = source.layouts()[0]
-    if not isinstance(layout, TiledArray) or layout.codec.quantize is None:
-        return None
-    return (source.url, source.storage_options, source.refs[0].entry, source.pin)
-
-
-def _image_plane(
-    key: str, extname: str, image: Image, options: FitsCompressionOptions | None, cell: tuple[int, int],
-    cards: list[Card | Any],
-) -> _Plane:
-    shape = tuple(int(n) for n in image.array.shape)
-    tile = tuple(options.tile_shape) if options is not None and options.tile_shape else cell
-    origin = image.origin
-    pieces: Callable[[Sequence[int]], list[da.Array]]
-    if origin is not None:
-        start, window = origin_window(origin, image.bbox)
-        pieces = functools.partial(pieces_from_source, origin.source, start, window, name=extname)
-    else:
-        pieces = functools.partial(pieces_from_array, image.array)
-    plane = _Plane(key, extname, 1, shape, np.dtype(image.dtype), tile, options, pieces, cards=cards)
-    copy_from = _quantized_copy(image, options, image.bbox)
-    # Copied headers keep their EXTNAME: only a plane stored under the same name is copied.
-    if copy_from is not None and (copy_from[2].extname, copy_from[2].extver) == (extname, 1):
-        plane.copy_from = copy_from
-    return plane
-
-
-def _mask_planes(mask: Mask, options: FitsCompressionOptions | None, cell: tuple[int, int],
-                 celestial: list[Any]) -> list[_Plane]:
-    schema = mask.schema
-    shape = tuple(int(n) for n in mask.array.shape[:2])
-    tile = tuple(options.tile_shape) if options is not None and options.tile_shape else cell
-    origin = mask.origin
-    out = []
-    for k in range(schema.n_disk_arrays):
-        cards = [*celestial, *_offset_wcs(mask.bbox), *_mask_cards(schema, k)]
-        pieces: Callable[[Sequence[int]], list[da.Array]]
-        prepare: Callable[[np.ndarray], np.ndarray] | None
-        if isinstance(origin.source if origin is not None else None, FitsArraySource) and len(
-            origin.source.refs  # type: ignore[union-attr]
-        ) == schema.n_disk_arrays:
-            assert origin is not None
-            stored: Any = origin.source
-            full = tuple(int(n) for n in origin.bbox.shape)
-            # A source over this one HDU only: piece k reads the tiles of MASK,k and nothing else.
-            source = FitsArraySource(stored.url, [stored.refs[k]], shape=full, dtype=np.dtype(np.int32),
-                                     combine=functools.partial(pick_disk_array, 0),
-                                     storage_options=stored.storage_options, pin=stored.pin)
-            start, _ = origin_window(origin, mask.bbox)
-            pieces = functools.partial(pieces_from_source, source, start, shape, name=f"mask-{k}")
-            prepare = None
-        else:
-            pieces = functools.partial(pieces_from_array, mask.array)
-            prepare = functools.partial(mask_to_disk, schema, k)
-        out.append(_Plane(f"mask/{k}", "MASK", k + 1, shape, np.dtype(np.int32), tile, options, pieces,
-                          prepare=prepare, cards=cards))
-    return out
-
-
-def _psf_plane(psf: CellPointSpreadFunction, options: FitsCompressionOptions | None) -> _Plane:
-    shape = tuple(int(n) for n in psf.array.shape)
-    tile = tuple(options.tile_shape) if options is not None and options.tile_shape else (1,) * (len(shape) - 1) + (
-        shape[-1],)
-    pieces: Callable[[Sequence[int]], list[da.Array]]
-    if psf.origin is not None:
-        source, (i0, j0) = psf.origin
-        pieces = functools.partial(pieces_from_source, source, (i0, j0), shape, name="psf")
-    else:
-        pieces = functools.partial(pieces_from_array, psf.array)
-
-    return _Plane("psf", "PSF", 1, shape, np.dtype(psf.array.dtype), tile, options, pieces)
-
-
-def _resolve_seeds(planes: Sequence[_Plane], compression_seed: int | None) -> None:
-    """Give every quantized plane its ``ZDITHER0`` as lsst-images does (spec 3.5)."""
-    seed = compression_seed
-    for plane in planes:
-        q = plane.options.quantization if plane.options is not None else None
-        if q is None or plane.copy_from is not None or plane.dtype.kind != "f":
-            continue
-        if q.seed:
-            if q.seed == -1:
-                raise ValidationError(f"{plane.extname}: checksum-derived dither seeds (-1) are not supported; "
-                                      "give a seed in 1..10000 or compression_seed.")
-            plane.zdither0 = q.seed
-            continue
-        if seed is None:
-            if q.dither == FitsDitherAlgorithm.NO_DITHER:
-                continue
-            if q.seed == 0:
-                plane.zdither0 = secrets.randbelow(10000) + 1
-                continue
-            raise ValidationError(
-                f"{plane.extname}: no quantization seed provided (give FitsQuantizationOptions(seed=...) "
-                "or compression_seed=...)."
-            )
-        plane.zdither0 = seed
-        seed = 1 if seed >= 10000 else seed + 1
-
-
-def _check_compression(planes: Sequence[_Plane]) -> None:
-    for plane in planes:
-        if plane.options is None:
-            continue
-        try:
-            plane.options.check_for(plane.dtype, plane.shape, plane=plane.extname)
-        except ValidationError:
-            raise
-        if len(plane.tile_shape) != len(plane.shape) or any(t <= 0 for t in plane.tile_shape):
-            raise ValidationError(f"{plane.extname}: tile shape {plane.tile_shape} does not fit shape {plane.shape}.")
 
 
 def _source_key(source: str) -> tuple[str, int] | None:
@@ -287,7 +93,7 @@ def _counted[T](items: Iterator[T], n: int, progress: Callable[[int], Any] | Non
             progress(1)
 
 
-def _encoder(plane: _Plane) -> TileEncoder:
+def _encoder(plane: WritePlane) -> TileEncoder:
     assert plane.options is not None
     quantization = plane.options.quantization if plane.dtype.kind == "f" else None
     if quantization is not None and quantization.seed != plane.zdither0:
@@ -296,7 +102,7 @@ def _encoder(plane: _Plane) -> TileEncoder:
     return TileEncoder(plane.options.algorithm, plane.dtype, quantization, zdither0=plane.zdither0)
 
 
-def _plane_jobs(plane: _Plane, encoder: TileEncoder | None) -> list[tuple[Callable[[np.ndarray], Any], da.Array]]:
+def _plane_jobs(plane: WritePlane, encoder: TileEncoder | None) -> list[tuple[Callable[[np.ndarray], Any], da.Array]]:
     """The pieces of a plane to compute, each with the function that turns it into what is written."""
     edges = plane.edges()
     pieces = plane.pieces(edges)
@@ -305,7 +111,9 @@ def _plane_jobs(plane: _Plane, encoder: TileEncoder | None) -> list[tuple[Callab
     return list(encode_jobs(pieces, edges, plane.shape, plane.tile_shape, encoder, plane.prepare))
 
 
-def _write_planes(writer: FitsStreamWriter, planes: Sequence[_Plane], progress: Callable[[int], Any] | None) -> None:
+def _write_planes(
+    writer: FitsStreamWriter, planes: Sequence[WritePlane], progress: Callable[[int], Any] | None
+) -> None:
     """Write every pixel plane, computing the pieces of all planes in one ordered pipeline.
 
     One pipeline for the whole file keeps every worker busy across plane boundaries: the
@@ -451,16 +259,16 @@ class FitsOutputArchive(OutputArchive):
         ):
             raise ValidationError(f"compression_seed must be an int in 1..10000, not {compression_seed!r}.")
         given = dict(compression or {})
-        self.options = {kind: _options(given.get(kind, DEFAULT), f"{kind}_compression") for kind in _KINDS}
+        self.options = {kind: compression_options(given.get(kind, DEFAULT), f"{kind}_compression") for kind in _KINDS}
         self.url = url
         self.compression_seed = compression_seed
         self.storage_options = storage_options
         self.overwrite = overwrite
         self.progress = progress
-        self.planes: list[_Plane] = []
+        self.planes: list[WritePlane] = []
         self.tables: list[tuple[str, Any]] = []
         self.passthrough: list[Any] = []
-        self.extra: list[_Plane] = []
+        self.extra: list[WritePlane] = []
         self.tree: dict[str, Any] | None = None
         self._celestial: list[Any] | None = None
         self._cell: tuple[int, int] = (0, 0)
@@ -473,31 +281,31 @@ class FitsOutputArchive(OutputArchive):
     def add_image(self, key: str, image: Image) -> dict[str, Any]:
         """Plan the HDU of an image plane (IMAGE, VARIANCE, MASK_FRACTIONS/<NAME>, NOISE_REALIZATIONS/<n>)."""
         kind, _, name = key.partition("/")
-        offset = _offset_wcs(image.bbox)
+        offset = offset_wcs(image.bbox)
         if kind in ("image", "variance"):
-            extname, cards = kind.upper(), [*_unit_cards(image.unit), *(self._celestial or []), *offset]
+            extname, cards = kind.upper(), [*unit_cards(image.unit), *(self._celestial or []), *offset]
             options = self.options[kind]
         else:
-            extname, cards = f"{kind.upper()}/{name.upper()}", [*_unit_cards(image.unit), *offset]
+            extname, cards = f"{kind.upper()}/{name.upper()}", [*unit_cards(image.unit), *offset]
             options = self.options["image" if kind == "noise_realizations" else kind]
-        plane = _image_plane(key, extname, image, options, self._cell, cards)
+        plane = image_plane(key, extname, image, options, self._cell, cards)
         self.planes.append(plane)
         return array_ref(plane.source, plane.shape, plane.dtype)
 
     def add_mask(self, mask: Mask) -> list[dict[str, Any]]:
         """Plan the MASK HDUs (31 planes each); also fixes the cell (tile) shape and celestial cards."""
-        planes = _mask_planes(mask, self.options["mask"], self._cell, self._celestial or [])
+        planes = mask_planes(mask, self.options["mask"], self._cell, self._celestial or [])
         self.planes.extend(planes)
         return [array_ref(p.source, p.shape, p.dtype) for p in planes]
 
     def begin(self, coadd: CellCoadd) -> None:
         """Take what every HDU header shares from ``coadd`` (celestial WCS cards, cell shape)."""
         self._cell = (int(coadd.grid.cell_shape.y), int(coadd.grid.cell_shape.x))
-        self._celestial = _celestial_wcs(coadd)
+        self._celestial = celestial_wcs(coadd)
 
     def add_psf(self, psf: CellPointSpreadFunction) -> dict[str, Any]:
         """Plan the PSF HDU (one tile per cell kernel)."""
-        plane = _psf_plane(psf, self.options["psf"])
+        plane = psf_plane(psf, self.options["psf"])
         self.planes.append(plane)
         return array_ref(plane.source, plane.shape, plane.dtype)
 
@@ -515,7 +323,7 @@ class FitsOutputArchive(OutputArchive):
             extver += 1
         shape = tuple(int(n) for n in values.shape)
         array = da.from_array(np.ascontiguousarray(values), chunks=-1)
-        plane = _Plane(path, extname, extver, shape, np.dtype(values.dtype), shape or (1,), None,
+        plane = WritePlane(path, extname, extver, shape, np.dtype(values.dtype), shape or (1,), None,
                        functools.partial(pieces_from_array, array))
         self.extra.append(plane)
         return array_ref(plane.source, shape, values.dtype)
@@ -533,8 +341,8 @@ class FitsOutputArchive(OutputArchive):
 
     def add_tree(self, tree: dict[str, Any]) -> None:
         """Check compression against every plane, choose dither seeds, and keep the tree."""
-        _check_compression(self.planes)
-        _resolve_seeds(self.planes, self.compression_seed)
+        check_compression(self.planes)
+        resolve_seeds(self.planes, self.compression_seed)
         self.tree = tree
 
     @property
