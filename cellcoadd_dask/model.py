@@ -8,7 +8,6 @@ write can pass them through.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +16,19 @@ import numpy as np
 
 from .archives.names import SCHEMA_VERSION
 from .butler_info import parse_butler_info
-from .cells import CellGrid, CellGridBounds, CellIJ, PatchDefinition
-from .errors import ArchiveFormatError, BoundsError
-from .geom import YX, Box, Interval
+from .cells import CellGridBounds, PatchDefinition
+from .geom import Box
+from .tree_fields import (
+    TreeContext,
+    bounds_from_json,
+    box_from_json,
+    check_stamp,
+    get_field,
+    int_field,
+    patch_from_json,
+    str_field,
+    yx_from_json,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -36,7 +45,6 @@ __all__ = [
     "yx_from_json",
 ]
 
-READER_MAJOR = 1
 SCHEMA_URL_BASE = "https://images.lsst.io/schemas/"
 _DATATYPES = {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"}
 _TOP_KEYS = (
@@ -59,121 +67,6 @@ _TOP_KEYS = (
     "butler_info",
     "indirect",
 )
-
-
-class _Ctx:
-    """Where in the tree we are, for error messages."""
-
-    def __init__(self, url: str | None) -> None:
-        self.url = url
-
-    def error(self, path: str, message: str) -> ArchiveFormatError:
-        return ArchiveFormatError(f"JSON tree field {path!r}: {message}", url=self.url, hdu="JSON")
-
-
-def _get(ctx: _Ctx, node: Any, key: str, path: str, *, required: bool = True, default: Any = None) -> Any:
-    if not isinstance(node, Mapping):
-        raise ctx.error(path, f"expected an object, got {type(node).__name__}")
-    if key not in node:
-        if required:
-            raise ctx.error(f"{path}.{key}", "required field is missing")
-        return default
-    return node[key]
-
-
-def _int(ctx: _Ctx, value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ctx.error(path, f"expected an integer, got {value!r}")
-    return value
-
-
-def _str(ctx: _Ctx, value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise ctx.error(path, f"expected a string, got {value!r}")
-    return value
-
-
-def check_stamp(ctx: _Ctx, node: Any, path: str) -> None:
-    """Require ``schema_version`` and refuse trees needing a newer reader (``min_read_version``)."""
-    version = _get(ctx, node, "schema_version", path)
-    if not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+\.\d+", version):
-        raise ctx.error(f"{path}.schema_version", f"expected 'major.minor.patch', got {version!r}")
-    mrv = _int(ctx, _get(ctx, node, "min_read_version", path, required=False, default=1), f"{path}.min_read_version")
-    if mrv > READER_MAJOR:
-        raise ctx.error(path, f"tree requires reader major >= {mrv}; this reader supports {READER_MAJOR}")
-
-
-def yx_from_json(value: Any, path: str = "yx", url: str | None = None) -> YX[int]:
-    """A YX pair from ``{"y": .., "x": ..}`` or the old ``[y, x]`` array spelling."""
-    ctx = _Ctx(url)
-    if isinstance(value, Mapping):
-        return YX(
-            _int(ctx, _get(ctx, value, "y", path), f"{path}.y"), _int(ctx, _get(ctx, value, "x", path), f"{path}.x")
-        )
-    if isinstance(value, list) and len(value) == 2:
-        return YX(_int(ctx, value[0], f"{path}[0]"), _int(ctx, value[1], f"{path}[1]"))
-    raise ctx.error(path, f"expected a (y, x) pair, got {value!r}")
-
-
-def _interval(ctx: _Ctx, value: Any, path: str) -> Interval:
-    start = _int(ctx, _get(ctx, value, "start", path), f"{path}.start")
-    stop = _int(ctx, _get(ctx, value, "stop", path), f"{path}.stop")
-    try:
-        return Interval(start, stop)
-    except BoundsError as exc:
-        raise ctx.error(path, str(exc)) from None
-
-
-def box_from_json(value: Any, path: str = "bbox", url: str | None = None) -> Box:
-    """A Box from ``{"y": {"start", "stop"}, "x": {...}}``."""
-    ctx = _Ctx(url)
-    return Box(
-        _interval(ctx, _get(ctx, value, "y", path), f"{path}.y"),
-        _interval(ctx, _get(ctx, value, "x", path), f"{path}.x"),
-    )
-
-
-def grid_from_json(value: Any, path: str = "grid", url: str | None = None) -> CellGrid:
-    """A CellGrid from its JSON form."""
-    ctx = _Ctx(url)
-    shape = yx_from_json(_get(ctx, value, "cell_shape", path), f"{path}.cell_shape", url)
-    try:
-        return CellGrid(box_from_json(_get(ctx, value, "bbox", path), f"{path}.bbox", url), shape)
-    except BoundsError as exc:
-        raise ctx.error(path, str(exc)) from None
-
-
-def bounds_from_json(value: Any, path: str = "bounds", url: str | None = None) -> CellGridBounds:
-    """A CellGridBounds from its JSON form (``missing`` as a list of ``{"i", "j"}`` or ``[i, j]``)."""
-    ctx = _Ctx(url)
-    grid = grid_from_json(_get(ctx, value, "grid", path), f"{path}.grid", url)
-    bbox = box_from_json(_get(ctx, value, "bbox", path), f"{path}.bbox", url)
-    missing_json = _get(ctx, value, "missing", path, required=False, default=[])
-    if not isinstance(missing_json, list):
-        raise ctx.error(f"{path}.missing", "expected a list")
-    missing = set()
-    for n, m in enumerate(missing_json):
-        p = f"{path}.missing[{n}]"
-        if isinstance(m, Mapping):
-            missing.add(CellIJ(_int(ctx, _get(ctx, m, "i", p), p), _int(ctx, _get(ctx, m, "j", p), p)))
-        elif isinstance(m, list) and len(m) == 2:
-            missing.add(CellIJ(_int(ctx, m[0], p), _int(ctx, m[1], p)))
-        else:
-            raise ctx.error(p, f"expected a cell index, got {m!r}")
-    if not grid.bbox.contains(bbox):
-        raise ctx.error(path, f"bbox {bbox} lies outside the cell grid {grid.bbox}")
-    return CellGridBounds(grid, bbox, frozenset(missing))
-
-
-def patch_from_json(value: Any, path: str = "patch", url: str | None = None) -> PatchDefinition:
-    """A PatchDefinition from its JSON form."""
-    ctx = _Ctx(url)
-    return PatchDefinition(
-        id=_int(ctx, _get(ctx, value, "id", path), f"{path}.id"),
-        index=yx_from_json(_get(ctx, value, "index", path), f"{path}.index", url),
-        inner_bbox=box_from_json(_get(ctx, value, "inner_bbox", path), f"{path}.inner_bbox", url),
-        cells=grid_from_json(_get(ctx, value, "cells", path), f"{path}.cells", url),
-    )
 
 
 @dataclass(frozen=True)
@@ -245,16 +138,16 @@ def _inline_shape(data: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _array(ctx: _Ctx, value: Any, path: str) -> ArrayModel:
-    datatype = _str(ctx, _get(ctx, value, "datatype", path), f"{path}.datatype")
+def _array(ctx: TreeContext, value: Any, path: str) -> ArrayModel:
+    datatype = str_field(ctx, get_field(ctx, value, "datatype", path), f"{path}.datatype")
     if datatype not in _DATATYPES:
         raise ctx.error(f"{path}.datatype", f"unsupported datatype {datatype!r}")
     if "source" in value:
-        source = _str(ctx, value["source"], f"{path}.source")
-        shape_json = _get(ctx, value, "shape", path)
+        source = str_field(ctx, value["source"], f"{path}.source")
+        shape_json = get_field(ctx, value, "shape", path)
         if not isinstance(shape_json, list):
             raise ctx.error(f"{path}.shape", "expected a list")
-        shape = tuple(_int(ctx, s, f"{path}.shape") for s in shape_json)
+        shape = tuple(int_field(ctx, s, f"{path}.shape") for s in shape_json)
         if any(s < 0 for s in shape):
             raise ctx.error(f"{path}.shape", f"negative size in {shape}")
         byteorder = value.get("byteorder", "big")
@@ -276,7 +169,7 @@ class ImageModel:
     tree: Mapping[str, Any] = field(repr=False, compare=False)
 
 
-def _check_unit(ctx: _Ctx, text: str, path: str) -> None:
+def _check_unit(ctx: TreeContext, text: str, path: str) -> None:
     """Refuse a unit string that astropy parses neither as VOUnit nor in its generic syntax."""
     import astropy.units as u
 
@@ -289,23 +182,23 @@ def _check_unit(ctx: _Ctx, text: str, path: str) -> None:
     raise ctx.error(path, f"unit {text!r} does not parse")
 
 
-def _image(ctx: _Ctx, value: Any, path: str) -> ImageModel:
+def _image(ctx: TreeContext, value: Any, path: str) -> ImageModel:
     check_stamp(ctx, value, path)
-    data = _get(ctx, value, "data", path)
+    data = get_field(ctx, value, "data", path)
     unit = None
     if isinstance(data, Mapping) and "value" in data:
-        unit = _get(ctx, data, "unit", f"{path}.data", required=False)
+        unit = get_field(ctx, data, "unit", f"{path}.data", required=False)
         if unit is not None:
-            unit = _str(ctx, unit, f"{path}.data.unit")
+            unit = str_field(ctx, unit, f"{path}.data.unit")
             _check_unit(ctx, unit, f"{path}.data.unit")
         data = data["value"]
     array = _array(ctx, data, f"{path}.data")
     if len(array.shape) != 2:
         raise ctx.error(f"{path}.data.shape", f"an image must be 2-d, got shape {array.shape}")
-    yx0 = _get(ctx, value, "yx0", path)
+    yx0 = get_field(ctx, value, "yx0", path)
     if not isinstance(yx0, list) or len(yx0) != 2:
         raise ctx.error(f"{path}.yx0", f"expected a [y, x] list, got {yx0!r}")
-    y0, x0 = (_int(ctx, v, f"{path}.yx0") for v in yx0)
+    y0, x0 = (int_field(ctx, v, f"{path}.yx0") for v in yx0)
     if 0 in array.shape:
         raise ctx.error(f"{path}.data.shape", f"empty image shape {array.shape}")
     return ImageModel(array, unit, Box.from_shape(array.shape, (y0, x0)), value)
@@ -339,13 +232,13 @@ class MaskModel:
         return len(self.arrays) == 1 and self.arrays[0].dtype.kind == "u"
 
 
-def _mask(ctx: _Ctx, value: Any, path: str) -> MaskModel:
+def _mask(ctx: TreeContext, value: Any, path: str) -> MaskModel:
     check_stamp(ctx, value, path)
-    data = _get(ctx, value, "data", path)
+    data = get_field(ctx, value, "data", path)
     if not isinstance(data, list) or not data:
         raise ctx.error(f"{path}.data", "expected a non-empty list of arrays")
     arrays = tuple(_array(ctx, a, f"{path}.data[{n}]") for n, a in enumerate(data))
-    planes_json = _get(ctx, value, "planes", path)
+    planes_json = get_field(ctx, value, "planes", path)
     if not isinstance(planes_json, list):
         raise ctx.error(f"{path}.planes", "expected a list")
     planes: list[MaskPlaneModel | None] = []
@@ -355,12 +248,12 @@ def _mask(ctx: _Ctx, value: Any, path: str) -> MaskModel:
             planes.append(None)
             continue
         pp = f"{path}.planes[{n}]"
-        name = _str(ctx, _get(ctx, p, "name", pp), f"{pp}.name")
+        name = str_field(ctx, get_field(ctx, p, "name", pp), f"{pp}.name")
         if name in names:
             raise ctx.error(pp, f"duplicate mask plane name {name!r}")
         names.add(name)
-        planes.append(MaskPlaneModel(name, _str(ctx, p.get("description", ""), f"{pp}.description")))
-    dtype = _str(ctx, _get(ctx, value, "dtype", path, required=False, default="uint8"), f"{path}.dtype")
+        planes.append(MaskPlaneModel(name, str_field(ctx, p.get("description", ""), f"{pp}.description")))
+    dtype = str_field(ctx, get_field(ctx, value, "dtype", path, required=False, default="uint8"), f"{path}.dtype")
     if dtype not in _DATATYPES or not np.issubdtype(np.dtype(dtype), np.integer):
         raise ctx.error(f"{path}.dtype", f"mask dtype must be an integer type, got {dtype!r}")
     n_nonnull = len(names)
@@ -379,10 +272,10 @@ def _mask(ctx: _Ctx, value: Any, path: str) -> MaskModel:
             raise ctx.error(f"{path}.data[{n}]", f"mask arrays must be 2-d and agree in shape, got {a.shape}")
         if not np.issubdtype(a.dtype, np.integer):
             raise ctx.error(f"{path}.data[{n}].datatype", f"mask array must be integer, got {a.datatype}")
-    yx0 = _get(ctx, value, "yx0", path)
+    yx0 = get_field(ctx, value, "yx0", path)
     if not isinstance(yx0, list) or len(yx0) != 2:
         raise ctx.error(f"{path}.yx0", f"expected a [y, x] list, got {yx0!r}")
-    y0, x0 = (_int(ctx, v, f"{path}.yx0") for v in yx0)
+    y0, x0 = (int_field(ctx, v, f"{path}.yx0") for v in yx0)
     if 0 in shape:
         raise ctx.error(f"{path}.data.shape", f"empty mask shape {shape}")
     return MaskModel(arrays, Box.from_shape(shape, (y0, x0)), tuple(planes), dtype, value)
@@ -397,10 +290,10 @@ class PsfModel:
     tree: Mapping[str, Any] = field(repr=False, compare=False)
 
 
-def _psf(ctx: _Ctx, value: Any, path: str) -> PsfModel:
+def _psf(ctx: TreeContext, value: Any, path: str) -> PsfModel:
     check_stamp(ctx, value, path)
-    array = _array(ctx, _get(ctx, value, "array", path), f"{path}.array")
-    bounds = bounds_from_json(_get(ctx, value, "bounds", path), f"{path}.bounds", ctx.url)
+    array = _array(ctx, get_field(ctx, value, "array", path), f"{path}.array")
+    bounds = bounds_from_json(get_field(ctx, value, "bounds", path), f"{path}.bounds", ctx.url)
     size = bounds.subgrid_size
     if len(array.shape) != 4 or tuple(array.shape[:2]) != (size.i, size.j):
         raise ctx.error(f"{path}.array.shape", f"expected ({size.i}, {size.j}, ky, kx), got {array.shape}")
@@ -452,20 +345,20 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
     ArchiveFormatError
         Naming the field at fault when the tree is malformed or needs a newer reader.
     """
-    ctx = _Ctx(url)
+    ctx = TreeContext(url)
     if not isinstance(tree, Mapping):
         raise ctx.error("", "the top level must be an object")
     check_stamp(ctx, tree, "")
-    image = _image(ctx, _get(ctx, tree, "image", ""), "image")
-    mask = _mask(ctx, _get(ctx, tree, "mask", ""), "mask")
-    variance = _image(ctx, _get(ctx, tree, "variance", ""), "variance")
-    fractions_json = _get(ctx, tree, "mask_fractions", "")
+    image = _image(ctx, get_field(ctx, tree, "image", ""), "image")
+    mask = _mask(ctx, get_field(ctx, tree, "mask", ""), "mask")
+    variance = _image(ctx, get_field(ctx, tree, "variance", ""), "variance")
+    fractions_json = get_field(ctx, tree, "mask_fractions", "")
     if not isinstance(fractions_json, Mapping):
         raise ctx.error("mask_fractions", "expected an object")
     fractions = {
-        _str(ctx, k, "mask_fractions"): _image(ctx, v, f"mask_fractions.{k}") for k, v in fractions_json.items()
+        str_field(ctx, k, "mask_fractions"): _image(ctx, v, f"mask_fractions.{k}") for k, v in fractions_json.items()
     }
-    noise_json = _get(ctx, tree, "noise_realizations", "")
+    noise_json = get_field(ctx, tree, "noise_realizations", "")
     if not isinstance(noise_json, list):
         raise ctx.error("noise_realizations", "expected a list")
     noise = tuple(_image(ctx, v, f"noise_realizations[{n}]") for n, v in enumerate(noise_json))
@@ -477,30 +370,30 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
     ):
         if plane.bbox != image.bbox:
             raise ctx.error(name, f"bbox {plane.bbox} does not agree with the image bbox {image.bbox}")
-    sky = _get(ctx, tree, "sky_projection", "")
+    sky = get_field(ctx, tree, "sky_projection", "")
     if not isinstance(sky, Mapping):
         raise ctx.error("sky_projection", "expected an object")
     check_stamp(ctx, sky, "sky_projection")
     for key in ("pixel_to_sky", "fits_approximation"):
         if isinstance(sky.get(key), Mapping):
             check_stamp(ctx, sky[key], f"sky_projection.{key}")
-    band = _get(ctx, tree, "band", "")
+    band = get_field(ctx, tree, "band", "")
     if band is not None:
-        band = _str(ctx, band, "band")
-    psf = _psf(ctx, _get(ctx, tree, "psf", ""), "psf")
+        band = str_field(ctx, band, "band")
+    psf = _psf(ctx, get_field(ctx, tree, "psf", ""), "psf")
     if psf.bounds.bbox.intersection(image.bbox) is None:
         raise ctx.error("psf.bounds", f"PSF bounds {psf.bounds.bbox} do not overlap the image {image.bbox}")
-    aperture = _get(ctx, tree, "aperture_corrections", "", required=False)
+    aperture = get_field(ctx, tree, "aperture_corrections", "", required=False)
     if aperture is not None:
         check_stamp(ctx, aperture, "aperture_corrections")
-    patch_json = _get(ctx, tree, "patch", "")
+    patch_json = get_field(ctx, tree, "patch", "")
     patch = None if patch_json is None else patch_from_json(patch_json, "patch", url)
-    provenance = _get(ctx, tree, "provenance", "")
+    provenance = get_field(ctx, tree, "provenance", "")
     if provenance is not None:
         check_stamp(ctx, provenance, "provenance")
         if patch is None:
             raise ctx.error("provenance", "provenance needs a patch definition")
-    backgrounds = _get(ctx, tree, "backgrounds", "", required=False)
+    backgrounds = get_field(ctx, tree, "backgrounds", "", required=False)
     if backgrounds is not None:
         check_stamp(ctx, backgrounds, "backgrounds")
         fields = backgrounds.get("fields") or {}
@@ -508,7 +401,7 @@ def parse_cell_coadd(tree: Any, *, url: str | None = None) -> CellCoaddModel:
             raise ctx.error("backgrounds.fields", "expected an object of fields by name")
         for name, fld in fields.items():
             check_stamp(ctx, fld, f"backgrounds.fields.{name}")
-    metadata = _get(ctx, tree, "metadata", "", required=False, default={})
+    metadata = get_field(ctx, tree, "metadata", "", required=False, default={})
     if not isinstance(metadata, Mapping):
         raise ctx.error("metadata", "expected an object")
     extra = {k: v for k, v in tree.items() if k not in _TOP_KEYS}
