@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
-import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._starlink_sandbox_child import AstLines
 from .archives.names import SUBTREE_VERSION
-from .errors import ArchiveFormatError, CellCoaddError
+from .ast_mappings import (
+    AST_LOCK,
+    FITS_WCS_TOLERANCE,
+    SUBTREE,
+    fits_header,
+    make_wcs,
+    parse_ast,
+    projection_error,
+    transform,
+)
+from .errors import CellCoaddError
 from .geom import Box
 from .model import box_from_json
 
 __all__ = ["AST_LOCK", "FITS_WCS_TOLERANCE", "FitsWcsError", "PixelXY", "SkyProjection", "make_wcs"]
 
-#: Largest pixel discrepancy accepted between a FITS WCS and the AST projection.
-FITS_WCS_TOLERANCE = 1e-4
-
-_PATH = "sky_projection"
 
 
 class FitsWcsError(CellCoaddError, ValueError):
@@ -47,57 +50,11 @@ class PixelXY(NamedTuple):
     y: Any
 
 
-def _fail(message: str, field: str, url: str | None) -> ArchiveFormatError:
-    return ArchiveFormatError(message, url=url, hdu=f"{_PATH}.{field}" if field else _PATH)
-
-
 def _int_field(tree: dict[str, Any], key: str, field: str, url: str | None) -> int:
     value = tree.get(key) if isinstance(tree, dict) else None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"expected an integer, got {value!r}", field, url)
+        raise projection_error(f"expected an integer, got {value!r}", field, url)
     return value
-
-
-_AST_LOCK = threading.RLock()
-"""Serialises every call into the AST library: it keeps global state, and two threads parsing at
-once (patches of a tract opened in parallel) can crash the process."""
-
-AST_LOCK = _AST_LOCK
-"""The lock every call into the AST library holds (other modules that call AST take it too)."""
-
-
-def _parse_ast(text: str, field: str, url: str | None) -> Any:
-    with _AST_LOCK:
-        return _parse_ast_unlocked(text, field, url)
-
-
-def _parse_ast_unlocked(text: str, field: str, url: str | None) -> Any:
-    """Parse AST native text into a 2 -> 2 Mapping whose output is ICRS (radians)."""
-    from starlink import Ast
-
-    from .starlink_sandbox import check_ast_text
-
-    if "\x00" in text:
-        raise _fail("AST text contains a NUL character", field, url)
-    problem = check_ast_text(text)
-    if problem is not None:
-        raise _fail(f"not parsable as AST text: {problem}", field, url)
-    try:
-        obj = Ast.Channel(AstLines(text)).read()
-    except Exception as exc:  # the AST library raises several error types
-        raise _fail(f"not parsable as AST text: {exc}", field, url) from None
-    if obj is None or not isinstance(obj, Ast.Mapping):
-        raise _fail("AST text does not hold a Mapping or FrameSet", field, url)
-    if obj.Nin != 2 or obj.Nout != 2:
-        raise _fail(f"AST mapping must map 2 -> 2 axes, not {obj.Nin} -> {obj.Nout}", field, url)
-    if isinstance(obj, Ast.FrameSet):
-        sky = obj.getframe(Ast.CURRENT)
-        if not isinstance(sky, Ast.SkyFrame):
-            raise _fail(f"current frame is a {type(sky).__name__}, not a SkyFrame", field, url)
-        if obj.System != "ICRS":
-            # Setting the system of the current frame makes AST re-map it to ICRS.
-            obj.System = "ICRS"
-    return obj
 
 
 class SkyProjection:
@@ -130,7 +87,7 @@ class SkyProjection:
         self._pixel_bounds = pixel_bounds
         self._tree = tree
         self._url = url
-        self._lock = _AST_LOCK
+        self._lock = AST_LOCK
         self._mapping: Any = None
         self._approx_mapping: Any = None
 
@@ -156,7 +113,7 @@ class SkyProjection:
             frame, the sky frame is not ``ICRS``, or the mapping is not parsable AST text.
         """
         if not isinstance(tree, dict):
-            raise _fail(f"expected an object, got {type(tree).__name__}", "", url)
+            raise projection_error(f"expected an object, got {type(tree).__name__}", "", url)
         transform = tree.get("pixel_to_sky")
         text, frame, bounds = cls._transform_parts(transform, "pixel_to_sky", url)
         approx_text = None
@@ -165,12 +122,12 @@ class SkyProjection:
             approx_text, _, _ = cls._transform_parts(approx, "fits_approximation", url)
         skymap = frame.get("skymap")
         if not isinstance(skymap, str):
-            raise _fail(f"skymap must be a string, got {skymap!r}", "pixel_to_sky.frames[0].skymap", url)
+            raise projection_error(f"skymap must be a string, got {skymap!r}", "pixel_to_sky.frames[0].skymap", url)
         tract = _int_field(frame, "tract", "pixel_to_sky.frames[0].tract", url)
-        tract_bbox = box_from_json(frame.get("bbox"), f"{_PATH}.pixel_to_sky.frames[0].bbox", url)
+        tract_bbox = box_from_json(frame.get("bbox"), f"{SUBTREE}.pixel_to_sky.frames[0].bbox", url)
         pixel_bounds = None
         if isinstance(bounds, dict) and set(bounds) >= {"y", "x"} and "grid" not in bounds:
-            pixel_bounds = box_from_json(bounds, f"{_PATH}.pixel_to_sky.bounds[0]", url)
+            pixel_bounds = box_from_json(bounds, f"{SUBTREE}.pixel_to_sky.bounds[0]", url)
         projection = cls(
             ast_text=text,
             skymap=skymap,
@@ -181,9 +138,9 @@ class SkyProjection:
             tree=copy.deepcopy(tree),
             url=url,
         )
-        projection._mapping = _parse_ast(text, "pixel_to_sky.mappings[0].ast", url)
+        projection._mapping = parse_ast(text, "pixel_to_sky.mappings[0].ast", url)
         if approx_text is not None:
-            projection._approx_mapping = _parse_ast(approx_text, "fits_approximation.mappings[0].ast", url)
+            projection._approx_mapping = parse_ast(approx_text, "fits_approximation.mappings[0].ast", url)
         return projection
 
     @classmethod
@@ -198,33 +155,33 @@ class SkyProjection:
         """
         projection = cls(ast_text=text, skymap=skymap, tract=tract, tract_bbox=tract_bbox,
                          pixel_bounds=pixel_bounds, url=url)
-        projection._mapping = _parse_ast(text, field, url)
+        projection._mapping = parse_ast(text, field, url)
         return projection
 
     @staticmethod
     def _transform_parts(transform: Any, field: str, url: str | None) -> tuple[str, dict[str, Any], Any]:
         """Check a ``transform`` subtree; return (AST text, pixel frame, pixel bounds)."""
         if not isinstance(transform, dict):
-            raise _fail(f"expected a transform object, got {transform!r}", field, url)
+            raise projection_error(f"expected a transform object, got {transform!r}", field, url)
         frames = transform.get("frames")
         if not isinstance(frames, list) or len(frames) != 2:
-            raise _fail("a sky projection needs exactly two frames (pixel, ICRS)", f"{field}.frames", url)
+            raise projection_error("a sky projection needs exactly two frames (pixel, ICRS)", f"{field}.frames", url)
         frame = frames[0]
         if not isinstance(frame, dict) or frame.get("frame_type") != "TRACT":
             kind = frame.get("frame_type") if isinstance(frame, dict) else frame
-            raise _fail(f"the pixel frame must be a TRACT frame, not {kind!r}", f"{field}.frames[0]", url)
+            raise projection_error(f"the pixel frame must be a TRACT frame, not {kind!r}", f"{field}.frames[0]", url)
         if frames[1] != "ICRS":
-            raise _fail(f"the sky frame must be 'ICRS', not {frames[1]!r}", f"{field}.frames[1]", url)
+            raise projection_error(f"the sky frame must be 'ICRS', not {frames[1]!r}", f"{field}.frames[1]", url)
         bounds = transform.get("bounds", [None, None])
         if not isinstance(bounds, list) or len(bounds) != len(frames):
-            raise _fail("'bounds' must be a list with one entry per frame", f"{field}.bounds", url)
+            raise projection_error("'bounds' must be a list with one entry per frame", f"{field}.bounds", url)
         mappings = transform.get("mappings")
         if not isinstance(mappings, list) or len(mappings) != 1:
-            raise _fail("expected exactly one mapping", f"{field}.mappings", url)
+            raise projection_error("expected exactly one mapping", f"{field}.mappings", url)
         mapping = mappings[0]
         text = mapping.get("ast") if isinstance(mapping, dict) else None
         if not isinstance(text, str):
-            raise _fail("the mapping must be inline AST text ({'ast': ...}); pointers are not supported",
+            raise projection_error("the mapping must be inline AST text ({'ast': ...}); pointers are not supported",
                         f"{field}.mappings[0]", url)
         return text, frame, bounds[0]
 
@@ -265,7 +222,7 @@ class SkyProjection:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = _AST_LOCK
+        self._lock = AST_LOCK
         self._mapping = None
         self._approx_mapping = None
 
@@ -315,28 +272,17 @@ class SkyProjection:
         with self._lock:
             if approximation:
                 if self._approx_mapping is None and self._approx_text is not None:
-                    self._approx_mapping = _parse_ast(
+                    self._approx_mapping = parse_ast(
                         self._approx_text, "fits_approximation.mappings[0].ast", self._url
                     )
                 return self._approx_mapping
             if self._mapping is None:
-                self._mapping = _parse_ast(self._ast_text, "pixel_to_sky.mappings[0].ast", self._url)
+                self._mapping = parse_ast(self._ast_text, "pixel_to_sky.mappings[0].ast", self._url)
             return self._mapping
 
-    def _tran(
-        self, mapping: Any, a: np.ndarray, b: np.ndarray, forward: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _tran(self, mapping: Any, a: np.ndarray, b: np.ndarray, forward: bool) -> tuple[np.ndarray, np.ndarray]:
         """Apply an AST mapping to flat float64 arrays; AST's bad value becomes NaN."""
-        from starlink import Ast
-
-        with self._lock:
-            try:
-                out = np.asarray(mapping.tran(np.stack([a, b]), forward), dtype=np.float64)
-            except Ast.AstError as exc:
-                raise _fail(f"the AST mapping cannot be evaluated: {exc}", "pixel_to_sky.mappings[0].ast",
-                            self._url) from None
-        out[out == Ast.BAD] = np.nan
-        return out[0], out[1]
+        return transform(mapping, a, b, forward, self._url)
 
     def pixel_to_sky(self, *, x: Any, y: Any) -> Any:
         """Sky coordinates of absolute pixel positions.
@@ -414,9 +360,9 @@ class SkyProjection:
             If neither the projection nor its approximation can be written as a
             FITS WCS that agrees with AST within ``1e-4`` pixel.
         """
-        header = self._fits_header(self._ast(), bbox)
+        header = fits_header(self._ast(), bbox, self._url)
         if header is None and self._approx_text is not None:
-            header = self._fits_header(self._ast(approximation=True), bbox)
+            header = fits_header(self._ast(approximation=True), bbox, self._url)
         if header is None:
             raise FitsWcsError(
                 f"The sky projection over {bbox} cannot be written as a FITS WCS within "
@@ -436,58 +382,3 @@ class SkyProjection:
             If no FITS WCS represents the projection (see :meth:`fits_wcs`).
         """
         return make_wcs(self.fits_wcs(bbox))
-
-    def _fits_header(self, mapping: Any, bbox: Box) -> Any:
-        """FITS-WCS header of ``mapping`` shifted to ``bbox``, or None if not representable."""
-        from astropy.io import fits
-        from starlink import Ast
-
-        with self._lock:
-            grid_to_sky = Ast.CmpMap(Ast.ShiftMap([bbox.x.start - 1.0, bbox.y.start - 1.0]), mapping, True)
-            sky = mapping.getframe(Ast.CURRENT) if isinstance(mapping, Ast.FrameSet) else Ast.SkyFrame("")
-            frames = Ast.FrameSet(Ast.Frame(2, "Domain=GRID"))
-            frames.addframe(Ast.BASE, grid_to_sky, sky)
-            chan = Ast.FitsChan(None, None, "Encoding=FITS-WCS, CDMatrix=1, FitsAxisOrder=<copy>, "
-                                             f"FitsTol={FITS_WCS_TOLERANCE}, FitsDigits=17")
-            chan.setfitsI("NAXIS1", bbox.x.size, "", 0)
-            chan.setfitsI("NAXIS2", bbox.y.size, "", 0)
-            try:
-                written = chan.write(frames)
-            except Ast.AstError:
-                return None
-            if not written:
-                return None
-            chan.Card = 1
-            cards = list(chan)
-        header = fits.Header([fits.Card.fromstring(c) for c in cards])
-        for key in ("NAXIS1", "NAXIS2"):
-            header.remove(key, ignore_missing=True)
-        if "CTYPE1" not in header or "CTYPE2" not in header:
-            return None
-        try:
-            wcs = make_wcs(header)
-        except (KeyError, ValueError):
-            return None
-        if not self._agrees(mapping, wcs, bbox):
-            return None
-        return header
-
-    def _agrees(self, mapping: Any, wcs: Any, bbox: Box) -> bool:
-        """Whether ``wcs`` inverts ``mapping`` within the tolerance at the corners and centre of ``bbox``."""
-        lx = np.array([0.0, bbox.x.size - 1.0, 0.0, bbox.x.size - 1.0, (bbox.x.size - 1) / 2])
-        ly = np.array([0.0, 0.0, bbox.y.size - 1.0, bbox.y.size - 1.0, (bbox.y.size - 1) / 2])
-        ra, dec = self._tran(mapping, lx + bbox.x.start, ly + bbox.y.start, True)
-        if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
-            return False
-        px, py = wcs.all_world2pix(np.degrees(ra), np.degrees(dec), 0)
-        return bool(np.max(np.hypot(px - lx, py - ly)) <= FITS_WCS_TOLERANCE)
-
-
-def make_wcs(header: Any) -> Any:
-    """An astropy WCS of FITS WCS cards (astropy's header fix-up warnings silenced)."""
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    with warnings.catch_warnings():
-        # AST's header is complete; astropy's "fixes" (e.g. of MJDREF/DATE-OBS) are noise here.
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(header)

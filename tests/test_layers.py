@@ -100,8 +100,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "_astropy_codecs", "cards", "codecs", "dither", "tiles", "plain", "tile_tables", "tables", "layout", "encode",
         "hdu_writer", "legacy_layout",
     )), "archives/decode_pool.py", "archives/zarr/shards.py")),
-    ("model", ("model.py", "tree_fields.py", "projection.py", "fits_wcs.py", "provenance.py", "aperture.py",
-               "backgrounds.py", "butler_info.py", "fields/*")),
+    ("model", ("model.py", "tree_fields.py", "projection.py", "ast_mappings.py", "fits_wcs.py", "provenance.py",
+               "aperture.py", "backgrounds.py", "butler_info.py", "fields/*")),
     ("lazy", ("lazy.py",)),
     # Reports from metadata: the objects' describe() and _repr_html_ call down into it, and it
     # knows them only by annotations (it finds archive sources through sys.modules).

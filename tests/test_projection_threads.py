@@ -52,7 +52,7 @@ def test_every_parse_holds_the_one_ast_lock(monkeypatch: pytest.MonkeyPatch) -> 
     held: list[bool] = []
 
     def channel(*args: object) -> object:
-        held.append(projection._AST_LOCK._is_owned())  # type: ignore[attr-defined]
+        held.append(projection.AST_LOCK._is_owned())  # type: ignore[attr-defined]
         return real_channel(*args)
 
     monkeypatch.setattr(Ast, "Channel", channel)
