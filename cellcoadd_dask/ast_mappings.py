@@ -19,7 +19,7 @@ from .errors import ArchiveFormatError
 from .geom import Box
 
 __all__ = [
-    "AST_LOCK", "FITS_WCS_TOLERANCE", "fits_header", "make_wcs", "parse_ast", "projection_error", "transform",
+    "AST_LOCK", "FITS_WCS_TOLERANCE", "fits_header", "make_wcs", "parse_ast", "apply_mapping", "projection_error",
 ]
 
 FITS_WCS_TOLERANCE = 1e-4
@@ -81,7 +81,7 @@ def _parse_ast_unlocked(text: str, field: str, url: str | None) -> Any:
     return obj
 
 
-def transform(
+def apply_mapping(
     mapping: Any, a: np.ndarray, b: np.ndarray, forward: bool, url: str | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apply an AST mapping to flat float64 arrays; AST's bad value becomes NaN.
@@ -147,7 +147,7 @@ def _agrees(mapping: Any, wcs: Any, bbox: Box, url: str | None) -> bool:
     """Whether ``wcs`` inverts ``mapping`` within the tolerance at the corners and centre of ``bbox``."""
     lx = np.array([0.0, bbox.x.size - 1.0, 0.0, bbox.x.size - 1.0, (bbox.x.size - 1) / 2])
     ly = np.array([0.0, 0.0, bbox.y.size - 1.0, bbox.y.size - 1.0, (bbox.y.size - 1) / 2])
-    ra, dec = transform(mapping, lx + bbox.x.start, ly + bbox.y.start, True, url)
+    ra, dec = apply_mapping(mapping, lx + bbox.x.start, ly + bbox.y.start, True, url)
     if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
         return False
     px, py = wcs.all_world2pix(np.degrees(ra), np.degrees(dec), 0)

@@ -21,11 +21,11 @@ from .ast_mappings import (
     AST_LOCK,
     FITS_WCS_TOLERANCE,
     SUBTREE,
+    apply_mapping,
     fits_header,
     make_wcs,
     parse_ast,
     projection_error,
-    transform,
 )
 from .errors import CellCoaddError
 from .geom import Box
@@ -87,7 +87,6 @@ class SkyProjection:
         self._pixel_bounds = pixel_bounds
         self._tree = tree
         self._url = url
-        self._lock = AST_LOCK
         self._mapping: Any = None
         self._approx_mapping: Any = None
 
@@ -216,13 +215,12 @@ class SkyProjection:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_lock", "_mapping", "_approx_mapping"):
+        for key in ("_mapping", "_approx_mapping"):
             del state[key]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = AST_LOCK
         self._mapping = None
         self._approx_mapping = None
 
@@ -269,7 +267,7 @@ class SkyProjection:
 
     def _ast(self, approximation: bool = False) -> Any:
         """Return the parsed AST mapping, parsing it on first use in this process."""
-        with self._lock:
+        with AST_LOCK:
             if approximation:
                 if self._approx_mapping is None and self._approx_text is not None:
                     self._approx_mapping = parse_ast(
@@ -279,10 +277,6 @@ class SkyProjection:
             if self._mapping is None:
                 self._mapping = parse_ast(self._ast_text, "pixel_to_sky.mappings[0].ast", self._url)
             return self._mapping
-
-    def _tran(self, mapping: Any, a: np.ndarray, b: np.ndarray, forward: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Apply an AST mapping to flat float64 arrays; AST's bad value becomes NaN."""
-        return transform(mapping, a, b, forward, self._url)
 
     def pixel_to_sky(self, *, x: Any, y: Any) -> Any:
         """Sky coordinates of absolute pixel positions.
@@ -303,7 +297,7 @@ class SkyProjection:
         from astropy.coordinates import SkyCoord
 
         xb, yb = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-        ra, dec = self._tran(self._ast(), xb.ravel(), yb.ravel(), True)
+        ra, dec = apply_mapping(self._ast(), xb.ravel(), yb.ravel(), True, self._url)
         ra = np.mod(ra, 2 * math.pi).reshape(xb.shape)
         dec = dec.reshape(xb.shape)
         with np.errstate(invalid="ignore"):
@@ -329,7 +323,7 @@ class SkyProjection:
         icrs = coord.icrs
         ra = np.asarray(icrs.ra.radian, dtype=np.float64)
         dec = np.asarray(icrs.dec.radian, dtype=np.float64)
-        px, py = self._tran(self._ast(), ra.ravel(), dec.ravel(), False)
+        px, py = apply_mapping(self._ast(), ra.ravel(), dec.ravel(), False, self._url)
         if ra.ndim == 0:
             return PixelXY(float(px[0]), float(py[0]))
         return PixelXY(px.reshape(ra.shape), py.reshape(ra.shape))

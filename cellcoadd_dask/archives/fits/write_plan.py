@@ -241,9 +241,6 @@ def check_compression(planes: Sequence[WritePlane]) -> None:
     for plane in planes:
         if plane.options is None:
             continue
-        try:
-            plane.options.check_for(plane.dtype, plane.shape, plane=plane.extname)
-        except ValidationError:
-            raise
+        plane.options.check_for(plane.dtype, plane.shape, plane=plane.extname)
         if len(plane.tile_shape) != len(plane.shape) or any(t <= 0 for t in plane.tile_shape):
             raise ValidationError(f"{plane.extname}: tile shape {plane.tile_shape} does not fit shape {plane.shape}.")
